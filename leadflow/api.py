@@ -1,0 +1,113 @@
+"""The HTTP API (FastAPI). Every /v1 route needs `Authorization: Bearer <key>` with a key from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
+from leadflow.leads import find_lead, lead_document
+from leadflow.router import outbox_status
+from leadflow.runtime import Runtime
+
+
+bearer = HTTPBearer(auto_error=False)
+
+
+class Accepted(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class LeadSaved(BaseModel):
+    id: int
+    email: str
+    created: bool
+
+
+def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None = None) -> FastAPI:
+    """The API over `runtime`; `on_events_accepted` lets an in-process router start routing at once."""
+    app = FastAPI(title="Leadflow", version="0.1.0", description="Events in, qualified conversations out.")
+    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        supplied = credentials.credentials.encode() if credentials else b""
+        if not credentials or not any(hmac.compare_digest(supplied, key.encode()) for key in runtime.settings.api_keys):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or unknown API key: send Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        if any(problem["type"] == "json_invalid" for problem in problems):
+            reason = problems[0].get("ctx", {}).get("error", "")
+            return JSONResponse({"detail": f"malformed JSON: {reason}".rstrip(": ")}, status.HTTP_400_BAD_REQUEST)
+        return JSONResponse({"detail": _readable(problems, error.body)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(UnknownLead)
+    async def unknown_lead(request: Request, error: UnknownLead) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status.HTTP_404_NOT_FOUND)
+
+    v1 = [Depends(authorized)]
+
+    @app.post("/v1/leads", dependencies=v1, response_model=LeadSaved, responses={201: {"model": LeadSaved}})
+    async def save_lead(lead_in: LeadIn) -> JSONResponse:
+        """Create a lead by email, or merge the given properties into the existing one."""
+        lead, created = await asyncio.to_thread(upsert_lead, runtime.db, lead_in)
+        body = LeadSaved(id=lead.id, email=lead.email or "", created=created).model_dump()
+        return JSONResponse(body, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @app.post("/v1/events", dependencies=v1, status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+    async def accept_events(body: EventIn | EventBatchIn) -> Accepted:
+        """One event, or a batch `{"events": [...]}`. Stored before the answer; a repeated id is ignored."""
+        events = body.events if isinstance(body, EventBatchIn) else [body]
+        result = await asyncio.to_thread(ingest_events, runtime.db, events)
+        if result.accepted and on_events_accepted:
+            on_events_accepted()
+        return Accepted(accepted=result.accepted, duplicates=result.duplicates)
+
+    @app.get("/v1/leads/{reference}", dependencies=v1)
+    async def get_lead(reference: str) -> dict[str, Any]:
+        """A lead by id, email or anonymous id: properties, score with breakdown, stage, segments,
+        sequences and the recent timeline."""
+
+        def read() -> dict[str, Any] | None:
+            with runtime.db.read() as session:
+                lead = find_lead(session, reference)
+                return lead_document(session, lead) if lead else None
+
+        document = await asyncio.to_thread(read)
+        if document is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}")
+        return document
+
+    @app.get("/v1/health", dependencies=v1)
+    async def health() -> dict[str, Any]:
+        """Liveness plus the outbox: events waiting to be routed and the routing lag."""
+        outbox = await asyncio.to_thread(outbox_status, runtime.db)
+        return {"status": "ok", "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)}}
+
+    return app
+
+
+def _readable(problems: list[Any], body: Any) -> list[dict[str, Any]]:
+    """Validation errors with the field path a client wrote (`events.3.type`). For the event union body,
+    only the errors of the form the client meant: a batch when it has `events`, else a single event."""
+    meant = "EventBatchIn" if isinstance(body, dict) and "events" in body else "EventIn"
+    readable = []
+    for problem in problems:
+        location = [str(part) for part in problem["loc"] if part != "body"]
+        if location and location[0] in ("EventIn", "EventBatchIn"):
+            if location.pop(0) != meant:
+                continue
+        readable.append({"field": ".".join(location) or "body", "message": problem["msg"], "type": problem["type"]})
+    return readable or [{"field": "body", "message": "invalid request body", "type": "invalid"}]

@@ -1,0 +1,103 @@
+"""Property tests shared by scoring rules, segment filters and sequence conditions."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+Scalar = str | int | float | bool
+
+
+class PropertyTest(BaseModel):
+    """One or more checks on a single value; all given checks must hold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    equals: Scalar | None = None
+    not_equals: Scalar | None = None
+    in_: list[Scalar] | None = None
+    not_in: list[Scalar] | None = None
+    matches: str | None = None  # regular expression, searched case-insensitively
+    contains: str | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    exists: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_in(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "in" in data:
+            data = {**data, "in_": data["in"]}
+            del data["in"]
+        return data
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> PropertyTest:
+        if not self.model_fields_set:
+            raise ValueError("a property test needs one of: equals, not_equals, in, not_in, matches, "
+                             "contains, gt, gte, lt, lte, exists")
+        return self
+
+    @field_validator("matches")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"regular expression {pattern!r} does not compile: {error}") from None
+        return pattern
+
+    @cached_property
+    def _regex(self) -> re.Pattern[str] | None:
+        return re.compile(self.matches, re.IGNORECASE) if self.matches is not None else None
+
+    def holds(self, value: Any) -> bool:
+        if self.exists is not None and (value is not None) != self.exists:
+            return False
+        if value is None:
+            return self.exists is False or (
+                self.model_fields_set <= {"exists", "not_equals", "not_in"}
+            )
+        checks = (
+            self.equals is None or _same(value, self.equals),
+            self.not_equals is None or not _same(value, self.not_equals),
+            self.in_ is None or any(_same(value, option) for option in self.in_),
+            self.not_in is None or not any(_same(value, option) for option in self.not_in),
+            self._regex is None or bool(self._regex.search(str(value))),
+            self.contains is None or self.contains.lower() in str(value).lower(),
+            self.gt is None or _number(value) > self.gt,
+            self.gte is None or _number(value) >= self.gte,
+            self.lt is None or _number(value) < self.lt,
+            self.lte is None or _number(value) <= self.lte,
+        )
+        return all(checks)
+
+
+def _same(value: Any, expected: Scalar) -> bool:
+    if isinstance(expected, str) and isinstance(value, str):
+        return value.casefold() == expected.casefold()
+    return bool(value == expected)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")  # every comparison with NaN is False: a non-number never passes
+
+
+def as_test(spec: PropertyTest | Scalar) -> PropertyTest:
+    return spec if isinstance(spec, PropertyTest) else PropertyTest(equals=spec)
+
+
+PropertyFilter = dict[str, PropertyTest | Scalar]
+
+
+def filter_holds(where: PropertyFilter, properties: dict[str, Any]) -> bool:
+    return all(as_test(test).holds(properties.get(name)) for name, test in where.items())

@@ -1,0 +1,121 @@
+"""Message templates: Jinja2 in an immutable sandbox with StrictUndefined.
+
+An email template is one file, `templates/email/NAME.j2`, with the blocks `subject`, `html` and optionally
+`text` (a plain-text part is made from the HTML when it is absent). Shared pieces come in with
+`{% include %}` inside a block. The HTML block is autoescaped; subject and text are not.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+EMAIL_BLOCKS = ("subject", "html")
+
+
+class TemplateRenderError(Exception):
+    """A template that cannot render for this lead: the marketer must fix it; retrying will not help."""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+class TemplateLibrary:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        loader = FileSystemLoader(directory)
+        self._text = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=False)
+        self._html = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=True)
+
+    def names(self, channel: str) -> list[str]:
+        return sorted(path.stem for path in (self.directory / channel).glob("[!_]*.j2"))
+
+    def problem_with(self, channel: str, name: str) -> str | None:
+        """Why `name` cannot be used on `channel`, or None when it can."""
+        path = self.directory / channel / f"{name}.j2"
+        if not path.exists():
+            known = ", ".join(self.names(channel)) or "none"
+            return f"no {channel} template {name!r} (expected {path}; known: {known})"
+        try:
+            template = self._text.get_template(_relative(channel, name))
+        except TemplateError as error:
+            line = getattr(error, "lineno", None)
+            return f"template {path}{f':{line}' if line else ''} does not compile: {error}"
+        missing = [block for block in EMAIL_BLOCKS if block not in template.blocks]
+        if missing:
+            return f"template {path} lacks the block(s) {', '.join(missing)}"
+        return None
+
+    def render_email(self, name: str, context: dict[str, Any]) -> RenderedEmail:
+        relative = _relative("email", name)
+        try:
+            text_template = self._text.get_template(relative)
+            subject = " ".join(_block(text_template, "subject", context).split())
+            html = _block(self._html.get_template(relative), "html", context).strip()
+            text = (
+                _block(text_template, "text", context).strip()
+                if "text" in text_template.blocks
+                else html_to_text(html)
+            )
+        except TemplateError as error:
+            raise TemplateRenderError(f"template email/{name}: {error}") from error
+        return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def _relative(channel: str, name: str) -> str:
+    return f"{channel}/{name}.j2"
+
+
+def _block(template: Template, block: str, context: dict[str, Any]) -> str:
+    return "".join(template.blocks[block](template.new_context(context)))
+
+
+class _TextExtractor(HTMLParser):
+    _BREAKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._href: str | None = None
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("style", "script", "head"):
+            self._skip += 1
+        if tag in self._BREAKS:
+            self.parts.append("\n")
+        if tag == "li":
+            self.parts.append("- ")
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script", "head"):
+            self._skip -= 1
+        if tag == "a" and self._href:
+            self.parts.append(f" ({self._href})")
+            self._href = None
+        if tag in self._BREAKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text part for an HTML email: paragraphs kept, links written out."""
+    extractor = _TextExtractor()
+    extractor.feed(html)
+    lines = (line.strip() for line in "".join(extractor.parts).splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

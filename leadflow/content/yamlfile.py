@@ -1,0 +1,86 @@
+"""YAML content files read with their line numbers, so every mistake is reported as file:line: reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+Location = tuple[str | int, ...]
+
+
+class ContentError(Exception):
+    """A mistake in a marketer-authored file, with where it is and how to fix it."""
+
+    def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
+        self.path, self.line, self.reason = Path(path), line, reason
+        super().__init__(f"{self.path}{f':{line}' if line else ''}: {reason}")
+
+
+class ContentErrors(Exception):
+    def __init__(self, errors: list[ContentError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(error) for error in errors))
+
+
+def _line_index(node: yaml.Node, location: Location, index: dict[Location, int]) -> None:
+    index[location] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            index[(*location, key.value)] = key.start_mark.line + 1
+            _line_index(value, (*location, key.value), index)
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            _line_index(item, (*location, position), index)
+
+
+class YamlFile:
+    """One parsed file: its data, and the line of every key and item in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        text = path.read_text(encoding="utf-8")
+        try:
+            self.data: Any = yaml.safe_load(text)
+            root = yaml.compose(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            problem = getattr(error, "problem", None) or str(error)
+            raise ContentError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
+        self.lines: dict[Location, int] = {}
+        if root is not None:
+            _line_index(root, (), self.lines)
+
+    def line_of(self, location: Location) -> int | None:
+        """The line of the deepest part of `location` that exists in the file."""
+        for end in range(len(location), -1, -1):
+            if location[:end] in self.lines:
+                return self.lines[location[:end]]
+        return None
+
+    def error(self, location: Location, reason: str) -> ContentError:
+        return ContentError(self.path, self.line_of(location), reason)
+
+    def parse(self, model: type[Model]) -> Model:
+        try:
+            return model.model_validate(self.data)
+        except ValidationError as invalid:
+            raise ContentErrors([self._explain(error) for error in invalid.errors()]) from None
+
+    def _explain(self, error: Any) -> ContentError:
+        location = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        field = ".".join(str(part) for part in location) or "the file"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling)"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        return self.error(location, f"{field}: {message}")
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic names the union member it tried ("function-after[...]", "SendStep"); not a key in the file.
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part)

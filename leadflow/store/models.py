@@ -1,0 +1,213 @@
+"""The store's tables. Stage changes, scores and messages are append-only records the reports are built from."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite has no 64-bit autoincrement type distinct from INTEGER; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC (SQLite keeps no zone), always hands back aware UTC datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use leadflow.clock.now()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    domain: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    owner: Mapped[str | None] = mapped_column(String(255))  # salesperson email
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    stage: Mapped[str] = mapped_column(String(32), default="lead")
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Identity(Base):
+    """An anonymous id (a browser cookie) and the lead it belongs to."""
+
+    __tablename__ = "identities"
+
+    anonymous_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_lead_time", "lead_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)  # the client's idempotency id
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(100))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+class Outbox(Base):
+    """Accepted events not yet delivered to their lead's workflow; drained in id order."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(BigId)
+    event_id: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScoreSnapshot(Base):
+    """The score ledger: every rescore appends the score and the contributions behind it."""
+
+    __tablename__ = "score_snapshots"
+    __table_args__ = (Index("ix_score_snapshots_lead_time", "lead_id", "computed_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    score: Mapped[int] = mapped_column(Integer)
+    fit: Mapped[int] = mapped_column(Integer)
+    behavior: Mapped[int] = mapped_column(Integer)
+    breakdown: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    model_version: Mapped[str] = mapped_column(String(64))
+
+
+class StageChange(Base):
+    __tablename__ = "stage_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    from_stage: Mapped[str] = mapped_column(String(32))
+    to_stage: Mapped[str] = mapped_column(String(32))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    score: Mapped[int] = mapped_column(Integer)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(255), unique=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    sequence_id: Mapped[str] = mapped_column(String(100))
+    sequence_version: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)  # the sequence as it was at enrollment
+    status: Mapped[str] = mapped_column(String(32), default="running")
+    exit_reason: Mapped[str | None] = mapped_column(Text)
+    current_step: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Message(Base):
+    """One message to one recipient. The idempotency key is claimed before the provider is called."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(255))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # sending, sent, failed, uncertain
+    provider_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Handoff(Base):
+    """A lead handed to a salesperson; one per SQL promotion (the stage change that caused it)."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    stage_change_id: Mapped[int] = mapped_column(ForeignKey("stage_changes.id", ondelete="CASCADE"), unique=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    salesperson: Mapped[str] = mapped_column(String(320))
+    rule: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32), default="assigned")
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AssignmentCursor(Base):
+    """Round-robin position per team, kept in the store so fairness survives restarts."""
+
+    __tablename__ = "assignment_cursors"
+    __table_args__ = (UniqueConstraint("team"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SegmentMembership(Base):
+    __tablename__ = "segment_memberships"
+    __table_args__ = (UniqueConstraint("lead_id", "segment_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    segment_id: Mapped[str] = mapped_column(String(100))
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

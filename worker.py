@@ -1,0 +1,75 @@
+"""The worker process: the Temporal worker for lead and sequence workflows, and the outbox router.
+
+Run it with `python worker.py` or `leadflow worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.leads import LeadActivities
+from activities.sending import SendActivities
+from leadflow.router import OutboxRouter
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings, get_settings
+from workflows.lead import LeadWorkflow
+from workflows.sequence import SequenceWorkflow
+
+WORKFLOWS = [LeadWorkflow, SequenceWorkflow]
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+    )
+
+
+def build_worker(client: Client, runtime: Runtime) -> Worker:
+    leads, sending = LeadActivities(runtime), SendActivities(runtime)
+    return Worker(
+        client,
+        task_queue=runtime.settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[leads.assess_lead, leads.hand_off, sending.send_message, sending.record_step,
+                    sending.finish_enrollment],
+    )
+
+
+@asynccontextmanager
+async def running_worker(client: Client, runtime: Runtime) -> AsyncIterator[OutboxRouter]:
+    """The worker and the router, running until the block ends; yields the router (to wake it)."""
+    router = OutboxRouter(runtime.db, client, runtime.settings)
+    stop = asyncio.Event()
+    worker = build_worker(client, runtime)
+    async with worker:
+        routing = asyncio.create_task(router.run(stop))
+        try:
+            yield router
+        finally:
+            stop.set()
+            await routing
+
+
+async def main() -> None:
+    settings = get_settings()
+    runtime = Runtime.from_settings(settings)
+    runtime.db.upgrade()
+    client = await connect(settings)
+    async with running_worker(client, runtime):
+        logging.getLogger("leadflow").info("worker polling task queue %r", settings.task_queue)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
