@@ -27,7 +27,9 @@ WORKFLOWS = [LeadWorkflow, SequenceWorkflow]
 
 async def connect(settings: Settings) -> Client:
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
     )
 
 
@@ -37,8 +39,13 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
         client,
         task_queue=runtime.settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[leads.assess_lead, leads.hand_off, sending.send_message, sending.record_step,
-                    sending.finish_enrollment],
+        activities=[
+            leads.assess_lead,
+            leads.hand_off,
+            sending.send_message,
+            sending.record_step,
+            sending.finish_enrollment,
+        ],
     )
 
 

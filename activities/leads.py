@@ -12,9 +12,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from leadflow import clock
-from leadflow.contracts import AssessLeadInput, AssessLeadResult, HandOffInput, HandOffResult, SequenceStart
 from leadflow.content.models import Segment, Sequence
 from leadflow.content.templates import TemplateRenderError
+from leadflow.contracts import AssessLeadInput, AssessLeadResult, HandOffInput, HandOffResult, SequenceStart
 from leadflow.delivery import deliver_email_once
 from leadflow.handoff import NOTIFICATION_TEMPLATE, NoSalespersonAvailable, assign, notification_context
 from leadflow.runtime import Runtime
@@ -57,7 +57,9 @@ class LeadActivities:
             if events:
                 lead.last_activity_at = max(event.occurred_at for event in events)
             previous = session.scalars(
-                select(ScoreSnapshot.score).where(ScoreSnapshot.lead_id == lead.id).order_by(ScoreSnapshot.id.desc())
+                select(ScoreSnapshot.score)
+                .where(ScoreSnapshot.lead_id == lead.id)
+                .order_by(ScoreSnapshot.id.desc())
             ).first()
             if previous is None or previous != result.score:
                 session.add(
@@ -174,7 +176,12 @@ class LeadActivities:
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
         delivery = await deliver_email_once(
-            runtime, f"handoff-{request.stage_change_id}-email", None, salesperson, NOTIFICATION_TEMPLATE, rendered
+            runtime,
+            f"handoff-{request.stage_change_id}-email",
+            None,
+            salesperson,
+            NOTIFICATION_TEMPLATE,
+            rendered,
         )
 
         def mark_notified() -> None:

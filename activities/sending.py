@@ -12,8 +12,8 @@ from temporalio.exceptions import ApplicationError
 
 from leadflow import clock
 from leadflow.channels import TemporaryDeliveryError
-from leadflow.contracts import EnrollmentFinished, SendInput, SendResult, StepReached
 from leadflow.content.templates import TemplateRenderError
+from leadflow.contracts import EnrollmentFinished, SendInput, SendResult, StepReached
 from leadflow.delivery import deliver_email_once
 from leadflow.leads import template_context
 from leadflow.runtime import Runtime
@@ -55,16 +55,22 @@ class SendActivities:
 
     @staticmethod
     def _opted_out(session: Session, lead: Lead) -> bool:
-        return bool(lead.properties.get("email_opt_out")) or session.scalars(
-            select(Event.id).where(Event.lead_id == lead.id, Event.type.in_(OPT_OUT_EVENTS)).limit(1)
-        ).first() is not None
+        return (
+            bool(lead.properties.get("email_opt_out"))
+            or session.scalars(
+                select(Event.id).where(Event.lead_id == lead.id, Event.type.in_(OPT_OUT_EVENTS)).limit(1)
+            ).first()
+            is not None
+        )
 
     @activity.defn
     async def record_step(self, step: StepReached) -> None:
         def write() -> None:
             with self.runtime.db.transaction() as session:
                 session.execute(
-                    update(Enrollment).where(Enrollment.workflow_id == step.workflow_id).values(current_step=step.step)
+                    update(Enrollment)
+                    .where(Enrollment.workflow_id == step.workflow_id)
+                    .values(current_step=step.step)
                 )
 
         await asyncio.to_thread(write)
@@ -76,7 +82,9 @@ class SendActivities:
                 session.execute(
                     update(Enrollment)
                     .where(Enrollment.workflow_id == finished.workflow_id)
-                    .values(status=finished.status, exit_reason=finished.reason or None, finished_at=clock.now())
+                    .values(
+                        status=finished.status, exit_reason=finished.reason or None, finished_at=clock.now()
+                    )
                 )
 
         await asyncio.to_thread(write)

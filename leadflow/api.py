@@ -18,7 +18,6 @@ from leadflow.leads import find_lead, lead_document
 from leadflow.router import outbox_status
 from leadflow.runtime import Runtime
 
-
 bearer = HTTPBearer(auto_error=False)
 
 
@@ -36,9 +35,12 @@ class LeadSaved(BaseModel):
 def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None = None) -> FastAPI:
     """The API over `runtime`; `on_events_accepted` lets an in-process router start routing at once."""
     app = FastAPI(title="Leadflow", version="0.1.0", description="Events in, qualified conversations out.")
+
     def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         supplied = credentials.credentials.encode() if credentials else b""
-        if not credentials or not any(hmac.compare_digest(supplied, key.encode()) for key in runtime.settings.api_keys):
+        if not credentials or not any(
+            hmac.compare_digest(supplied, key.encode()) for key in runtime.settings.api_keys
+        ):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or unknown API key: send Authorization: Bearer <key>",
@@ -50,8 +52,12 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
         problems = error.errors()
         if any(problem["type"] == "json_invalid" for problem in problems):
             reason = problems[0].get("ctx", {}).get("error", "")
-            return JSONResponse({"detail": f"malformed JSON: {reason}".rstrip(": ")}, status.HTTP_400_BAD_REQUEST)
-        return JSONResponse({"detail": _readable(problems, error.body)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+            return JSONResponse(
+                {"detail": f"malformed JSON: {reason}".rstrip(": ")}, status.HTTP_400_BAD_REQUEST
+            )
+        return JSONResponse(
+            {"detail": _readable(problems, error.body)}, status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
 
     @app.exception_handler(UnknownLead)
     async def unknown_lead(request: Request, error: UnknownLead) -> JSONResponse:
@@ -87,14 +93,19 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
 
         document = await asyncio.to_thread(read)
         if document is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}")
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}"
+            )
         return document
 
     @app.get("/v1/health", dependencies=v1)
     async def health() -> dict[str, Any]:
         """Liveness plus the outbox: events waiting to be routed and the routing lag."""
         outbox = await asyncio.to_thread(outbox_status, runtime.db)
-        return {"status": "ok", "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)}}
+        return {
+            "status": "ok",
+            "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)},
+        }
 
     return app
 
@@ -106,8 +117,20 @@ def _readable(problems: list[Any], body: Any) -> list[dict[str, Any]]:
     readable = []
     for problem in problems:
         location = [str(part) for part in problem["loc"] if part != "body"]
-        if location and location[0] in ("EventIn", "EventBatchIn"):
-            if location.pop(0) != meant:
+        branch = _union_branch(location[0]) if location else None
+        if branch:
+            if branch != meant:
                 continue
-        readable.append({"field": ".".join(location) or "body", "message": problem["msg"], "type": problem["type"]})
+            location.pop(0)
+        readable.append(
+            {"field": ".".join(location) or "body", "message": problem["msg"], "type": problem["type"]}
+        )
     return readable or [{"field": "body", "message": "invalid request body", "type": "invalid"}]
+
+
+def _union_branch(part: str) -> str | None:
+    # pydantic names a union member by its class, wrapped when it has validators ("function-after[…, EventIn]").
+    for name in ("EventBatchIn", "EventIn"):
+        if part == name or part.endswith(f" {name}]"):
+            return name
+    return None

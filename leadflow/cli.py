@@ -16,8 +16,11 @@ from leadflow.content.loader import load_content
 from leadflow.content.yamlfile import ContentError, ContentErrors
 from leadflow.settings import get_settings
 
-app = typer.Typer(help="Leadflow: events in, scored leads, durable nurture sequences, hand-off to sales.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Leadflow: events in, scored leads, durable nurture sequences, hand-off to sales.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 leads_app = typer.Typer(help="Look at leads.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -36,7 +39,7 @@ def _content_or_exit(directory: Path) -> None:
         load_content(directory)
     except (ContentError, ContentErrors) as problem:
         for line in str(problem).splitlines():
-            errors.print(line, highlight=False, markup=False)
+            errors.print(line, highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -91,7 +94,9 @@ def db_upgrade() -> None:
 
 @app.command()
 def check(
-    directory: Annotated[Path | None, typer.Argument(help="Content directory (default: LEADFLOW_CONTENT_DIR).")] = None,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Content directory (default: LEADFLOW_CONTENT_DIR).")
+    ] = None,
 ) -> None:
     """Check every content file (scoring model, segments, sequences, templates, sales team)."""
     directory = directory or get_settings().content_dir
@@ -140,11 +145,15 @@ def leads_show(reference: Annotated[str, typer.Argument(help="Lead id, email or 
             errors.print(f"no lead {reference!r}")
             raise typer.Exit(1)
         document = lead_document(session, lead)
-    console.print(f"[bold]{document['email'] or reference}[/]  stage {document['stage']}  "
-                  f"score {document['score']['total']} (fit {document['score']['fit']}, "
-                  f"behavior {document['score']['behavior']})")
+    console.print(
+        f"[bold]{document['email'] or reference}[/]  stage {document['stage']}  "
+        f"score {document['score']['total']} (fit {document['score']['fit']}, "
+        f"behavior {document['score']['behavior']})"
+    )
     table = Table("Rule", "Points", "Event", "When", title="Score breakdown")
     for item in document["score"]["breakdown"]:
-        table.add_row(item["rule"], f"{item['points']:+d}", item["event_type"] or "(fit)", item["occurred_at"] or "")
+        table.add_row(
+            item["rule"], f"{item['points']:+d}", item["event_type"] or "(fit)", item["occurred_at"] or ""
+        )
     console.print(table)
     console.print_json(json.dumps({k: document[k] for k in ("stage_history", "sequences")}, default=str))

@@ -30,7 +30,9 @@ class Delivery:
     message_id: int
 
 
-def _claim(runtime: Runtime, key: str, lead_id: int | None, template: str, recipient: str) -> tuple[int, str | None]:
+def _claim(
+    runtime: Runtime, key: str, lead_id: int | None, template: str, recipient: str
+) -> tuple[int, str | None]:
     """Claim `key`; returns the message id and, when it was claimed before, the status it had."""
     with runtime.db.transaction() as session:
         row = {
@@ -42,7 +44,9 @@ def _claim(runtime: Runtime, key: str, lead_id: int | None, template: str, recip
             "status": SENDING,
             "created_at": clock.now(),
         }
-        inserted = insert_ignoring_conflicts(session, Message, [row], ["idempotency_key"], returning=(Message.id,))
+        inserted = insert_ignoring_conflicts(
+            session, Message, [row], ["idempotency_key"], returning=(Message.id,)
+        )
         if inserted:
             return inserted[0][0], None
         message = session.execute(select(Message).where(Message.idempotency_key == key)).scalar_one()
@@ -82,7 +86,13 @@ async def deliver_email_once(
         await asyncio.to_thread(_finish, runtime, message_id, status=BOUNCED, error=str(error))
         return Delivery(BOUNCED, message_id)
     await asyncio.to_thread(
-        _finish, runtime, message_id, status=SENT, provider_id=provider_id, subject=rendered.subject,
-        sent_at=clock.now(), error=None,
+        _finish,
+        runtime,
+        message_id,
+        status=SENT,
+        provider_id=provider_id,
+        subject=rendered.subject,
+        sent_at=clock.now(),
+        error=None,
     )
     return Delivery(SENT, message_id)

@@ -48,10 +48,19 @@ def temporal_dev_server(settings: Settings) -> Iterator[None]:
     log = (settings.data_dir / "temporal.log").open("ab")
     process = subprocess.Popen(
         [
-            temporal_cli(), "server", "start-dev",
-            "--db-filename", str(settings.data_dir / "temporal.db"),
-            "--ip", host or "127.0.0.1", "--port", port or "7233",
-            "--ui-port", str(TEMPORAL_UI_PORT), "--log-level", "warn",
+            temporal_cli(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(settings.data_dir / "temporal.db"),
+            "--ip",
+            host or "127.0.0.1",
+            "--port",
+            port or "7233",
+            "--ui-port",
+            str(TEMPORAL_UI_PORT),
+            "--log-level",
+            "warn",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -75,9 +84,12 @@ async def connect_when_ready(settings: Settings, timeout: float = 30.0) -> Clien
     while True:
         try:
             return await connect(settings)
-        except Exception:
+        except Exception as error:
             if asyncio.get_running_loop().time() > deadline:
-                raise SystemExit(f"Temporal did not start at {settings.temporal_address}; see data/temporal.log")
+                log = settings.data_dir / "temporal.log"
+                raise SystemExit(
+                    f"Temporal did not start at {settings.temporal_address}; see {log}"
+                ) from error
             await asyncio.sleep(0.2)
 
 
@@ -92,17 +104,52 @@ def seed_demo(runtime: Runtime) -> bool:
     with runtime.db.read() as session:
         if session.scalar(select(func.count(Lead.id))):
             return False
-    upsert_lead(runtime.db, LeadIn(email="ada@acme-robotics.test", properties={
-        "first_name": "Ada", "last_name": "Lovelace", "company": "Acme Robotics", "job_title": "Head of Growth"}))
-    upsert_lead(runtime.db, LeadIn(email="grace@globex.test", properties={
-        "first_name": "Grace", "last_name": "Hopper", "company": "Globex", "job_title": "VP Engineering",
-        "company_size": 400, "industry": "software"}))
-    ingest_events(runtime.db, [
-        EventIn(id="demo-1", type="ebook_downloaded", email="ada@acme-robotics.test",
-                properties={"title": "The Nurture Playbook"}),
-        EventIn(id="demo-2", type="page_viewed", email="grace@globex.test", properties={"url": "/pricing"}),
-        EventIn(id="demo-3", type="demo_requested", email="grace@globex.test", properties={"form": "contact-sales"}),
-    ])
+    upsert_lead(
+        runtime.db,
+        LeadIn(
+            email="ada@acme-robotics.test",
+            properties={
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+                "company": "Acme Robotics",
+                "job_title": "Head of Growth",
+            },
+        ),
+    )
+    upsert_lead(
+        runtime.db,
+        LeadIn(
+            email="grace@globex.test",
+            properties={
+                "first_name": "Grace",
+                "last_name": "Hopper",
+                "company": "Globex",
+                "job_title": "VP Engineering",
+                "company_size": 400,
+                "industry": "software",
+            },
+        ),
+    )
+    ingest_events(
+        runtime.db,
+        [
+            EventIn(
+                id="demo-1",
+                type="ebook_downloaded",
+                email="ada@acme-robotics.test",
+                properties={"title": "The Nurture Playbook"},
+            ),
+            EventIn(
+                id="demo-2", type="page_viewed", email="grace@globex.test", properties={"url": "/pricing"}
+            ),
+            EventIn(
+                id="demo-3",
+                type="demo_requested",
+                email="grace@globex.test",
+                properties={"form": "contact-sales"},
+            ),
+        ],
+    )
     return True
 
 
@@ -126,8 +173,9 @@ async def run_dev(settings: Settings, demo: bool = True) -> None:
             client = await connect_when_ready(settings)
             async with running_worker(client, runtime) as router:
                 app = create_app(runtime, on_events_accepted=lambda: loop.call_soon_threadsafe(router.wake))
-                server = _QuietServer(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                                                     log_level="warning"))
+                server = _QuietServer(
+                    uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+                )
                 serving = asyncio.create_task(server.serve())
                 seeded = demo and seed_demo(runtime)
                 _banner(settings, seeded, catcher is not None)
@@ -149,10 +197,16 @@ def _banner(settings: Settings, seeded: bool, catching: bool) -> None:
 [bold green]Leadflow is running[/] (data in {settings.data_dir})
   API            {api}   (docs: {api}/docs, key: {key})
   Temporal UI    http://127.0.0.1:{TEMPORAL_UI_PORT}
-  Mail catcher   {settings.smtp_url if catching else 'off (LEADFLOW_SMTP_URL is not local)'}   list: leadflow mail
+  Mail catcher   {
+        settings.smtp_url if catching else "off (LEADFLOW_SMTP_URL is not local)"
+    }   list: leadflow mail
   Content        {settings.content_dir}  (campaign: ebook follow-up; check with: leadflow check)
-{'''[bold]Demo loaded:[/] ada@acme-robotics.test downloaded the ebook (email on its way),
-  grace@globex.test requested a demo (sales notification on its way). Try:''' if seeded else 'Try:'}
+{
+        '''[bold]Demo loaded:[/] ada@acme-robotics.test downloaded the ebook (email on its way),
+  grace@globex.test requested a demo (sales notification on its way). Try:'''
+        if seeded
+        else "Try:"
+    }
   curl -s -H 'Authorization: Bearer {key}' {api}/v1/leads/grace@globex.test
   curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' {api}/v1/events \\
        -d '{{"id": "my-1", "type": "ebook_downloaded", "email": "you@yourcompany.test"}}'

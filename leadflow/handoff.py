@@ -21,7 +21,9 @@ class NoSalespersonAvailable(Exception):
     pass
 
 
-def assign(session: Session, lead: Lead, stage_change: StageChange, salespeople: list[Salesperson]) -> Handoff:
+def assign(
+    session: Session, lead: Lead, stage_change: StageChange, salespeople: list[Salesperson]
+) -> Handoff:
     """The hand-off for this promotion, created once: the account's owner keeps its accounts, everyone
     else is dealt round-robin among the available salespeople of the team."""
     existing = session.scalars(select(Handoff).where(Handoff.stage_change_id == stage_change.id)).first()
@@ -56,7 +58,9 @@ def assign(session: Session, lead: Lead, stage_change: StageChange, salespeople:
 
 def _next_position(session: Session, team: str) -> int:
     insert_ignoring_conflicts(session, AssignmentCursor, [{"team": team, "position": 0}], ["team"])
-    cursor = session.scalars(select(AssignmentCursor).where(AssignmentCursor.team == team).with_for_update()).one()
+    cursor = session.scalars(
+        select(AssignmentCursor).where(AssignmentCursor.team == team).with_for_update()
+    ).one()
     position = cursor.position
     cursor.position = position + 1
     return position
@@ -72,8 +76,11 @@ def notification_context(session: Session, lead: Lead, handoff: Handoff, lead_ur
     reasons = sorted(((rule, points) for rule, points in totals.items() if points), key=lambda r: -abs(r[1]))
     return {
         **template_context(session, lead),
-        "score": {"total": lead.score, "fit": snapshot.fit if snapshot else 0,
-                  "behavior": snapshot.behavior if snapshot else 0},
+        "score": {
+            "total": lead.score,
+            "fit": snapshot.fit if snapshot else 0,
+            "behavior": snapshot.behavior if snapshot else 0,
+        },
         "reasons": [{"rule": rule, "points": points} for rule, points in reasons[:5]],
         "recent_activity": [
             {"type": e.type, "at": e.occurred_at.strftime("%Y-%m-%d %H:%M UTC"), "properties": e.properties}

@@ -21,9 +21,30 @@ MAX_PROPERTIES_BYTES = 16_384
 MAX_FUTURE = timedelta(days=1)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 FREE_MAIL_DOMAINS = frozenset(
-    "gmail.com googlemail.com yahoo.com hotmail.com outlook.com live.com msn.com aol.com icloud.com "
-    "me.com mail.com gmx.com gmx.de web.de proton.me protonmail.com yandex.ru qq.com 163.com "
-    "example.com example.org example.net".split()
+    [
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "hotmail.com",
+        "outlook.com",
+        "live.com",
+        "msn.com",
+        "aol.com",
+        "icloud.com",
+        "me.com",
+        "mail.com",
+        "gmx.com",
+        "gmx.de",
+        "web.de",
+        "proton.me",
+        "protonmail.com",
+        "yandex.ru",
+        "qq.com",
+        "163.com",
+        "example.com",
+        "example.org",
+        "example.net",
+    ]
 )
 
 
@@ -124,7 +145,9 @@ def upsert_lead(db: Database, lead_in: LeadIn) -> tuple[Lead, bool]:
         return lead, created
 
 
-def _leads_by_email(session: Session, properties_by_email: dict[str, dict[str, Any]]) -> dict[str, tuple[int, bool]]:
+def _leads_by_email(
+    session: Session, properties_by_email: dict[str, dict[str, Any]]
+) -> dict[str, tuple[int, bool]]:
     now = clock.now()
     emails = list(properties_by_email)
     existing = dict(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(emails))).all())
@@ -147,7 +170,9 @@ def _leads_by_email(session: Session, properties_by_email: dict[str, dict[str, A
         created = dict(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(missing))).all())
     else:
         created = {}
-    return {email: (existing[email], False) if email in existing else (created[email], True) for email in emails}
+    return {
+        email: (existing[email], False) if email in existing else (created[email], True) for email in emails
+    }
 
 
 def _account_ids(session: Session, domain_by_email: dict[str, str | None]) -> dict[str, int]:
@@ -156,7 +181,10 @@ def _account_ids(session: Session, domain_by_email: dict[str, str | None]) -> di
         return {}
     now = clock.now()
     insert_ignoring_conflicts(
-        session, Account, [{"domain": d, "name": d.split(".")[0].title(), "created_at": now} for d in domains], ["domain"]
+        session,
+        Account,
+        [{"domain": d, "name": d.split(".")[0].title(), "created_at": now} for d in domains],
+        ["domain"],
     )
     ids = dict(session.execute(select(Account.domain, Account.id).where(Account.domain.in_(domains))).all())
     return {email: ids[domain] for email, domain in domain_by_email.items() if domain}
@@ -164,7 +192,9 @@ def _account_ids(session: Session, domain_by_email: dict[str, str | None]) -> di
 
 def _leads_by_anonymous_id(session: Session, anonymous_ids: set[str]) -> dict[str, int]:
     known = dict(
-        session.execute(select(Identity.anonymous_id, Identity.lead_id).where(Identity.anonymous_id.in_(anonymous_ids)))
+        session.execute(
+            select(Identity.anonymous_id, Identity.lead_id).where(Identity.anonymous_id.in_(anonymous_ids))
+        ).all()
     )
     now = clock.now()
     for anonymous_id in anonymous_ids - known.keys():
@@ -189,7 +219,9 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
             if event.lead_id is not None and event.lead_id not in known:
                 raise UnknownLead(event.lead_id, f"events[{index}].lead_id" if len(events) > 1 else "lead_id")
         emails = {event.email: {} for event in events if event.email}
-        lead_by_email = {e: lead_id for e, (lead_id, _) in _leads_by_email(session, emails).items()} if emails else {}
+        lead_by_email = (
+            {e: lead_id for e, (lead_id, _) in _leads_by_email(session, emails).items()} if emails else {}
+        )
         anonymous = {event.anonymous_id for event in events if event.anonymous_id}
         lead_by_anonymous = _leads_by_anonymous_id(session, anonymous) if anonymous else {}
 
@@ -212,11 +244,16 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
             }
             for event in _first_of_each_key(events)
         ]
-        inserted = insert_ignoring_conflicts(session, Event, rows, ["key"], returning=(Event.id, Event.lead_id))
+        inserted = insert_ignoring_conflicts(
+            session, Event, rows, ["key"], returning=(Event.id, Event.lead_id)
+        )
         if inserted:
             session.execute(
                 Outbox.__table__.insert(),
-                [{"lead_id": lead_id, "event_id": event_id, "created_at": now} for event_id, lead_id in inserted],
+                [
+                    {"lead_id": lead_id, "event_id": event_id, "created_at": now}
+                    for event_id, lead_id in inserted
+                ],
             )
         lead_ids = sorted({row["lead_id"] for row in rows})
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted), lead_ids=lead_ids)

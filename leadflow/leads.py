@@ -35,14 +35,20 @@ def find_lead(session: Session, reference: str) -> Lead | None:
 
 def latest_score(session: Session, lead_id: int) -> ScoreSnapshot | None:
     return session.scalars(
-        select(ScoreSnapshot).where(ScoreSnapshot.lead_id == lead_id).order_by(ScoreSnapshot.id.desc()).limit(1)
+        select(ScoreSnapshot)
+        .where(ScoreSnapshot.lead_id == lead_id)
+        .order_by(ScoreSnapshot.id.desc())
+        .limit(1)
     ).first()
 
 
 def recent_events(session: Session, lead_id: int, limit: int = TIMELINE_LENGTH) -> list[Event]:
     return list(
         session.scalars(
-            select(Event).where(Event.lead_id == lead_id).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
+            select(Event)
+            .where(Event.lead_id == lead_id)
+            .order_by(Event.occurred_at.desc(), Event.id.desc())
+            .limit(limit)
         )
     )
 
@@ -70,16 +76,15 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
         select(StageChange).where(StageChange.lead_id == lead.id).order_by(StageChange.id)
     ).all()
     memberships = session.scalars(
-        select(SegmentMembership).where(SegmentMembership.lead_id == lead.id, SegmentMembership.left_at.is_(None))
+        select(SegmentMembership).where(
+            SegmentMembership.lead_id == lead.id, SegmentMembership.left_at.is_(None)
+        )
     ).all()
     enrollments = session.scalars(
         select(Enrollment).where(Enrollment.lead_id == lead.id).order_by(Enrollment.id)
     ).all()
     messages = session.scalars(
-        select(Message)
-        .where(Message.lead_id == lead.id)
-        .order_by(Message.id.desc())
-        .limit(TIMELINE_LENGTH)
+        select(Message).where(Message.lead_id == lead.id).order_by(Message.id.desc()).limit(TIMELINE_LENGTH)
     ).all()
     timeline = [
         {"at": e.occurred_at, "kind": "event", "type": e.type, "id": e.key, "properties": e.properties}

@@ -21,7 +21,7 @@ class _KeepEveryMessage:
         self.directory = directory
         self._counter = itertools.count()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         name = f"{time.time_ns()}-{next(self._counter):06d}.eml"
         partial = self.directory / f".{name}.part"
         partial.write_bytes(envelope.original_content or envelope.content)

@@ -68,12 +68,16 @@ def score_lead(
     model: ScoringModel, properties: dict[str, Any], events: Iterable[EventFact], now: datetime
 ) -> ScoreResult:
     contributions = [
-        Contribution("fit", rule.rule, rule.points, note=f"{rule.property} = {properties.get(rule.property)!r}")
+        Contribution(
+            "fit", rule.rule, rule.points, note=f"{rule.property} = {properties.get(rule.property)!r}"
+        )
         for rule in model.fit
         if rule.holds(properties.get(rule.property))
     ]
     # Events in time order, so a capped rule keeps its earliest contributions whatever the arrival order.
-    ordered = sorted((event for event in events if event.occurred_at <= now), key=lambda e: (e.occurred_at, e.id))
+    ordered = sorted(
+        (event for event in events if event.occurred_at <= now), key=lambda e: (e.occurred_at, e.id)
+    )
     for rule in model.behavior:
         total = 0
         for event in ordered:

@@ -29,7 +29,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.sequence import SequenceWorkflow
 
 RECENT_EVENTS_REMEMBERED = 200  # the router may deliver an event twice after a crash; drop repeats
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+)
 
 
 @workflow.defn
@@ -106,5 +108,5 @@ class LeadWorkflow:
         for workflow_id in workflow_ids:
             try:
                 await workflow.get_external_workflow_handle(workflow_id).signal(signal, argument)
-            except Exception:  # noqa: BLE001 - the sequence finished meanwhile; its finish signal is on its way
+            except Exception:
                 workflow.logger.debug("sequence %s no longer running", workflow_id)

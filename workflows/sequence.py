@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -14,8 +13,12 @@ with workflow.unsafe.imports_passed_through():
     from leadflow.contracts import EnrollmentFinished, NewEvents, SendInput, SequenceInput, StepReached
     from leadflow.segmentation import trigger_matches
 
-SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(minutes=30), non_retryable_error_types=["TemplateRenderError"])
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=30),
+    non_retryable_error_types=["TemplateRenderError"],
+)
 BOOKKEEPING = {"start_to_close_timeout": timedelta(seconds=30)}
 
 COMPLETED, CONVERTED, EXITED = "completed", "converted", "exited"
@@ -95,5 +98,5 @@ class SequenceWorkflow:
     async def _wait(self, step: WaitStep) -> None:
         try:
             await workflow.wait_condition(lambda: self.outcome is not None, timeout=step.wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # the wait ran its full length: on to the next step

@@ -39,8 +39,10 @@ class PropertyTest(BaseModel):
     @model_validator(mode="after")
     def _at_least_one(self) -> PropertyTest:
         if not self.model_fields_set:
-            raise ValueError("a property test needs one of: equals, not_equals, in, not_in, matches, "
-                             "contains, gt, gte, lt, lte, exists")
+            raise ValueError(
+                "a property test needs one of: equals, not_equals, in, not_in, matches, "
+                "contains, gt, gte, lt, lte, exists"
+            )
         return self
 
     @field_validator("matches")
@@ -61,9 +63,7 @@ class PropertyTest(BaseModel):
         if self.exists is not None and (value is not None) != self.exists:
             return False
         if value is None:
-            return self.exists is False or (
-                self.model_fields_set <= {"exists", "not_equals", "not_in"}
-            )
+            return self.exists is False or (self.model_fields_set <= {"exists", "not_equals", "not_in"})
         checks = (
             self.equals is None or _same(value, self.equals),
             self.not_equals is None or not _same(value, self.not_equals),

@@ -6,7 +6,16 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    model_validator,
+)
 
 from leadflow.content.conditions import PropertyFilter, PropertyTest
 
@@ -106,7 +115,23 @@ class WaitStep(Strict):
     wait: Duration
 
 
-Step = SendStep | WaitStep
+STEP_KINDS = {"send": "SendStep", "wait": "WaitStep"}
+
+
+def _step_kind(step: Any) -> str | None:
+    """A step is known by its one key (`send:`, `wait:`), so a mistake inside it is reported for that kind."""
+    keys = step.keys() if isinstance(step, dict) else [name for name in STEP_KINDS if hasattr(step, name)]
+    return next((STEP_KINDS[key] for key in keys if key in STEP_KINDS), None)
+
+
+Step = Annotated[
+    Annotated[SendStep, Tag("SendStep")] | Annotated[WaitStep, Tag("WaitStep")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="unknown_step",
+        custom_error_message=f"a step is one of: {', '.join(STEP_KINDS)}",
+    ),
+]
 
 
 class Sequence(Strict):

@@ -81,7 +81,7 @@ def _block(template: Template, block: str, context: dict[str, Any]) -> str:
 
 
 class _TextExtractor(HTMLParser):
-    _BREAKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table"}
+    _BREAKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table"})
 
     def __init__(self) -> None:
         super().__init__()

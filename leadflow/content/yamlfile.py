@@ -27,7 +27,7 @@ class ContentErrors(Exception):
 
 
 def _line_index(node: yaml.Node, location: Location, index: dict[Location, int]) -> None:
-    index[location] = node.start_mark.line + 1
+    index.setdefault(location, node.start_mark.line + 1)  # a key's own line wins over its value's
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             index[(*location, key.value)] = key.start_mark.line + 1
@@ -49,6 +49,9 @@ class YamlFile:
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             problem = getattr(error, "problem", None) or str(error)
+            context, started = getattr(error, "context", None), getattr(error, "context_mark", None)
+            if context and started:
+                problem = f"{problem} ({context} that starts on line {started.line + 1})"
             raise ContentError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
         self.lines: dict[Location, int] = {}
         if root is not None:
@@ -68,12 +71,13 @@ class YamlFile:
         try:
             return model.model_validate(self.data)
         except ValidationError as invalid:
-            raise ContentErrors([self._explain(error) for error in invalid.errors()]) from None
+            errors = _furthest_union_branches(invalid.errors())
+            raise ContentErrors([self._explain(error) for error in errors]) from None
 
     def _explain(self, error: Any) -> ContentError:
         location = tuple(part for part in error["loc"] if not _is_union_tag(part))
         field = ".".join(str(part) for part in location) or "the file"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field (check its spelling)"
         elif error["type"] == "missing":
@@ -81,6 +85,26 @@ class YamlFile:
         return self.error(location, f"{field}: {message}")
 
 
+_SCALAR_TAGS = {"str", "int", "float", "bool"}
+
+
 def _is_union_tag(part: str | int) -> bool:
-    # pydantic names the union member it tried ("function-after[...]", "SendStep"); not a key in the file.
-    return isinstance(part, str) and (part[:1].isupper() or "[" in part)
+    # pydantic names the union member it tried ("str", "function-after[...]", "SendStep"); not a key in the file.
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in _SCALAR_TAGS)
+
+
+def _furthest_union_branches(errors: list[Any]) -> list[Any]:
+    """For a value that matched no member of a union, keep only the errors of the member that got furthest
+    (a mapping given where a test or a scalar is allowed is reported as a test, not as "not a string")."""
+    depth_of: dict[Location, int] = {}
+    tagged: list[tuple[Any, Location | None, int]] = []
+    for error in errors:
+        location = error["loc"]
+        tag = next((i for i, part in enumerate(location) if _is_union_tag(part)), None)
+        if tag is None:
+            tagged.append((error, None, 0))
+            continue
+        depth = len(location) - tag
+        depth_of[location[:tag]] = max(depth_of.get(location[:tag], 0), depth)
+        tagged.append((error, location[:tag], depth))
+    return [error for error, prefix, depth in tagged if prefix is None or depth == depth_of[prefix]]

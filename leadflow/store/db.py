@@ -52,7 +52,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine.execution_options(readonly=True), expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(readonly=True), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:

@@ -66,6 +66,8 @@ class Account(Base):
 
 class Lead(Base):
     __tablename__ = "leads"
+    # Never reuse an erased lead's id: its workflow id ("lead-<id>") must not reach a new person.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it once)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
@@ -182,7 +184,9 @@ class Handoff(Base):
     __tablename__ = "handoffs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    stage_change_id: Mapped[int] = mapped_column(ForeignKey("stage_changes.id", ondelete="CASCADE"), unique=True)
+    stage_change_id: Mapped[int] = mapped_column(
+        ForeignKey("stage_changes.id", ondelete="CASCADE"), unique=True
+    )
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
     salesperson: Mapped[str] = mapped_column(String(320))
     rule: Mapped[str] = mapped_column(Text)

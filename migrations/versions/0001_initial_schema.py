@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_leads_account_id_accounts")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_leads")),
         sa.UniqueConstraint("email", name=op.f("uq_leads_email")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "enrollments",

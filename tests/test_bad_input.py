@@ -1,0 +1,107 @@
+"""Bad requests get a clear 4xx and store nothing half-way."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from leadflow.store.models import Event, Lead, Outbox
+from tests.conftest import Stack
+
+
+def _counts(stack: Stack) -> tuple[int, int, int]:
+    with stack.runtime.db.read() as session:
+        return (
+            session.scalar(select(func.count(Lead.id))) or 0,
+            session.scalar(select(func.count(Event.id))) or 0,
+            session.scalar(select(func.count(Outbox.id))) or 0,
+        )
+
+
+async def test_malformed_json_is_a_400_naming_the_problem(stack: Stack) -> None:
+    response = await stack.api.post(
+        "/v1/events", content=b'{"id": "x", "type": ', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("malformed JSON")
+    assert _counts(stack) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"id": "e1", "type": 123, "email": "a@b.test"}, "type"),
+        ({"id": "e1", "type": "Page Viewed!", "email": "a@b.test"}, "type"),
+        ({"id": "e1", "type": "page_viewed", "email": "a@b.test", "timestamp": "yesterday"}, "timestamp"),
+        (
+            {"id": "e1", "type": "page_viewed", "email": "a@b.test", "properties": ["not", "a", "map"]},
+            "properties",
+        ),
+        ({"id": "e1", "type": "page_viewed", "email": "not-an-email"}, "email"),
+        ({"id": "e1", "type": "page_viewed", "email": "a@b.test", "colour": "red"}, "colour"),
+        ({"id": "e1", "type": "page_viewed"}, "body"),
+        ({"id": "e1", "type": "page_viewed", "email": "a@b.test", "lead_id": 3}, "body"),
+        ({"type": "page_viewed", "email": "a@b.test"}, "id"),
+    ],
+)
+async def test_an_invalid_event_is_a_422_naming_the_field(stack: Stack, event: dict, field: str) -> None:
+    response = await stack.api.post("/v1/events", json=event)
+    assert response.status_code == 422, response.text
+    problems = response.json()["detail"]
+    assert field in [problem["field"] for problem in problems], problems
+    assert all(problem["message"] for problem in problems)
+    assert _counts(stack) == (0, 0, 0)
+
+
+async def test_one_bad_event_in_a_batch_refuses_the_whole_batch_and_names_it(stack: Stack) -> None:
+    batch = {
+        "events": [
+            {"id": "ok-1", "type": "page_viewed", "email": "a@b.test"},
+            {"id": "bad", "type": "page_viewed", "email": "a@b.test", "timestamp": "soon"},
+        ]
+    }
+    response = await stack.api.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    assert [problem["field"] for problem in response.json()["detail"]] == ["events.1.timestamp"]
+    assert _counts(stack) == (0, 0, 0)
+
+
+async def test_an_unknown_lead_id_is_a_404_and_nothing_of_the_batch_is_stored(stack: Stack) -> None:
+    batch = {
+        "events": [
+            {"id": "fine", "type": "page_viewed", "email": "new@b.test"},
+            {"id": "ghost", "type": "page_viewed", "lead_id": 999},
+        ]
+    }
+    response = await stack.api.post("/v1/events", json=batch)
+    assert response.status_code == 404
+    assert response.json()["detail"] == "events[1].lead_id: lead 999 does not exist"
+    assert _counts(stack) == (0, 0, 0)
+    missing = await stack.api.get("/v1/leads/nobody@nowhere.test")
+    assert missing.status_code == 404 and "nobody@nowhere.test" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "Basic eDp5"}]
+)
+async def test_a_missing_or_wrong_key_is_a_401(stack: Stack, headers: dict) -> None:
+    stack.api.headers.pop("Authorization")
+    response = await stack.api.post(
+        "/v1/events", json={"id": "e", "type": "x", "email": "a@b.test"}, headers=headers
+    )
+    assert response.status_code == 401
+    assert "API key" in response.json()["detail"]
+    assert (await stack.api.get("/v1/leads/1", headers=headers)).status_code == 401
+    assert _counts(stack) == (0, 0, 0)
+
+
+async def test_an_oversized_batch_is_refused(stack: Stack) -> None:
+    batch = {"events": [{"id": f"e{i}", "type": "page_viewed", "email": "a@b.test"} for i in range(1001)]}
+    response = await stack.api.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "events"
+
+
+async def test_openapi_describes_the_api(stack: Stack) -> None:
+    spec = (await stack.api.get("/openapi.json")).json()
+    assert {"/v1/events", "/v1/leads", "/v1/leads/{reference}"} <= set(spec["paths"])

@@ -1,0 +1,112 @@
+"""Marketer-authored content is checked before anything runs: every mistake named with file and line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from leadflow.cli import app
+from leadflow.content.loader import load_content
+from leadflow.content.templates import TemplateLibrary, TemplateRenderError
+from leadflow.content.yamlfile import ContentErrors
+from leadflow.settings import PROJECT_ROOT
+
+
+@pytest.fixture
+def content_dir(tmp_path: Path) -> Path:
+    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part)
+        else:
+            shutil.copy(source, tmp_path / part)
+    return tmp_path
+
+
+def test_the_shipped_content_is_valid() -> None:
+    result = CliRunner().invoke(app, ["check", str(PROJECT_ROOT)])
+    assert result.exit_code == 0, result.output
+    assert "1 sequence(s)" in result.output
+
+
+def test_every_mistake_is_reported_with_file_and_line(content_dir: Path) -> None:
+    scoring = content_dir / "scoring.yaml"
+    scoring.write_text(
+        scoring.read_text()
+        .replace("matches: '/pricing'", "matches: '/pricing('")
+        .replace("  sql: 80", "  sql: 30")
+        .replace("    points: 50", "    points: lots")
+    )
+    sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
+    sequence.write_text(
+        sequence.read_text()
+        .replace("wait: 3d", "wait: three days")
+        .replace("- send: {channel: email, template: webinar_invite}", "- sned: {}")
+    )
+    (content_dir / "segments/broken.yaml").write_text("id: broken\nname: [unclosed\n")
+
+    result = CliRunner().invoke(app, ["check", str(content_dir)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+
+    def reported(path: str, line: int, words: str) -> bool:
+        return any(entry.startswith(f"{content_dir / path}:{line}: ") and words in entry for entry in lines)
+
+    assert reported("scoring.yaml", 3, "must be above the mql threshold"), lines
+    assert reported("scoring.yaml", 24, "behavior.0.points: Input should be a valid integer"), lines
+    assert reported(
+        "scoring.yaml", 27, "behavior.1.where.url.matches: regular expression '/pricing(' does not"
+    ), lines
+    assert reported("templates/sequences/ebook_follow_up.yaml", 8, "not like 30m, 12h, 3d or 2w"), lines
+    assert reported("templates/sequences/ebook_follow_up.yaml", 11, "a step is one of: send, wait"), lines
+    assert reported("segments/broken.yaml", 3, "flow sequence that starts on line 2"), lines
+    assert len(lines) == 6, lines  # one line per mistake, no noise from the other forms a value may take
+    assert "Traceback" not in result.output
+
+
+def test_a_sequence_for_an_unknown_segment_and_unknown_fields_are_refused(content_dir: Path) -> None:
+    sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
+    sequence.write_text(
+        sequence.read_text()
+        .replace("segment: ebook_downloaders", "segment: nobody")
+        .replace("template: ebook_tips", "template: ebook_tipz")
+    )
+    with pytest.raises(ContentErrors) as refused:
+        load_content(content_dir)
+    messages = [str(error) for error in refused.value.errors]
+    assert any(":3: unknown segment 'nobody' (known: ebook_downloaders)" in m for m in messages), messages
+    assert any(":9: no email template 'ebook_tipz'" in m for m in messages), messages
+    sequence.write_text(
+        sequence.read_text().replace("segment: nobody", "segment: ebook_downloaders\ncolour: red")
+    )
+    with pytest.raises(ContentErrors, match=r":4: colour: unknown field"):
+        load_content(content_dir)
+
+
+def test_a_template_that_does_not_compile_is_refused(content_dir: Path) -> None:
+    (content_dir / "templates/email/ebook_tips.j2").write_text(
+        "{% block subject %}Hi {{ lead.name {% endblock %}"
+    )
+    with pytest.raises(ContentErrors, match=r"ebook_tips.j2:1 does not compile"):
+        load_content(content_dir)
+
+
+def test_templates_render_in_a_sandbox_with_strict_variables(tmp_path: Path) -> None:
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email/escape.j2").write_text(
+        "{% block subject %}x{% endblock %}{% block html %}{{ lead.__class__.__mro__ }}{% endblock %}"
+    )
+    (tmp_path / "email/typo.j2").write_text(
+        "{% block subject %}Hi {{ lead.frist_name }}{% endblock %}{% block html %}<p>{{ lead.bio }}</p>{% endblock %}"
+    )
+    library = TemplateLibrary(tmp_path)
+    with pytest.raises(TemplateRenderError, match=r"unsafe|__class__"):
+        library.render_email("escape", {"lead": {}})
+    with pytest.raises(TemplateRenderError, match="frist_name"):
+        library.render_email("typo", {"lead": {"first_name": "Ada"}})
+    rendered = library.render_email("typo", {"lead": {"frist_name": "Ada", "bio": "<script>x</script>"}})
+    assert rendered.html == "<p>&lt;script&gt;x&lt;/script&gt;</p>"  # HTML is escaped, the text part is not
+    assert rendered.text == "<script>x</script>"

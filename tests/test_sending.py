@@ -1,0 +1,92 @@
+"""A send is keyed by (workflow id, step): retries and replays of the activity never send twice."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.sending import SendActivities
+from leadflow import clock
+from leadflow.contracts import SendInput
+from leadflow.ingest import LeadIn, upsert_lead
+from leadflow.runtime import Runtime
+from leadflow.store.models import Message
+from tests.conftest import Inbox
+
+LEAD = "lin@initech.test"
+
+
+def _send_input(runtime: Runtime, key: str = "sequence-x-lead-1:step-0") -> SendInput:
+    lead, _ = upsert_lead(runtime.db, LeadIn(email=LEAD, properties={"first_name": "Lin"}))
+    return SendInput(
+        lead_id=lead.id,
+        idempotency_key=key,
+        channel="email",
+        template="ebook_delivery",
+        sequence_id="ebook_follow_up",
+        step=0,
+    )
+
+
+async def test_a_retried_send_activity_sends_one_email(runtime: Runtime, inbox: Inbox) -> None:
+    request, activities = _send_input(runtime), SendActivities(runtime)
+    first = await ActivityEnvironment().run(activities.send_message, request)
+    retried = await ActivityEnvironment().run(activities.send_message, request)
+    assert (first.status, retried.status) == ("sent", "already_sent")
+    assert first.message_id == retried.message_id
+    assert len(inbox.to(LEAD)) == 1
+
+
+async def test_a_send_that_died_mid_call_is_not_sent_again(runtime: Runtime, inbox: Inbox) -> None:
+    request = _send_input(runtime)
+    with runtime.db.transaction() as session:  # what a worker killed during the SMTP call leaves behind
+        session.add(
+            Message(
+                idempotency_key=request.idempotency_key,
+                lead_id=request.lead_id,
+                channel="email",
+                template="ebook_delivery",
+                recipient=LEAD,
+                status="sending",
+                created_at=clock.now(),
+            )
+        )
+    result = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
+    assert result.status == "uncertain"
+    assert inbox.to(LEAD) == []
+
+
+async def test_a_refused_then_accepted_send_goes_out_once(runtime: Runtime, inbox: Inbox) -> None:
+    request, activities = _send_input(runtime), SendActivities(runtime)
+    inbox.reply = "451 4.3.0 try again later"
+    with pytest.raises(ApplicationError, match="451"):
+        await ActivityEnvironment().run(activities.send_message, request)
+    inbox.reply = None
+    assert (await ActivityEnvironment().run(activities.send_message, request)).status == "sent"
+    assert len(inbox.to(LEAD)) == 1
+
+
+async def test_a_permanent_refusal_is_recorded_as_a_bounce_and_not_retried(
+    runtime: Runtime, inbox: Inbox
+) -> None:
+    request, activities = _send_input(runtime), SendActivities(runtime)
+    inbox.reply = "550 5.1.1 no such mailbox"
+    assert (await ActivityEnvironment().run(activities.send_message, request)).status == "bounced"
+    inbox.reply = None
+    assert (await ActivityEnvironment().run(activities.send_message, request)).status == "bounced"
+    assert inbox.to(LEAD) == []
+    with runtime.db.read() as session:
+        message = session.scalars(select(Message)).one()
+    assert message.status == "bounced" and "550" in (message.error or "")
+
+
+async def test_a_lead_who_unsubscribed_is_never_emailed(runtime: Runtime, inbox: Inbox) -> None:
+    from leadflow.ingest import EventIn, ingest_events
+
+    request = _send_input(runtime)
+    ingest_events(runtime.db, [EventIn(id="u1", type="unsubscribed", email=LEAD)])
+    result = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
+    assert result.status == "suppressed"
+    assert inbox.to(LEAD) == []
