@@ -1,0 +1,74 @@
+"""Recorded workflow histories must replay on today's workflow code: a change that would break leads already
+inside a sequence fails here. Record new ones with LEADFLOW_RECORD_HISTORIES=1 after a deliberate,
+patched (workflow.patched) change, and keep the old files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.runtime import Runtime
+from tests.conftest import Inbox, eventually, temporal_cli
+from worker import WORKFLOWS, running_worker
+
+HISTORIES = Path(__file__).parent / "histories"
+RECORDING = os.environ.get("LEADFLOW_RECORD_HISTORIES") == "1"
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda path: path.stem)
+async def test_recorded_history_replays_on_current_code(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+
+
+def test_histories_are_kept() -> None:
+    assert len(list(HISTORIES.glob("*.json"))) >= 2
+
+
+@pytest.fixture
+async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox) -> None:
+    """An ebook download, three days of nurture, then a demo request: the lead is handed to sales and its
+    sequence exits. Covers every signal, activity and child workflow the two workflows use."""
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    email = "rec@hooli.test"
+    upsert_lead(runtime.db, LeadIn(email=email, properties={"first_name": "Rec"}))
+    settings = runtime.settings
+    async with running_worker(skipping.client, runtime) as router:
+        ingest_events(runtime.db, [EventIn(id="rec-1", type="ebook_downloaded", email=email)])
+        router.wake()
+        await eventually(lambda: inbox.to(email))
+        await skipping.sleep(timedelta(days=4))
+        await eventually(lambda: len(inbox.to(email)) == 2)
+        ingest_events(runtime.db, [
+            EventIn(id="rec-2", type="demo_requested", email=email),
+            EventIn(id="rec-3", type="page_viewed", email=email, properties={"url": "/pricing"}),
+            EventIn(id="rec-4", type="page_viewed", email=email, properties={"url": "/pricing"}),
+        ])
+        router.wake()
+        sequence = skipping.client.get_workflow_handle(settings.sequence_workflow_id("ebook_follow_up", 1))
+        assert await sequence.result() == "exited"
+        await asyncio.sleep(0.5)
+        lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
+        for name, handle in (("lead_workflow", lead), ("sequence_workflow_exited", sequence)):
+            history = await handle.fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
