@@ -56,7 +56,7 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
                 {"detail": f"malformed JSON: {reason}".rstrip(": ")}, status.HTTP_400_BAD_REQUEST
             )
         return JSONResponse(
-            {"detail": _readable(problems, error.body)}, status.HTTP_422_UNPROCESSABLE_CONTENT
+            {"detail": _readable(list(problems), error.body)}, status.HTTP_422_UNPROCESSABLE_CONTENT
         )
 
     @app.exception_handler(UnknownLead)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from leadflow import clock
@@ -218,7 +218,7 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
         for index, event in enumerate(events):
             if event.lead_id is not None and event.lead_id not in known:
                 raise UnknownLead(event.lead_id, f"events[{index}].lead_id" if len(events) > 1 else "lead_id")
-        emails = {event.email: {} for event in events if event.email}
+        emails: dict[str, dict[str, Any]] = {event.email: {} for event in events if event.email}
         lead_by_email = (
             {e: lead_id for e, (lead_id, _) in _leads_by_email(session, emails).items()} if emails else {}
         )
@@ -233,7 +233,7 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
             assert event.lead_id is not None
             return event.lead_id
 
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "key": event.id,
                 "lead_id": lead_of(event),
@@ -249,13 +249,13 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
         )
         if inserted:
             session.execute(
-                Outbox.__table__.insert(),
+                insert(Outbox),
                 [
                     {"lead_id": lead_id, "event_id": event_id, "created_at": now}
                     for event_id, lead_id in inserted
                 ],
             )
-        lead_ids = sorted({row["lead_id"] for row in rows})
+        lead_ids = sorted({int(row["lead_id"]) for row in rows})
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted), lead_ids=lead_ids)
 
 

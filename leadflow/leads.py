@@ -86,7 +86,7 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
     messages = session.scalars(
         select(Message).where(Message.lead_id == lead.id).order_by(Message.id.desc()).limit(TIMELINE_LENGTH)
     ).all()
-    timeline = [
+    timeline: list[dict[str, Any]] = [
         {"at": e.occurred_at, "kind": "event", "type": e.type, "id": e.key, "properties": e.properties}
         for e in recent_events(session, lead.id)
     ] + [

@@ -61,6 +61,6 @@ def caught_mail(directory: Path) -> list[CaughtMail]:
     """Every kept email, oldest first, numbered from 1."""
     paths = sorted(directory.glob("[!.]*.eml")) if directory.exists() else []
     return [
-        CaughtMail(number, path, message_from_bytes(path.read_bytes(), policy=policy.default))  # type: ignore[arg-type]
+        CaughtMail(number, path, message_from_bytes(path.read_bytes(), policy=policy.default))
         for number, path in enumerate(paths, start=1)
     ]

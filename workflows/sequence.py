@@ -19,7 +19,7 @@ SEND_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=30),
     non_retryable_error_types=["TemplateRenderError"],
 )
-BOOKKEEPING = {"start_to_close_timeout": timedelta(seconds=30)}
+BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 
 COMPLETED, CONVERTED, EXITED = "completed", "converted", "exited"
 
@@ -58,7 +58,9 @@ class SequenceWorkflow:
                 break
             self.step = index
             await workflow.execute_activity_method(
-                SendActivities.record_step, StepReached(workflow_id, index), **BOOKKEEPING
+                SendActivities.record_step,
+                StepReached(workflow_id, index),
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             )
             if isinstance(step, SendStep):
                 await self._send(workflow_id, index, step)
@@ -66,7 +68,9 @@ class SequenceWorkflow:
                 await self._wait(step)
         status, reason = self.outcome or (COMPLETED, "")
         await workflow.execute_activity_method(
-            SendActivities.finish_enrollment, EnrollmentFinished(workflow_id, status, reason), **BOOKKEEPING
+            SendActivities.finish_enrollment,
+            EnrollmentFinished(workflow_id, status, reason),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
         )
         parent = workflow.info().parent
         if parent:

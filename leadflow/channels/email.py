@@ -19,15 +19,12 @@ class SmtpEmailChannel:
             raise ValueError(f"LEADFLOW_SMTP_URL must start with smtp:// or smtps://, not {url!r}")
         options = {key: values[-1].lower() for key, values in parse_qs(parts.query).items()}
         self.sender = sender
-        self._connection = {
-            "hostname": parts.hostname or "127.0.0.1",
-            "port": parts.port or (465 if parts.scheme == "smtps" else 25),
-            "username": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else None,
-            "use_tls": parts.scheme == "smtps",
-            "start_tls": options.get("starttls") in ("true", "1", "yes"),
-            "timeout": 30,
-        }
+        self.hostname = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.use_tls = parts.scheme == "smtps"
+        self.start_tls = options.get("starttls") in ("true", "1", "yes")
 
     def compose(self, email: OutgoingEmail) -> EmailMessage:
         message = EmailMessage()
@@ -45,7 +42,16 @@ class SmtpEmailChannel:
     async def send(self, email: OutgoingEmail) -> str:
         """Hand the message to the SMTP server; returns its Message-ID."""
         try:
-            await aiosmtplib.send(self.compose(email), **self._connection)
+            await aiosmtplib.send(
+                self.compose(email),
+                hostname=self.hostname,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                use_tls=self.use_tls,
+                start_tls=self.start_tls,
+                timeout=30,
+            )
         except aiosmtplib.SMTPRecipientsRefused as refused:
             codes = [error.code for error in refused.recipients]
             if all(400 <= code < 500 for code in codes):

@@ -36,33 +36,15 @@ class Content:
 def load_content(directory: Path) -> Content:
     """The validated content of `directory`, or ContentErrors naming every file:line that is wrong."""
     errors: list[ContentError] = []
-
-    def parse(path: Path, model: type[Model]) -> tuple[Model, YamlFile] | None:
-        try:
-            document = YamlFile(path)
-            return document.parse(model), document
-        except ContentError as error:
-            errors.append(error)
-        except ContentErrors as many:
-            errors.extend(many.errors)
-        return None
-
-    def versioned(path: Path, model: type[Model]) -> tuple[Model, YamlFile] | None:
-        parsed = parse(path, model)
-        if parsed is None:
-            return None
-        item, document = parsed
-        return item.model_copy(update={"version": _digest(path)}), document
-
     scoring_path = directory / SCORING_FILE
-    scoring = versioned(scoring_path, ScoringModel) if scoring_path.exists() else None
+    scoring = _parse_versioned(scoring_path, ScoringModel, errors) if scoring_path.exists() else None
     if not scoring_path.exists():
         errors.append(ContentError(scoring_path, None, "the scoring model file is missing"))
 
     segments: dict[str, Segment] = {}
     for path in sorted((directory / "segments").glob("*.y*ml")):
-        if parsed := parse(path, Segment):
-            segment, document = parsed
+        if parsed_segment := _parse(path, Segment, errors):
+            segment, document = parsed_segment
             if segment.id in segments:
                 errors.append(document.error(("id",), f"segment id {segment.id!r} is used by another file"))
             segments[segment.id] = segment
@@ -70,13 +52,13 @@ def load_content(directory: Path) -> Content:
     templates = TemplateLibrary(directory / "templates")
     sequences: dict[str, Sequence] = {}
     for path in sorted((directory / "templates" / "sequences").glob("*.y*ml")):
-        if parsed := versioned(path, Sequence):
-            sequence, document = parsed
+        if parsed_sequence := _parse_versioned(path, Sequence, errors):
+            sequence, document = parsed_sequence
             errors.extend(_check_sequence(sequence, document, segments, sequences, templates))
             sequences[sequence.id] = sequence
 
     sales_path = directory / SALES_FILE
-    team = parse(sales_path, SalesTeam) if sales_path.exists() else None
+    team = _parse(sales_path, SalesTeam, errors) if sales_path.exists() else None
     if not sales_path.exists():
         errors.append(ContentError(sales_path, None, "the sales team file is missing"))
 
@@ -84,6 +66,29 @@ def load_content(directory: Path) -> Content:
         raise ContentErrors(errors)
     assert scoring is not None and team is not None
     return Content(directory, scoring[0], segments, sequences, team[0].salespeople, templates)
+
+
+def _parse(path: Path, model: type[Model], errors: list[ContentError]) -> tuple[Model, YamlFile] | None:
+    """The file as `model`, or None with its mistakes added to `errors`."""
+    try:
+        document = YamlFile(path)
+        return document.parse(model), document
+    except ContentError as error:
+        errors.append(error)
+    except ContentErrors as many:
+        errors.extend(many.errors)
+    return None
+
+
+def _parse_versioned(
+    path: Path, model: type[Model], errors: list[ContentError]
+) -> tuple[Model, YamlFile] | None:
+    """Like _parse, with `version` set to a digest of the file (what enrollments and score ledgers record)."""
+    parsed = _parse(path, model, errors)
+    if parsed is None:
+        return None
+    item, document = parsed
+    return item.model_copy(update={"version": _digest(path)}), document
 
 
 def _check_sequence(
