@@ -35,7 +35,8 @@ async def test_ebook_download_emails_the_ebook_through_the_whole_stack(stack: St
     assert text.startswith("Hi Ada,") and "nurture-playbook.pdf" in text
     assert "<strong>The Nurture Playbook</strong>" in html
 
-    lead = (await stack.api.get(f"/v1/leads/{ADA}")).json()
+    # The SMTP server has the email a moment before the send activity records it as sent.
+    lead = await eventually(lambda: _with_sent_message(stack, ADA))
     assert lead["properties"]["first_name"] == "Ada"
     assert lead["segments"][0]["id"] == "ebook_downloaders"
     [sequence] = lead["sequences"]
@@ -43,7 +44,7 @@ async def test_ebook_download_emails_the_ebook_through_the_whole_stack(stack: St
     assert lead["score"]["total"] == 10
     assert lead["score"]["breakdown"][0]["rule"] == "Ebook downloaded"
     kinds = [(item["kind"], item["type"]) for item in lead["timeline"]]
-    assert ("event", "ebook_downloaded") in kinds and ("message", "email_sent") in kinds
+    assert ("event", "ebook_downloaded") in kinds
     by_id = (await stack.api.get(f"/v1/leads/{lead['id']}")).json()
     assert by_id["email"] == ADA
 
@@ -78,6 +79,11 @@ async def test_an_event_for_an_anonymous_visitor_creates_a_lead_without_email(st
     assert accepted.status_code == 202
     lead = await eventually(lambda: _scored(stack, "cookie-123"))
     assert lead["email"] is None and lead["score"]["total"] == 15
+
+
+async def _with_sent_message(stack: Stack, reference: str) -> dict | None:
+    lead = (await stack.api.get(f"/v1/leads/{reference}")).json()
+    return lead if any(item["type"] == "email_sent" for item in lead["timeline"]) else None
 
 
 async def _scored(stack: Stack, reference: str) -> dict | None:
