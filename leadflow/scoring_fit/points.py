@@ -90,7 +90,8 @@ def learn_points(
 ) -> PointsModel:
     encodings = [encode_column(name, history.columns[name], bins) for name in columns]
     design = design_matrix(encodings, history)
-    estimator = LogisticRegression(C=REGULARIZATION, max_iter=2000)
+    # Newton-Cholesky: few columns, many rows, one-hot levels (some rare): what it is made for.
+    estimator = LogisticRegression(C=REGULARIZATION, solver="newton-cholesky", max_iter=200)
     estimator.fit(design, history.outcome)
     weights = estimator.coef_[0]
 
@@ -214,11 +215,13 @@ def render_yaml(model: PointsModel, history: History, header: list[str]) -> str:
     lines.append("fit:" if model.rules else "fit: []")
     base = history.conversion_rate
     design = model.design(history)
+    leads = np.asarray(design.sum(axis=0)).ravel()  # per level; a column's levels never overlap
+    converted = np.asarray(design.T @ history.outcome).ravel()
     for rule in model.rules:
-        rows = np.asarray(design[:, list(rule.design_columns)].sum(axis=1)).ravel() > 0
-        rate = float(history.outcome[rows].mean()) if rows.any() else 0.0
+        matched = int(leads[list(rule.design_columns)].sum())
+        rate = converted[list(rule.design_columns)].sum() / matched if matched else 0.0
         lines.append(
-            f"  # {int(rows.sum()):,} past leads, {rate:.1%} converted (all leads: {base:.1%}); "
+            f"  # {matched:,} past leads, {rate:.1%} converted (all leads: {base:.1%}); "
             f"log-odds {rule.weight:+.2f}"
         )
         body = {"rule": rule.name, "property": rule.column, **rule.test, "points": rule.points}
