@@ -114,7 +114,7 @@ def fit_history(
 
     progress(f"learning the model on all {len(history):,} rows")
     final = learn_points(history, used, options.bins, options.targets)
-    text = render_yaml(final, history, _header(history, final, held_out, cross_validation, options))
+    text = render_yaml(final, history, _header(history, final, held_out, cross_validation, options, columns))
     model = parse_model(text)  # what is evaluated is what was written
     evaluation = evaluate_model(model, history, final.probability_of, final.underlying_probability(history))
     report = _report("fit", history, columns, warnings, evaluation)
@@ -226,9 +226,15 @@ def _excluded_summary(excluded: dict[str, str]) -> str:
 
 
 def _header(
-    history: History, model: PointsModel, held_out: Evaluation, cv: CrossValidation, options: FitOptions
+    history: History,
+    model: PointsModel,
+    held_out: Evaluation,
+    cv: CrossValidation,
+    options: FitOptions,
+    columns: list[ColumnReport],
 ) -> list[str]:
     name = Path(history.path).name
+    left_out = [f"  {column.column}: {column.status}" for column in columns if column.status != "used"]
     return [
         f"Fitted by `leadflow scoring fit` from {name} ({len(history):,} past leads, "
         f"{history.conversion_rate:.1%} converted; outcome column {history.target!r}).",
@@ -240,5 +246,6 @@ def _header(
         f"Thresholds: MQL at the top {options.targets.mql:.0%} of past leads by score, "
         f"SQL at the top {options.targets.sql:.0%}.",
         "Edit it like a hand-written model. Behavior rules may be added; the thresholds do not count them yet.",
+        *(["Columns not learned from:", *left_out] if left_out else []),
         "",
     ]
