@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,6 +25,10 @@ db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 leads_app = typer.Typer(help="Look at leads.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(leads_app, name="leads")
+scoring_app = typer.Typer(
+    help="Learn a points model from past outcomes, and measure any model against them.", no_args_is_help=True
+)
+app.add_typer(scoring_app, name="scoring")
 console = Console()
 errors = Console(stderr=True)
 
@@ -157,3 +161,124 @@ def leads_show(reference: Annotated[str, typer.Argument(help="Lead id, email or 
         )
     console.print(table)
     console.print_json(json.dumps({k: document[k] for k in ("stage_history", "sequences")}, default=str))
+
+
+# --- scoring fit / evaluate ---------------------------------------------------------------------------
+
+HistoryOption = Annotated[
+    Path, typer.Option("--history", help="CSV of past leads: one row per lead, properties and the outcome.")
+]
+TargetOption = Annotated[
+    str, typer.Option("--target", help="The outcome column: 1/0, yes/no, true/false or won/lost.")
+]
+JsonOption = Annotated[Path | None, typer.Option("--report-json", help="Write the report as JSON here.")]
+HtmlOption = Annotated[
+    Path | None, typer.Option("--report-html", help="Write the report as one HTML page with charts here.")
+]
+
+
+def _learning() -> Any:
+    """The learning modules, or a clear exit when the optional `learn` extra is not installed."""
+    try:
+        from leadflow import scoring_fit
+    except ImportError as missing:
+        errors.print(
+            f"leadflow scoring needs the learn extra ({missing.name} is missing): pip install 'leadflow[learn]'"
+        )
+        raise typer.Exit(1) from None
+    return scoring_fit
+
+
+def _history_or_exit(path: Path, target: str) -> Any:
+    learning = _learning()
+    try:
+        return learning.read_history(path, target)
+    except learning.HistoryError as problem:
+        errors.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _write_reports(report: Any, json_path: Path | None, html_path: Path | None) -> None:
+    from leadflow.scoring_fit.report import print_report, report_html, report_json
+
+    print_report(report, console)
+    if json_path:
+        json_path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
+        console.print(f"report: {json_path}", highlight=False)
+    if html_path:
+        html_path.write_text(report_html(report), encoding="utf-8")
+        console.print(f"report: {html_path}", highlight=False)
+
+
+@scoring_app.command("fit")
+def scoring_fit(
+    history: HistoryOption,
+    target: TargetOption,
+    out: Annotated[Path, typer.Option("--out", help="Write the learned model here (scoring.yaml format).")],
+    id_column: Annotated[
+        str | None, typer.Option("--id", help="The column naming each lead: never learned from.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="A column not to learn from (repeatable).")
+    ] = None,
+    report_json_path: JsonOption = None,
+    report_html_path: HtmlOption = None,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-validation folds.")] = 5,
+    holdout: Annotated[float, typer.Option(min=0.05, max=0.5, help="Share of rows held out.")] = 0.25,
+    bins: Annotated[int, typer.Option(min=1, max=20, help="Bands per numeric column.")] = 5,
+    mql_top: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Share of past leads at or above MQL.")
+    ] = 0.3,
+    sql_top: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Share of past leads at or above SQL.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the folds.")] = 0,
+) -> None:
+    """Learn a points model from past outcomes; write it as scoring.yaml rules, with its evaluation."""
+    learning = _learning()
+    if sql_top >= mql_top:
+        errors.print(f"--sql-top ({sql_top}) must be below --mql-top ({mql_top}): SQL is the smaller group")
+        raise typer.Exit(2)
+    table = _history_or_exit(history, target)
+    options = learning.FitOptions(folds, holdout, bins, learning.VolumeTargets(mql_top, sql_top), seed)
+    with errors.status("learning") as status:
+        try:
+            result = learning.fit_history(table, id_column, exclude or [], options, status.update)
+        except learning.HistoryError as problem:
+            errors.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    out.write_text(result.yaml_text, encoding="utf-8")
+    stem = out.with_suffix("")
+    _write_reports(
+        result.report,
+        report_json_path or stem.with_name(f"{stem.name}.report.json"),
+        report_html_path or stem.with_name(f"{stem.name}.report.html"),
+    )
+    console.print(f"[green]model:[/] {out} ({len(result.model.fit)} rules)", highlight=False)
+
+
+@scoring_app.command("evaluate")
+def scoring_evaluate(
+    history: HistoryOption,
+    target: TargetOption,
+    model_path: Annotated[Path, typer.Option("--model", help="A scoring model (scoring.yaml format).")],
+    report_json_path: JsonOption = None,
+    report_html_path: HtmlOption = None,
+) -> None:
+    """Score past leads with a model (hand-written or fitted) and report how well it ranks them."""
+    from leadflow.content.models import ScoringModel
+    from leadflow.content.yamlfile import YamlFile
+
+    learning = _learning()
+    try:
+        model = YamlFile(model_path).parse(ScoringModel)
+    except (ContentError, ContentErrors) as problem:
+        errors.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as problem:
+        errors.print(f"{model_path}: cannot read it: {problem.strerror or problem}")
+        raise typer.Exit(1) from None
+    table = _history_or_exit(history, target)
+    with errors.status("scoring") as status:
+        report = learning.evaluate_history(model, table, status.update)
+    _write_reports(report, report_json_path, report_html_path)

@@ -59,6 +59,15 @@ class PropertyTest(BaseModel):
     def _regex(self) -> re.Pattern[str] | None:
         return re.compile(self.matches, re.IGNORECASE) if self.matches is not None else None
 
+    # Sets of the `in` / `not_in` options, so a long list (a fitted model lists many values) costs one lookup.
+    @cached_property
+    def _in_keys(self) -> frozenset[Any]:
+        return frozenset(_key(option) for option in self.in_ or ())
+
+    @cached_property
+    def _not_in_keys(self) -> frozenset[Any]:
+        return frozenset(_key(option) for option in self.not_in or ())
+
     def holds(self, value: Any) -> bool:
         if self.exists is not None and (value is not None) != self.exists:
             return False
@@ -67,8 +76,8 @@ class PropertyTest(BaseModel):
         checks = (
             self.equals is None or _same(value, self.equals),
             self.not_equals is None or not _same(value, self.not_equals),
-            self.in_ is None or any(_same(value, option) for option in self.in_),
-            self.not_in is None or not any(_same(value, option) for option in self.not_in),
+            self.in_ is None or _member(value, self._in_keys),
+            self.not_in is None or not _member(value, self._not_in_keys),
             self._regex is None or bool(self._regex.search(str(value))),
             self.contains is None or self.contains.lower() in str(value).lower(),
             self.gt is None or _number(value) > self.gt,
@@ -83,6 +92,18 @@ def _same(value: Any, expected: Scalar) -> bool:
     if isinstance(expected, str) and isinstance(value, str):
         return value.casefold() == expected.casefold()
     return bool(value == expected)
+
+
+def _key(value: Any) -> Any:
+    """What `_same` compares: text case-insensitively, anything else as it is."""
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _member(value: Any, keys: frozenset[Any]) -> bool:
+    try:
+        return _key(value) in keys
+    except TypeError:  # a list or mapping property equals no scalar option
+        return False
 
 
 def _number(value: Any) -> float:
