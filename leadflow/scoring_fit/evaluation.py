@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from leadflow.content.models import ScoringModel
+from leadflow.content.models import BehaviorRule, FitRule, ScoringModel
 from leadflow.scoring import score_lead
 from leadflow.scoring_fit.encoding import encode_column
 from leadflow.scoring_fit.history import History
@@ -35,7 +35,8 @@ class ScoredHistory:
 
 def score_history(model: ScoringModel, history: History) -> ScoredHistory:
     scores = np.zeros(len(history), dtype=np.int64)
-    matched = {rule.rule: np.zeros(len(history), dtype=bool) for rule in [*model.fit, *model.behavior]}
+    rules: list[FitRule | BehaviorRule] = [*model.fit, *model.behavior]
+    matched = {rule.rule: np.zeros(len(history), dtype=bool) for rule in rules}
     for row in range(len(history)):
         result = score_lead(model, history.properties(row), (), _SCORED_AT)
         scores[row] = result.score
@@ -163,8 +164,8 @@ def rule_results(model: ScoringModel, outcome: np.ndarray, scored: ScoredHistory
     gives (times the square root of its share of leads): shifting all of a property's points by a constant
     changes no ranking, so it does not change importance either.
     """
-    rules = [*model.fit, *model.behavior]
-    subject = {rule.rule: getattr(rule, "property", None) or getattr(rule, "event", "") for rule in rules}
+    rules: list[FitRule | BehaviorRule] = [*model.fit, *model.behavior]
+    subject = {rule.rule: rule.property if isinstance(rule, FitRule) else rule.event for rule in rules}
     points = {rule.rule: rule.points for rule in rules}
     average: dict[str, float] = {}
     for name, rows in scored.matched.items():
