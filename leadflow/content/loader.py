@@ -58,6 +58,10 @@ def load_content(directory: Path) -> Content:
     scoring = versioned(scoring_path, ScoringModel) if scoring_path.exists() else None
     if not scoring_path.exists():
         errors.append(ContentError(scoring_path, None, "the scoring model file is missing"))
+    if scoring:
+        model, document = scoring
+        errors.extend(document.error(where, reason) for where, reason in model.problems())
+        scoring = model.model_copy(update={"source": scoring_path.read_text(encoding="utf-8")}), document
 
     segments: dict[str, Segment] = {}
     for path in sorted((directory / "segments").glob("*.y*ml")):
