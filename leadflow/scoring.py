@@ -142,11 +142,8 @@ def score_lead(
         engaged_at=engaged_at,
         account_hot=account_hot,
     )
-    return replace(
-        result,
-        temperature=temperature(model, result.score, engaged_at, now),
-        next_change_at=_next_change(model, result, now, account_until),
-    )
+    result = replace(result, temperature=temperature(model, result.score, engaged_at, now))
+    return replace(result, next_change_at=_next_change(model, result, now, account_until))
 
 
 def _rule_contributions(
