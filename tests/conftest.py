@@ -132,6 +132,18 @@ def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
 # --- runtime, Temporal, API -------------------------------------------------------------------------
 
 
+@pytest.fixture
+def content_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped content that a test may break."""
+    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part)
+        else:
+            shutil.copy(source, tmp_path / part)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def content():  # type: ignore[no-untyped-def]
     return load_content(PROJECT_ROOT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ from leadflow.content.loader import load_content
 from leadflow.content.templates import TemplateLibrary, TemplateRenderError
 from leadflow.content.yamlfile import ContentErrors
 from leadflow.settings import PROJECT_ROOT
-
-
-@pytest.fixture
-def content_dir(tmp_path: Path) -> Path:
-    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
-        source = PROJECT_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copy(source, tmp_path / part)
-    return tmp_path
 
 
 def test_the_shipped_content_is_valid() -> None:

@@ -272,37 +272,54 @@ class ScoringModel(Strict):
     version: str = ""  # filled by the loader: a hash of the file
     source: str = Field(default="", exclude=True)  # filled by the loader: the file's text, for the ledger
 
-    def problems(self) -> list[tuple[Location, str]]:
-        """Mistakes that span fields (unknown event types and groups, overlapping bands), with where."""
-        found: list[tuple[Location, str]] = []
-        known = KNOWN_EVENT_TYPES | set(self.event_types)
-        for index, name in enumerate(self.event_types):
-            if not re.match(EVENT_TYPE, name):
-                found.append((("event_types", index), f"event type {name!r} is not like page_viewed"))
-        for index, rule in enumerate(self.behavior):
-            where = ("behavior", index)
-            if rule.event not in known:
-                found.append(
-                    (
-                        (*where, "event"),
-                        f"unknown event type {rule.event!r} (known: {', '.join(sorted(known))}; "
-                        "declare your own under event_types)",
-                    )
+
+def scoring_problems(data: Any) -> list[tuple[Location, str]]:
+    """Mistakes that span fields (unknown event types and groups, overlapping bands), with where they are.
+    Read from the file's data, not the validated model, so they are reported with every other mistake."""
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[Location, str]] = []
+    custom = data.get("event_types") if isinstance(data.get("event_types"), list) else []
+    for index, name in enumerate(custom):
+        if not isinstance(name, str) or not re.match(EVENT_TYPE, name):
+            found.append((("event_types", index), f"event type {name!r} is not like page_viewed"))
+    known = KNOWN_EVENT_TYPES | {name for name in custom if isinstance(name, str)}
+    groups = data.get("groups") if isinstance(data.get("groups"), dict) else {}
+    rules = data.get("behavior") if isinstance(data.get("behavior"), list) else []
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        where: Location = ("behavior", index)
+        event = rule.get("event")
+        if isinstance(event, str) and event not in known:
+            found.append(
+                (
+                    (*where, "event"),
+                    f"unknown event type {event!r} (known: {', '.join(sorted(known))}; "
+                    "declare your own under event_types)",
                 )
-            if rule.group is not None and rule.group not in self.groups:
-                declared = ", ".join(sorted(self.groups)) or "none declared"
-                found.append(((*where, "group"), f"unknown group {rule.group!r} (groups: {declared})"))
-            found.extend(((*where, "bands", at), reason) for at, reason in _band_problems(rule.bands or []))
-        return found
+            )
+        group = rule.get("group")
+        if group is not None and group not in groups:
+            declared = ", ".join(sorted(map(str, groups))) or "none declared"
+            found.append(((*where, "group"), f"unknown group {group!r} (groups: {declared})"))
+        if isinstance(rule.get("bands"), list):
+            found.extend(((*where, "bands", at), reason) for at, reason in _band_problems(rule["bands"]))
+    return found
 
 
-def _band_problems(bands: list[Band]) -> list[tuple[int, str]]:
+def _band_problems(bands: list[Any]) -> list[tuple[int, str]]:
     problems = []
-    for index, band in enumerate(bands[1:], start=1):
-        previous = bands[index - 1]
-        if previous.to is None or band.from_ <= previous.to:
-            upto = "and above" if previous.to is None else f"to {previous.to}"
-            problems.append((index, f"band from {band.from_} overlaps the band from {previous.from_} {upto}"))
+    for index in range(1, len(bands)):
+        previous, band = bands[index - 1], bands[index]
+        if not (isinstance(previous, dict) and isinstance(band, dict)):
+            continue
+        low, previous_low, previous_high = band.get("from"), previous.get("from"), previous.get("to")
+        if not isinstance(low, int) or not isinstance(previous_low, int):
+            continue
+        if previous_high is None or (isinstance(previous_high, int) and low <= previous_high):
+            upto = "and above" if previous_high is None else f"to {previous_high}"
+            problems.append((index, f"band from {low} overlaps the band from {previous_low} {upto}"))
     return problems
 
 
