@@ -155,6 +155,7 @@ def leads_show(reference: Annotated[str, typer.Argument(help="Lead id, email or 
         f"account {score['account']})  grade {score['grade']}  {score['temperature']}"
         + (f"  account {account['domain']}{' (hot)' if account['hot'] else ''}" if account else ""),
         highlight=False,
+        soft_wrap=True,
     )
     _print_breakdown(score["breakdown"], f"Score breakdown (model {score['model_version']})")
     console.print_json(json.dumps({k: document[k] for k in ("stage_history", "sequences")}, default=str))
@@ -205,6 +206,7 @@ def leads_score(
         f"{result.temperature}; model {past.model_version}; ledger entry of {entry_at.isoformat()}: "
         f"{entry_score}",
         highlight=False,
+        soft_wrap=True,
     )
     _print_breakdown([c.as_json() for c in result.contributions], "Recomputed breakdown")
 

@@ -191,6 +191,16 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest.fixture
+async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: days pass in moments while a test sleeps on it."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
 @dataclass
 class Stack:
     api: httpx.AsyncClient
