@@ -7,12 +7,14 @@ The same `rescore` runs in the lead workflow's activity, in `leadflow rescore` a
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from leadflow.content.models import ScoringModel
@@ -50,84 +52,157 @@ class NotRecyclable(ValueError):
 def rescore(session: Session, lead_id: int, model: ScoringModel, now: datetime) -> Rescored | None:
     """Score the lead as of `now` with what the store knew then, and record what changed. The lead row is
     locked for the transaction, so concurrent rescores of one lead stamp each stage once."""
-    lead = session.scalars(select(Lead).where(Lead.id == lead_id).with_for_update()).first()
-    if lead is None:
-        return None
-    events = [
-        EventFact(*row)
-        for row in session.execute(
-            select(Event.id, Event.type, Event.occurred_at, Event.properties).where(
-                Event.lead_id == lead.id, Event.received_at <= now
-            )
+    return rescore_many(session, [lead_id], model, now).get(lead_id)
+
+
+def rescore_many(
+    session: Session, lead_ids: list[int], model: ScoringModel, now: datetime
+) -> dict[int, Rescored]:
+    """`rescore` for a batch of leads with a handful of queries (what `leadflow rescore` runs)."""
+    leads = session.scalars(
+        select(Lead).where(Lead.id.in_(lead_ids)).order_by(Lead.id).with_for_update()
+    ).all()
+    ids = [lead.id for lead in leads]
+    events: dict[int, list[EventFact]] = defaultdict(list)
+    for lead_id, *fact in session.execute(
+        select(Event.lead_id, Event.id, Event.type, Event.occurred_at, Event.properties).where(
+            Event.lead_id.in_(ids), Event.received_at <= now
         )
-    ]
-    account = session.get(Account, lead.account_id) if lead.account_id and model.account else None
-    activity = _account_activity(session, lead, account, model, now)
-    result = score_lead(model, lead.properties, events, now, activity, since=lead.scoring_since)
-    rescored = Rescored(lead, result)
-    _record(session, lead, model, result, now, activity)
-    rescored.stage_changes = _stamp_stages(session, lead, result.score, model, now)
-    if account is not None:
-        rescored.colleagues_to_rescore = _account_heat(session, lead, account, result, model, now)
+    ):
+        events[lead_id].append(EventFact(*fact))
+    accounts = _accounts(session, leads, model, now)
+    ledger = _ledger(session, ids, model)
+    rescored: dict[int, Rescored] = {}
+    for lead in leads:
+        account = accounts.get(lead.account_id) if lead.account_id else None
+        activity = account.activity_without(lead.id) if account else None
+        result = score_lead(model, lead.properties, events[lead.id], now, activity, since=lead.scoring_since)
+        ledger.record(lead, result, now, activity)
+        changes = _stamp_stages(session, lead, result.score, model, now)
+        colleagues = account.heat(lead.id, result, now) if account else []
+        rescored[lead.id] = Rescored(lead, result, changes, colleagues)
+    ledger.write()
+    session.flush()
     return rescored
 
 
-def _account_activity(
-    session: Session, lead: Lead, account: Account | None, model: ScoringModel, now: datetime
-) -> AccountActivity | None:
-    if account is None or model.account is None:
-        return None
-    colleagues = session.scalars(
-        select(Lead.last_activity_at).where(
-            Lead.account_id == account.id,
-            Lead.id != lead.id,
-            Lead.last_activity_at > now - model.account.within,
+@dataclass
+class _AccountState:
+    """One account during a rescore: who of it engaged within the signal's window, kept current as its
+    leads are rescored one after another."""
+
+    account: Account
+    within: timedelta
+    engaged: dict[int, datetime]  # lead id: engaged at
+
+    def activity_without(self, lead_id: int) -> AccountActivity:
+        others = (at for other, at in self.engaged.items() if other != lead_id)
+        return AccountActivity(self.account.domain, tuple(sorted(others)))
+
+    def heat(self, lead_id: int, result: ScoreResult, now: datetime) -> list[int]:
+        """Mark the account hot (or no longer hot); when it just became hot, the engaged colleagues who
+        now earn the account points too, so that their workflows rescore them."""
+        if result.engaged_at is not None and now - result.engaged_at < self.within:
+            self.engaged[lead_id] = result.engaged_at
+        else:
+            self.engaged.pop(lead_id, None)
+        if result.account_hot and self.account.hot_since is None:
+            self.account.hot_since = now
+            return sorted(other for other in self.engaged if other != lead_id)
+        if not result.account_hot and self.account.hot_since is not None:
+            self.account.hot_since = None
+        return []
+
+
+def _accounts(
+    session: Session, leads: Sequence[Lead], model: ScoringModel, now: datetime
+) -> dict[int, _AccountState]:
+    signal = model.account
+    account_ids = {lead.account_id for lead in leads if lead.account_id}
+    if signal is None or not account_ids:
+        return {}
+    states = {
+        account.id: _AccountState(account, signal.within, {})
+        for account in session.scalars(select(Account).where(Account.id.in_(account_ids)))
+    }
+    for account_id, lead_id, engaged_at in session.execute(
+        select(Lead.account_id, Lead.id, Lead.last_activity_at).where(
+            Lead.account_id.in_(account_ids),
+            Lead.last_activity_at > now - signal.within,
             Lead.last_activity_at <= now,
         )
-    )
-    return AccountActivity(account.domain, tuple(sorted(colleagues)))
+    ):
+        states[account_id].engaged[lead_id] = engaged_at
+    return states
 
 
-def _record(
-    session: Session,
-    lead: Lead,
-    model: ScoringModel,
-    result: ScoreResult,
-    now: datetime,
-    activity: AccountActivity | None,
-) -> None:
-    """Update the lead and append to the ledger when anything a person sees changed."""
-    lead.score, lead.grade, lead.temperature = result.score, result.grade, result.temperature
-    lead.last_activity_at = result.engaged_at
-    previous = session.execute(
-        select(ScoreSnapshot.score, ScoreSnapshot.temperature, ScoreSnapshot.model_version)
-        .where(ScoreSnapshot.lead_id == lead.id)
-        .order_by(ScoreSnapshot.id.desc())
-        .limit(1)
-    ).first()
-    if previous is not None and tuple(previous) == (result.score, result.temperature, model.version):
-        return
-    insert_ignoring_conflicts(
-        session,
-        ScoringModelVersion,
-        [{"version": model.version, "source": model.source, "first_used_at": now}],
-        ["version"],
-    )
-    session.add(
-        ScoreSnapshot(
-            lead_id=lead.id,
-            computed_at=now,
-            score=result.score,
-            fit=result.fit,
-            behavior=result.behavior_points,
-            account=result.account,
-            grade=result.grade,
-            temperature=result.temperature,
-            breakdown=[c.as_json() for c in result.contributions],
-            model_version=model.version,
-            inputs=_inputs(lead, model, activity),
+class _Ledger:
+    """Appends a ledger entry for each lead whose score, temperature or model changed, in one insert."""
+
+    def __init__(self, session: Session, latest: dict[int, tuple[Any, ...]], model: ScoringModel) -> None:
+        self.session, self.latest, self.model = session, latest, model
+        self.rows: list[dict[str, Any]] = []
+
+    def record(
+        self, lead: Lead, result: ScoreResult, now: datetime, activity: AccountActivity | None
+    ) -> None:
+        lead.score, lead.grade, lead.temperature = result.score, result.grade, result.temperature
+        lead.last_activity_at = result.engaged_at
+        if self.latest.get(lead.id) == (result.score, result.temperature, self.model.version):
+            return
+        self.rows.append(
+            {
+                "lead_id": lead.id,
+                "computed_at": now,
+                "score": result.score,
+                "fit": result.fit,
+                "behavior": result.behavior_points,
+                "account": result.account,
+                "grade": result.grade,
+                "temperature": result.temperature,
+                "breakdown": [c.as_json() for c in result.contributions],
+                "model_version": self.model.version,
+                "inputs": _inputs(lead, self.model, activity),
+            }
         )
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        if self.session.get(ScoringModelVersion, self.model.version) is None:
+            insert_ignoring_conflicts(
+                self.session,
+                ScoringModelVersion,
+                [
+                    {
+                        "version": self.model.version,
+                        "source": self.model.source,
+                        "first_used_at": self.rows[0]["computed_at"],
+                    }
+                ],
+                ["version"],
+            )
+        self.session.execute(insert(ScoreSnapshot), self.rows)
+
+
+def _ledger(session: Session, lead_ids: list[int], model: ScoringModel) -> _Ledger:
+    newest = (
+        select(func.max(ScoreSnapshot.id))
+        .where(ScoreSnapshot.lead_id.in_(lead_ids))
+        .group_by(ScoreSnapshot.lead_id)
     )
+    latest = {
+        lead_id: (score, temperature, version)
+        for lead_id, score, temperature, version in session.execute(
+            select(
+                ScoreSnapshot.lead_id,
+                ScoreSnapshot.score,
+                ScoreSnapshot.temperature,
+                ScoreSnapshot.model_version,
+            ).where(ScoreSnapshot.id.in_(newest))
+        )
+    }
+    return _Ledger(session, latest, model)
 
 
 def _inputs(lead: Lead, model: ScoringModel, activity: AccountActivity | None) -> dict[str, Any]:
@@ -156,30 +231,7 @@ def _stamp_stages(
         session.add(change)
         lead.stage = stage
         changes.append(change)
-    session.flush()
     return changes
-
-
-def _account_heat(
-    session: Session, lead: Lead, account: Account, result: ScoreResult, model: ScoringModel, now: datetime
-) -> list[int]:
-    """Mark the account hot (or no longer hot); when it just became hot, the engaged colleagues who now
-    earn the account points too, so that their workflows rescore them."""
-    if result.account_hot and account.hot_since is None:
-        account.hot_since = now
-        assert model.account is not None
-        return list(
-            session.scalars(
-                select(Lead.id).where(
-                    Lead.account_id == account.id,
-                    Lead.id != lead.id,
-                    Lead.last_activity_at > now - model.account.within,
-                )
-            )
-        )
-    if not result.account_hot and account.hot_since is not None:
-        account.hot_since = None
-    return []
 
 
 def recycle(session: Session, lead_id: int, reason: str, model: ScoringModel, now: datetime) -> Rescored:

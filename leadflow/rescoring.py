@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from leadflow import clock
 from leadflow.content.models import ScoringModel
-from leadflow.qualification import rescore
+from leadflow.qualification import rescore_many
 from leadflow.store import Database
 from leadflow.store.models import Lead, RescoreRun
 
@@ -79,9 +79,8 @@ def rescore_everyone(
                     promoted,
                 )
             now, transitions, changed = clock.now(), Counter(run.stage_changes), 0
-            for lead_id in ids:
-                rescored = rescore(session, lead_id, model, now)
-                if rescored is None or not rescored.stage_changes:
+            for lead_id, rescored in rescore_many(session, ids, model, now).items():
+                if not rescored.stage_changes:
                     continue
                 changed += 1
                 transitions.update(f"{c.from_stage}→{c.to_stage}" for c in rescored.stage_changes)

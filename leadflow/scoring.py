@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.content.conditions import filter_holds
 from leadflow.content.models import BehaviorRule, Decay, ScoringModel, Thresholds
 
 # Lifecycle stages in funnel order; recycled leads can qualify again, disqualified ones cannot.
@@ -123,10 +122,13 @@ def score_lead(
         (e for e in events if e.occurred_at <= now and (since is None or e.occurred_at >= since)),
         key=lambda e: (e.occurred_at, e.id),
     )
+    by_type: dict[str, list[EventFact]] = {}
+    for event in ordered:
+        by_type.setdefault(event.type, []).append(event)
     behavior: list[Contribution] = []
     engaged_at: datetime | None = None
     for rule in model.behavior:
-        matched = [e for e in ordered if e.type == rule.event and filter_holds(rule.where, e.properties)]
+        matched = [e for e in by_type.get(rule.event, ()) if rule.matches(e.properties)]
         if matched and rule.rewards:
             engaged_at = max(engaged_at or matched[-1].occurred_at, matched[-1].occurred_at)
         behavior.extend(_rule_contributions(model, rule, matched, now))

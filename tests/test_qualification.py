@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 import yaml
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from leadflow import clock
+from leadflow.cli import app
 from leadflow.content.loader import Content
 from leadflow.content.models import ScoringModel
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.qualification import NotRecyclable, recycle, rescore, score_at
 from leadflow.rescoring import rescore_everyone
-from leadflow.settings import PROJECT_ROOT
+from leadflow.settings import PROJECT_ROOT, get_settings
 from leadflow.store import Database
 from leadflow.store.models import Account, Lead, RescoreRun, StageChange
 
@@ -189,3 +191,23 @@ def test_rescoring_everyone_after_a_model_change_is_batched_and_resumes_after_an
         assert session.scalar(select(func.count(StageChange.id)).where(StageChange.to_stage == "sql")) == 7
     again = rescore_everyone(db, stricter_sql, batch_size=5)
     assert (again.resumed, again.leads, again.changed_stage) == (False, 12, 0)
+
+
+def test_leadflow_rescore_reports_how_many_leads_changed_stage(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        lead_with(db, f"d@firm{n}.test", "demo_requested")  # never scored yet: each becomes MQL
+    lead_with(db, "quiet@firm9.test")
+    get_settings.cache_clear()
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", db.url)
+    try:
+        result = CliRunner().invoke(
+            app, ["rescore", "--batch-size", "2", "--no-notify"], env={"COLUMNS": "200"}
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "4/4" in result.output  # the progress bar reached the end
+    assert "rescored 4 leads with model" in result.output and "3 changed stage" in result.output
+    assert "│ lead │ mql │ 3     │" in result.output

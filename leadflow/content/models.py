@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from leadflow.content.conditions import PropertyFilter, PropertyTest
+from leadflow.content.conditions import PropertyFilter, PropertyTest, as_test
 
 EVENT_TYPE = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"^[a-z][a-z0-9_-]*$"
@@ -138,6 +139,14 @@ class BehaviorRule(Strict):
         if (self.points is None) == (self.bands is None):
             raise ValueError("give either points (per event) or bands (per number of events), not both")
         return self
+
+    @cached_property
+    def _tests(self) -> list[tuple[str, PropertyTest]]:
+        return [(name, as_test(test)) for name, test in self.where.items()]
+
+    def matches(self, properties: dict[str, Any]) -> bool:
+        """Whether an event's properties pass the rule's `where` filter."""
+        return all(test.holds(properties.get(name)) for name, test in self._tests)
 
     @property
     def rewards(self) -> bool:
