@@ -17,18 +17,11 @@ from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import AssessLeadInput, AssessLeadResult, HandOffInput, HandOffResult, SequenceStart
 from leadflow.delivery import deliver_email_once
 from leadflow.handoff import NOTIFICATION_TEMPLATE, NoSalespersonAvailable, assign, notification_context
+from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
-from leadflow.scoring import EventFact, score_lead, stages_reached
+from leadflow.scoring import EventFact
 from leadflow.segmentation import segments_entered
-from leadflow.store.models import (
-    Enrollment,
-    Event,
-    Handoff,
-    Lead,
-    ScoreSnapshot,
-    SegmentMembership,
-    StageChange,
-)
+from leadflow.store.models import Enrollment, Event, Handoff, Lead, SegmentMembership, StageChange
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 SALES_STAGES = {"sql", "opportunity", "customer"}
@@ -44,53 +37,15 @@ class LeadActivities:
         return await asyncio.to_thread(self._assess, request)
 
     def _assess(self, request: AssessLeadInput) -> AssessLeadResult:
-        content, now = self.runtime.content, clock.now()
+        content, settings = self.runtime.content, self.runtime.settings
+        # The later of the two clocks: the workflow's (which the time-skipping server moves) and ours.
+        now = max(clock.now(), request.as_of) if request.as_of else clock.now()
         with self.runtime.db.transaction() as session:
-            lead = session.scalars(select(Lead).where(Lead.id == request.lead_id).with_for_update()).first()
-            if lead is None:
+            rescored = rescore(session, request.lead_id, content.scoring, now)
+            if rescored is None:
                 return AssessLeadResult(score=0, stage="erased")
-            events = [
-                EventFact(e.id, e.type, e.occurred_at, e.properties)
-                for e in session.scalars(select(Event).where(Event.lead_id == lead.id))
-            ]
-            result = score_lead(content.scoring, lead.properties, events, now)
-            if events:
-                lead.last_activity_at = max(event.occurred_at for event in events)
-            previous = session.scalars(
-                select(ScoreSnapshot.score)
-                .where(ScoreSnapshot.lead_id == lead.id)
-                .order_by(ScoreSnapshot.id.desc())
-            ).first()
-            if previous is None or previous != result.score:
-                session.add(
-                    ScoreSnapshot(
-                        lead_id=lead.id,
-                        computed_at=now,
-                        score=result.score,
-                        fit=result.fit,
-                        behavior=result.behavior,
-                        breakdown=[c.as_json() for c in result.contributions],
-                        model_version=content.scoring.version,
-                    )
-                )
-            lead.score = result.score
-            new_stages = []
-            for stage in stages_reached(lead.stage, result.score, content.scoring.thresholds):
-                threshold = getattr(content.scoring.thresholds, stage)
-                session.add(
-                    StageChange(
-                        lead_id=lead.id,
-                        from_stage=lead.stage,
-                        to_stage=stage,
-                        changed_at=now,
-                        reason=f"score {result.score} reached the {stage.upper()} threshold {threshold}",
-                        score=result.score,
-                    )
-                )
-                lead.stage = stage
-                new_stages.append(stage)
-            new_ids = set(request.event_ids)
-            entered = segments_entered(content.segments.values(), (e for e in events if e.id in new_ids))
+            lead = rescored.lead
+            entered = segments_entered(content.segments.values(), _events(session, lead, request.event_ids))
             self._enroll(session, lead, entered, now)
             session.flush()
             to_start = [
@@ -101,11 +56,14 @@ class LeadActivities:
                 if e.workflow_id not in request.started_sequences
             ]
             return AssessLeadResult(
-                score=result.score,
+                score=rescored.result.score,
                 stage=lead.stage,
-                new_stages=new_stages,
+                new_stages=[change.to_stage for change in rescored.stage_changes],
                 to_start=to_start,
                 handoff_stage_change_id=self._pending_handoff(session, lead.id),
+                temperature=rescored.result.temperature,
+                next_rescore_at=rescored.result.next_change_at,
+                rescore_lead_workflows=[settings.lead_workflow_id(i) for i in rescored.colleagues_to_rescore],
             )
 
     def _enroll(self, session: Session, lead: Lead, entered: list[Segment], now: datetime) -> None:
@@ -190,3 +148,12 @@ class LeadActivities:
 
         await asyncio.to_thread(mark_notified)
         return HandOffResult(salesperson=salesperson, notified=delivery.status in ("sent", "already_sent"))
+
+
+def _events(session: Session, lead: Lead, event_ids: list[int]) -> list[EventFact]:
+    if not event_ids:
+        return []
+    query = select(Event.id, Event.type, Event.occurred_at, Event.properties).where(
+        Event.id.in_(event_ids), Event.lead_id == lead.id
+    )
+    return [EventFact(*row) for row in session.execute(query)]

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from leadflow import clock
 from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
 from leadflow.leads import find_lead, lead_document
+from leadflow.qualification import NotRecyclable, recycle, score_at
 from leadflow.router import outbox_status
 from leadflow.runtime import Runtime
 
@@ -30,6 +33,12 @@ class LeadSaved(BaseModel):
     id: int
     email: str
     created: bool
+
+
+class RecycleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000, description="why sales handed the lead back")
 
 
 def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None = None) -> FastAPI:
@@ -81,6 +90,11 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
             on_events_accepted()
         return Accepted(accepted=result.accepted, duplicates=result.duplicates)
 
+    def not_found(reference: str) -> HTTPException:
+        return HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}"
+        )
+
     @app.get("/v1/leads/{reference}", dependencies=v1)
     async def get_lead(reference: str) -> dict[str, Any]:
         """A lead by id, email or anonymous id: properties, score with breakdown, stage, segments,
@@ -93,8 +107,61 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
 
         document = await asyncio.to_thread(read)
         if document is None:
+            raise not_found(reference)
+        return document
+
+    @app.post("/v1/leads/{reference}/recycle", dependencies=v1)
+    async def recycle_lead(reference: str, body: RecycleIn) -> dict[str, Any]:
+        """Sales hands the lead back: it is stamped "recycled" and qualifies again (MQL, then SQL) on new
+        engagement; behavior before now no longer counts. 409 unless the lead is MQL, SQL or opportunity."""
+
+        def apply() -> dict[str, Any] | None:
+            with runtime.db.transaction() as session:
+                lead = find_lead(session, reference)
+                if lead is None:
+                    return None
+                recycle(session, lead.id, body.reason, runtime.content.scoring, clock.now())
+                return lead_document(session, lead)
+
+        try:
+            document = await asyncio.to_thread(apply)
+        except NotRecyclable as refused:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
+        if document is None:
+            raise not_found(reference)
+        return document
+
+    @app.get("/v1/leads/{reference}/score", dependencies=v1)
+    async def lead_score_at(reference: str, at: datetime | None = None) -> dict[str, Any]:
+        """The lead's score recomputed from the ledger at a past time `at` (ISO 8601; default now): the
+        model in force then, the events received by then, every contribution explained."""
+        moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else clock.now()
+
+        def read() -> dict[str, Any] | None:
+            with runtime.db.read() as session:
+                lead = find_lead(session, reference)
+                if lead is None:
+                    raise not_found(reference)
+                past = score_at(session, lead.id, moment)
+                if past is None:
+                    return None
+                return {
+                    "at": moment,
+                    "total": past.result.score,
+                    "fit": past.result.fit,
+                    "behavior": past.result.behavior_points,
+                    "account": past.result.account,
+                    "grade": past.result.grade,
+                    "temperature": past.result.temperature,
+                    "model_version": past.model_version,
+                    "ledger_entry": {"computed_at": past.snapshot.computed_at, "score": past.snapshot.score},
+                    "breakdown": [c.as_json() for c in past.result.contributions],
+                }
+
+        document = await asyncio.to_thread(read)
+        if document is None:
             raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}"
+                status.HTTP_404_NOT_FOUND, f"the ledger has no score for {reference!r} at {moment}"
             )
         return document
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from leadflow.content.loader import load_content
+from leadflow.content.loader import Content, load_content
 from leadflow.content.yamlfile import ContentError, ContentErrors
 from leadflow.settings import get_settings
+
+if TYPE_CHECKING:
+    from leadflow.store import Database
 
 app = typer.Typer(
     help="Leadflow: events in, scored leads, durable nurture sequences, hand-off to sales.",
@@ -38,9 +42,9 @@ def _logging() -> None:
     logging.getLogger("temporalio").setLevel(logging.WARNING)
 
 
-def _content_or_exit(directory: Path) -> None:
+def _content_or_exit(directory: Path) -> Content:
     try:
-        load_content(directory)
+        return load_content(directory)
     except (ContentError, ContentErrors) as problem:
         for line in str(problem).splitlines():
             errors.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -104,8 +108,7 @@ def check(
 ) -> None:
     """Check every content file (scoring model, segments, sequences, templates, sales team)."""
     directory = directory or get_settings().content_dir
-    _content_or_exit(directory)
-    content = load_content(directory)
+    content = _content_or_exit(directory)
     console.print(
         f"[green]ok[/] {directory}: scoring model {content.scoring.version}, {len(content.segments)} segment(s), "
         f"{len(content.sequences)} sequence(s), {len(content.salespeople)} salespeople"
@@ -138,29 +141,171 @@ def mail(number: Annotated[int | None, typer.Argument(help="Show this email in f
 
 @leads_app.command("show")
 def leads_show(reference: Annotated[str, typer.Argument(help="Lead id, email or anonymous id.")]) -> None:
-    """A lead with its score breakdown, stage history, sequences and timeline."""
+    """A lead with its score explained (every contribution, before and after decay), stage history,
+    sequences."""
     from leadflow.leads import find_lead, lead_document
-    from leadflow.store import Database
 
-    db = Database(get_settings().resolved_database_url)
-    with db.read() as session:
+    with _database().read() as session:
         lead = find_lead(session, reference)
         if lead is None:
             errors.print(f"no lead {reference!r}")
             raise typer.Exit(1)
         document = lead_document(session, lead)
+    score = document["score"]
+    account = document["account"]
     console.print(
         f"[bold]{document['email'] or reference}[/]  stage {document['stage']}  "
-        f"score {document['score']['total']} (fit {document['score']['fit']}, "
-        f"behavior {document['score']['behavior']})"
+        f"score {score['total']} (fit {score['fit']}, behavior {score['behavior']}, "
+        f"account {score['account']})  grade {score['grade']}  {score['temperature']}"
+        + (f"  account {account['domain']}{' (hot)' if account['hot'] else ''}" if account else ""),
+        highlight=False,
+        soft_wrap=True,
     )
-    table = Table("Rule", "Points", "Event", "When", title="Score breakdown")
-    for item in document["score"]["breakdown"]:
+    _print_breakdown(score["breakdown"], f"Score breakdown (model {score['model_version']})")
+    console.print_json(json.dumps({k: document[k] for k in ("stage_history", "sequences")}, default=str))
+
+
+def _print_breakdown(breakdown: list[dict[str, Any]], title: str) -> None:
+    table = Table("Rule", "Event", "When", "Before decay", "Points", "Why", title=title)
+    for item in breakdown:
         table.add_row(
-            item["rule"], f"{item['points']:+d}", item["event_type"] or "(fit)", item["occurred_at"] or ""
+            item["rule"],
+            item["event_type"] or f"({item['kind']})",
+            (item["occurred_at"] or "")[:16],
+            f"{item['points_before_decay']:+g}",
+            f"{item['points']:+g}",
+            item["note"],
         )
     console.print(table)
-    console.print_json(json.dumps({k: document[k] for k in ("stage_history", "sequences")}, default=str))
+
+
+@leads_app.command("score")
+def leads_score(
+    reference: Annotated[str, typer.Argument(help="Lead id, email or anonymous id.")],
+    at: Annotated[
+        datetime | None,
+        typer.Option(help="Recompute the score at this past time (UTC unless a zone is given)."),
+    ] = None,
+) -> None:
+    """Recompute a lead's score from the ledger, as it was at a past time (default: now)."""
+    from leadflow import clock
+    from leadflow.leads import find_lead
+    from leadflow.qualification import score_at
+
+    moment = (at if at and at.tzinfo else at.replace(tzinfo=UTC)) if at else clock.now()
+    with _database().read() as session:
+        lead = find_lead(session, reference)
+        if lead is None:
+            errors.print(f"no lead {reference!r}")
+            raise typer.Exit(1)
+        past = score_at(session, lead.id, moment)
+        if past is None:
+            errors.print(f"the ledger has no score for {reference!r} at {moment.isoformat()}")
+            raise typer.Exit(1)
+        entry_at, entry_score = past.snapshot.computed_at, past.snapshot.score
+    result = past.result
+    console.print(
+        f"[bold]{reference}[/] at {moment.isoformat()}: score {result.score} (fit {result.fit}, "
+        f"behavior {result.behavior_points}, account {result.account}), grade {result.grade}, "
+        f"{result.temperature}; model {past.model_version}; ledger entry of {entry_at.isoformat()}: "
+        f"{entry_score}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_breakdown([c.as_json() for c in result.contributions], "Recomputed breakdown")
+
+
+@leads_app.command("recycle")
+def leads_recycle(
+    reference: Annotated[str, typer.Argument(help="Lead id, email or anonymous id.")],
+    reason: Annotated[str, typer.Option(help="Why sales handed the lead back.")],
+) -> None:
+    """Recycle a lead handed back by sales: stamped "recycled", it qualifies again on new engagement."""
+    from leadflow import clock
+    from leadflow.leads import find_lead
+    from leadflow.qualification import NotRecyclable, recycle
+
+    model = _content_or_exit(get_settings().content_dir).scoring
+    with _database().transaction() as session:
+        lead = find_lead(session, reference)
+        if lead is None:
+            errors.print(f"no lead {reference!r}")
+            raise typer.Exit(1)
+        try:
+            rescored = recycle(session, lead.id, reason, model, clock.now())
+        except NotRecyclable as refused:
+            errors.print(str(refused))
+            raise typer.Exit(1) from None
+    console.print(f"{reference} is recycled; score now {rescored.result.score}")
+
+
+@app.command()
+def rescore(
+    batch_size: Annotated[int, typer.Option(min=1, help="Leads per transaction.")] = 500,
+    notify: Annotated[
+        bool, typer.Option(help="Wake the workflows of leads promoted to SQL, so sales hears at once.")
+    ] = True,
+) -> None:
+    """Rescore every lead with the current scoring model (after changing it). Batched and restartable:
+    run it again after an interruption and it resumes where it stopped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from leadflow.rescoring import leads_to_rescore, rescore_everyone
+
+    model = _content_or_exit(get_settings().content_dir).scoring
+    db = _database()
+    db.upgrade()
+    remaining, done = leads_to_rescore(db, model)
+    if done:
+        console.print(f"resuming the unfinished run for model {model.version}: {done} leads already done")
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"rescoring with model {model.version}", total=remaining)
+        report = rescore_everyone(db, model, batch_size, lambda n: progress.advance(task, n))
+    console.print(
+        f"rescored {report.leads} leads with model {report.model_version}: "
+        f"[bold]{report.changed_stage}[/] changed stage"
+    )
+    if report.transitions:
+        table = Table("From", "To", "Leads")
+        for transition, count in sorted(report.transitions.items()):
+            before, after = transition.split("→")
+            table.add_row(before, after, str(count))
+        console.print(table)
+    if notify and report.promoted_to_sql:
+        asyncio.run(_wake_lead_workflows(report.promoted_to_sql))
+
+
+async def _wake_lead_workflows(lead_ids: list[int]) -> None:
+    """Promotions to SQL are handed to sales by each lead's workflow: signal them to look now."""
+    from leadflow.contracts import LeadWorkflowInput
+    from worker import connect
+    from workflows.lead import LeadWorkflow
+
+    settings = get_settings()
+    try:
+        client = await connect(settings)
+        for lead_id in lead_ids:
+            await client.start_workflow(
+                LeadWorkflow.run,
+                LeadWorkflowInput(lead_id),
+                id=settings.lead_workflow_id(lead_id),
+                task_queue=settings.task_queue,
+                start_signal="rescore",
+                start_signal_args=["the scoring model changed"],
+            )
+        console.print(f"{len(lead_ids)} lead(s) promoted to SQL are being handed to sales")
+    except Exception as error:
+        errors.print(
+            f"could not reach Temporal ({error}); {len(lead_ids)} lead(s) promoted to SQL are handed to "
+            "sales on their next event"
+        )
+
+
+def _database() -> Database:
+    from leadflow.store import Database
+
+    return Database(get_settings().resolved_database_url)
 
 
 # --- scoring fit / evaluate ---------------------------------------------------------------------------

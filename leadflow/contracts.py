@@ -30,6 +30,8 @@ class LeadWorkflowInput:
     pending: list[EventRef] = field(default_factory=list)
     running_sequences: list[str] = field(default_factory=list)
     recent_event_ids: list[int] = field(default_factory=list)
+    next_rescore_at: datetime | None = None  # the cooling timer: a quiet lead's score or temperature moves
+    rescore_requested: bool = False  # a colleague made the account hot, or the model changed
 
 
 @dataclass
@@ -37,6 +39,7 @@ class AssessLeadInput:
     lead_id: int
     event_ids: list[int]
     started_sequences: list[str] = field(default_factory=list)
+    as_of: datetime | None = None  # the workflow's time (decay follows it on the time-skipping server too)
 
 
 @dataclass
@@ -52,6 +55,9 @@ class AssessLeadResult:
     new_stages: list[str] = field(default_factory=list)
     to_start: list[SequenceStart] = field(default_factory=list)
     handoff_stage_change_id: int | None = None
+    temperature: str = ""
+    next_rescore_at: datetime | None = None
+    rescore_lead_workflows: list[str] = field(default_factory=list)  # colleagues of a newly hot account
 
 
 @dataclass

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from leadflow import clock
 from leadflow.content.models import Salesperson
-from leadflow.leads import latest_score, recent_events, template_context
+from leadflow.leads import latest_score, recent_events, template_context, top_reasons
 from leadflow.store.models import Account, AssignmentCursor, Handoff, Lead, StageChange
 from leadflow.store.upsert import insert_ignoring_conflicts
 
@@ -69,11 +69,6 @@ def _next_position(session: Session, team: str) -> int:
 def notification_context(session: Session, lead: Lead, handoff: Handoff, lead_url: str) -> dict[str, Any]:
     """What the salesperson needs to open the conversation: who, score with its reasons, what they did."""
     snapshot = latest_score(session, lead.id)
-    breakdown = snapshot.breakdown if snapshot else []
-    totals: dict[str, int] = {}
-    for item in breakdown:
-        totals[item["rule"]] = totals.get(item["rule"], 0) + item["points"]
-    reasons = sorted(((rule, points) for rule, points in totals.items() if points), key=lambda r: -abs(r[1]))
     return {
         **template_context(session, lead),
         "score": {
@@ -81,7 +76,7 @@ def notification_context(session: Session, lead: Lead, handoff: Handoff, lead_ur
             "fit": snapshot.fit if snapshot else 0,
             "behavior": snapshot.behavior if snapshot else 0,
         },
-        "reasons": [{"rule": rule, "points": points} for rule, points in reasons[:5]],
+        "reasons": top_reasons(snapshot.breakdown if snapshot else []),
         "recent_activity": [
             {"type": e.type, "at": e.occurred_at.strftime("%Y-%m-%d %H:%M UTC"), "properties": e.properties}
             for e in recent_events(session, lead.id, limit=10)

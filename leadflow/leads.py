@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leadflow.scoring import tidy
 from leadflow.store.models import (
     Account,
     Enrollment,
@@ -105,21 +106,14 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
         "id": lead.id,
         "email": lead.email,
         "properties": lead.properties,
-        "account": {"id": account.id, "domain": account.domain, "name": account.name} if account else None,
+        "account": _account(account),
         "owner": lead.owner,
         "stage": lead.stage,
         "stage_history": [
             {"from": s.from_stage, "to": s.to_stage, "at": s.changed_at, "reason": s.reason, "score": s.score}
             for s in stages
         ],
-        "score": {
-            "total": lead.score,
-            "fit": snapshot.fit if snapshot else 0,
-            "behavior": snapshot.behavior if snapshot else 0,
-            "computed_at": snapshot.computed_at if snapshot else None,
-            "model_version": snapshot.model_version if snapshot else None,
-            "breakdown": snapshot.breakdown if snapshot else [],
-        },
+        "score": score_document(lead, snapshot),
         "segments": [{"id": m.segment_id, "entered_at": m.entered_at} for m in memberships],
         "sequences": [
             {
@@ -137,3 +131,44 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
         "created_at": lead.created_at,
         "last_activity_at": lead.last_activity_at,
     }
+
+
+def _account(account: Account | None) -> dict[str, Any] | None:
+    if account is None:
+        return None
+    return {
+        "id": account.id,
+        "domain": account.domain,
+        "name": account.name,
+        "hot": account.hot_since is not None,
+        "hot_since": account.hot_since,
+    }
+
+
+def score_document(lead: Lead, snapshot: ScoreSnapshot | None) -> dict[str, Any]:
+    """The score as a person reads it: total = fit + behavior + account, the fit grade, the temperature,
+    the reasons that weigh most, and every contribution with its rule, event and points before and after
+    decay (the latest ledger entry)."""
+    breakdown = snapshot.breakdown if snapshot else []
+    return {
+        "total": lead.score,
+        "fit": snapshot.fit if snapshot else 0,
+        "behavior": snapshot.behavior if snapshot else 0,
+        "account": snapshot.account if snapshot else 0,
+        "grade": lead.grade,
+        "temperature": lead.temperature,
+        "computed_at": snapshot.computed_at if snapshot else None,
+        "model_version": snapshot.model_version if snapshot else None,
+        "counts_behavior_since": lead.scoring_since,
+        "top_reasons": top_reasons(breakdown),
+        "breakdown": breakdown,
+    }
+
+
+def top_reasons(breakdown: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
+    """Rules by the points they add now, largest first: what a salesperson reads first."""
+    totals: dict[str, float] = {}
+    for item in breakdown:
+        totals[item["rule"]] = totals.get(item["rule"], 0) + item["points"]
+    ranked = sorted(((rule, tidy(points)) for rule, points in totals.items()), key=lambda r: -abs(r[1]))
+    return [{"rule": rule, "points": points} for rule, points in ranked if points][:limit]

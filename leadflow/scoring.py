@@ -1,18 +1,25 @@
-"""Scoring: a pure function of (model, lead properties, events, now). No database, no Temporal."""
+"""Scoring: a pure function of (model, lead properties, events, now). No database, no Temporal.
+
+Score = fit (who the lead is) + behavior (what the lead did, decayed with age, capped per rule and per
+group) + account signal (several colleagues engaged at once). Every point is a `Contribution` naming its
+rule and, for behavior, its event with the points before and after decay.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.content.conditions import filter_holds
-from leadflow.content.models import ScoringModel, Thresholds
+from leadflow.content.models import BehaviorRule, Decay, ScoringModel, Thresholds
 
 # Lifecycle stages in funnel order; recycled leads can qualify again, disqualified ones cannot.
 FUNNEL = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
 QUALIFIABLE = {"subscriber", "lead", "recycled"}
+RECYCLABLE = {"mql", "sql", "opportunity"}
+NEGLIGIBLE = 0.05  # decayed points below this are shown as 0 and no longer worth a cooling rescore
 
 
 @dataclass(frozen=True)
@@ -24,20 +31,32 @@ class EventFact:
 
 
 @dataclass(frozen=True)
+class AccountActivity:
+    """The lead's account and when each *other* contact of it last engaged (as of their last rescore)."""
+
+    domain: str
+    colleagues_engaged_at: tuple[datetime, ...] = ()
+
+
+@dataclass(frozen=True)
 class Contribution:
-    kind: str  # "fit" or "behavior"
+    kind: str  # "fit", "behavior" or "account"
     rule: str
-    points: int
+    points: float  # what it adds to the score now: after decay and caps
     event_id: int | None = None
     event_type: str | None = None
     occurred_at: datetime | None = None
     note: str = ""
+    before_decay: float | None = None  # behavior: the rule's points for this event, before decay and caps
+    group: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "rule": self.rule,
-            "points": self.points,
+            "group": self.group,
+            "points": tidy(self.points),
+            "points_before_decay": tidy(self.before_decay if self.before_decay is not None else self.points),
             "event_id": self.event_id,
             "event_type": self.event_type,
             "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
@@ -45,29 +64,53 @@ class Contribution:
         }
 
 
+def tidy(points: float) -> float | int:
+    """Points as a person reads them: one decimal, and whole numbers without one."""
+    rounded = round(points, 1)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     fit: int
-    behavior: int
+    behavior: float
     contributions: tuple[Contribution, ...]
+    account: int = 0
+    grade: str = "D"
+    temperature: str = "cold"
+    engaged_at: datetime | None = None  # the newest event that earned points (what "active" means)
+    account_hot: bool = False
+    next_change_at: datetime | None = None  # when the score or temperature next moves with no new event
 
     @property
     def score(self) -> int:
-        return self.fit + self.behavior
+        return math.floor(self.fit + self.behavior + self.account + 0.5)
 
-    def top_reasons(self, limit: int = 5) -> list[tuple[str, int]]:
+    @property
+    def behavior_points(self) -> int:
+        """Behavior as a whole number, so that fit + behavior + account is the score exactly."""
+        return self.score - self.fit - self.account
+
+    def top_reasons(self, limit: int = 5) -> list[tuple[str, float | int]]:
         """Rules by the points they added, largest first: what a salesperson reads first."""
-        totals: dict[str, int] = {}
+        totals: dict[str, float] = {}
         for contribution in self.contributions:
             totals[contribution.rule] = totals.get(contribution.rule, 0) + contribution.points
         ranked = sorted(totals.items(), key=lambda item: -abs(item[1]))
-        return [(rule, points) for rule, points in ranked if points][:limit]
+        return [(rule, tidy(points)) for rule, points in ranked if tidy(points)][:limit]
 
 
 def score_lead(
-    model: ScoringModel, properties: dict[str, Any], events: Iterable[EventFact], now: datetime
+    model: ScoringModel,
+    properties: dict[str, Any],
+    events: Iterable[EventFact],
+    now: datetime,
+    account: AccountActivity | None = None,
+    since: datetime | None = None,
 ) -> ScoreResult:
-    contributions = [
+    """The lead's score at `now`. Events after `now` do not count yet; with `since` (a recycled lead),
+    behavior before it does not count either."""
+    fit_contributions = [
         Contribution(
             "fit", rule.rule, rule.points, note=f"{rule.property} = {properties.get(rule.property)!r}"
         )
@@ -76,25 +119,164 @@ def score_lead(
     ]
     # Events in time order, so a capped rule keeps its earliest contributions whatever the arrival order.
     ordered = sorted(
-        (event for event in events if event.occurred_at <= now), key=lambda e: (e.occurred_at, e.id)
+        (e for e in events if e.occurred_at <= now and (since is None or e.occurred_at >= since)),
+        key=lambda e: (e.occurred_at, e.id),
     )
+    by_type: dict[str, list[EventFact]] = {}
+    for event in ordered:
+        by_type.setdefault(event.type, []).append(event)
+    behavior: list[Contribution] = []
+    engaged_at: datetime | None = None
     for rule in model.behavior:
-        total = 0
-        for event in ordered:
-            if event.type != rule.event or not filter_holds(rule.where, event.properties):
-                continue
-            points = rule.points
-            if rule.max is not None:
-                room = max(abs(rule.max) - abs(total), 0)
-                points = max(min(points, room), -room)
-            total += points
-            note = "" if points == rule.points else f"capped at {rule.max}"
-            contributions.append(
-                Contribution("behavior", rule.rule, points, event.id, event.type, event.occurred_at, note)
+        matched = [e for e in by_type.get(rule.event, ()) if rule.matches(e.properties)]
+        if matched and rule.rewards:
+            engaged_at = max(engaged_at or matched[-1].occurred_at, matched[-1].occurred_at)
+        behavior.extend(_rule_contributions(model, rule, matched, now))
+    behavior = _cap_groups(model, behavior)
+    fit = sum(c.points for c in fit_contributions)
+    account_contribution, account_hot, account_until = _account_signal(model, account, engaged_at, now)
+    result = ScoreResult(
+        fit=int(fit),
+        behavior=sum(c.points for c in behavior),
+        contributions=tuple(fit_contributions + behavior + account_contribution),
+        account=int(sum(c.points for c in account_contribution)),
+        grade=model.grades.of(int(fit)),
+        engaged_at=engaged_at,
+        account_hot=account_hot,
+    )
+    result = replace(result, temperature=temperature(model, result.score, engaged_at, now))
+    return replace(result, next_change_at=_next_change(model, result, now, account_until))
+
+
+def _rule_contributions(
+    model: ScoringModel, rule: BehaviorRule, matched: list[EventFact], now: datetime
+) -> list[Contribution]:
+    decay = _decay_of(model, rule)
+    contributions, total = [], 0.0
+    for count, event in enumerate(matched, start=1):
+        raw = rule.points_for(count) - rule.points_for(count - 1)  # bands: what this event added
+        factor = decay.factor(now - event.occurred_at) if decay else 1.0
+        points, notes = raw * factor, [_decay_note(decay, factor)] if decay and raw else []
+        if rule.max is not None:
+            allowed = _within_cap(points, total, rule.max)
+            if allowed != points:
+                notes.append(f"rule capped at {rule.max}")
+            points = allowed
+        if rule.bands is not None:
+            notes.insert(0, f"{count} {rule.event} so far")
+        total += points
+        contributions.append(
+            Contribution(
+                "behavior",
+                rule.rule,
+                points,
+                event.id,
+                event.type,
+                event.occurred_at,
+                "; ".join(notes),
+                before_decay=raw,
+                group=rule.group,
             )
-    fit = sum(c.points for c in contributions if c.kind == "fit")
-    behavior = sum(c.points for c in contributions if c.kind == "behavior")
-    return ScoreResult(fit=fit, behavior=behavior, contributions=tuple(contributions))
+        )
+    return contributions
+
+
+def _within_cap(points: float, total: float, cap: int) -> float:
+    room = max(cap - abs(total), 0.0)
+    return max(min(points, room), -room)
+
+
+def _cap_groups(model: ScoringModel, behavior: list[Contribution]) -> list[Contribution]:
+    """Each group's cap over its rules together, filled in time order like a rule's own cap."""
+    capped = list(behavior)
+    for name, group in model.groups.items():
+        if group.max is None:
+            continue
+        members = sorted(
+            (i for i, c in enumerate(capped) if c.group == name),
+            key=lambda i: (capped[i].occurred_at, capped[i].event_id, i),
+        )
+        total = 0.0
+        for index in members:
+            contribution = capped[index]
+            allowed = _within_cap(contribution.points, total, group.max)
+            if allowed != contribution.points:
+                note = "; ".join(filter(None, [contribution.note, f"group {name} capped at {group.max}"]))
+                capped[index] = replace(contribution, points=allowed, note=note)
+            total += allowed
+    return capped
+
+
+def _decay_of(model: ScoringModel, rule: BehaviorRule) -> Decay | None:
+    return model.groups[rule.group].decay if rule.group in model.groups else None
+
+
+def _decay_note(decay: Decay, factor: float) -> str:
+    how = f"half-life {_days(decay.half_life)}" if decay.half_life else "age windows"
+    return f"{how}: {factor:.0%} kept"
+
+
+def _days(delta: timedelta | None) -> str:
+    if delta is None:
+        return ""
+    days = delta / timedelta(days=1)
+    return f"{days:g}d" if days >= 1 else f"{delta / timedelta(hours=1):g}h"
+
+
+def _account_signal(
+    model: ScoringModel, account: AccountActivity | None, engaged_at: datetime | None, now: datetime
+) -> tuple[list[Contribution], bool, datetime | None]:
+    """Whether the account is hot (enough of its contacts engaged within the window), the contribution
+    when this lead is one of them, and when the signal ends for this lead."""
+    signal = model.account
+    if signal is None or account is None:
+        return [], False, None
+    start = now - signal.within
+    active = [t for t in account.colleagues_engaged_at if start < t <= now]
+    own_active = engaged_at is not None and start < engaged_at <= now
+    if own_active:
+        active.append(engaged_at)  # type: ignore[arg-type]
+    if len(active) < signal.contacts:
+        return [], False, None
+    if not own_active:
+        return [], True, None
+    engaged = sorted(active, reverse=True)
+    until = engaged[signal.contacts - 1] + signal.within  # when fewer than `contacts` remain active
+    note = f"{len(engaged)} contacts of {account.domain} active within {_days(signal.within)}"
+    return [Contribution("account", signal.rule, signal.points, note=note)], True, until
+
+
+def temperature(model: ScoringModel, score: int, engaged_at: datetime | None, now: datetime) -> str:
+    """Hot or warm needs both the score and recent engagement; anything else is cold."""
+    for name in ("hot", "warm"):
+        level = getattr(model.temperature, name)
+        if score >= level.score and engaged_at is not None and now - engaged_at < level.active_within:
+            return name
+    return "cold"
+
+
+def _next_change(
+    model: ScoringModel, result: ScoreResult, now: datetime, account_until: datetime | None
+) -> datetime | None:
+    """When a quiet lead must be rescored: a decay window or the account window ends, the lead leaves a
+    temperature's activity window, or (half-life decay) the next regular cool-down."""
+    moments: list[datetime] = [account_until] if account_until else []
+    if result.engaged_at is not None and result.temperature != "cold":
+        levels = ("hot", "warm") if result.temperature == "hot" else ("warm",)
+        moments += [result.engaged_at + getattr(model.temperature, name).active_within for name in levels]
+    for contribution in result.contributions:
+        if contribution.kind != "behavior" or abs(contribution.points) < NEGLIGIBLE:
+            continue
+        group = model.groups.get(contribution.group or "")
+        decay = group.decay if group else None
+        if decay is None or contribution.occurred_at is None:
+            continue
+        if decay.half_life is not None:
+            moments.append(now + model.cool_down_every)
+        for window in decay.windows or []:
+            moments.append(contribution.occurred_at + window.within)
+    later = [moment for moment in moments if moment > now]
+    return min(later) if later else None
 
 
 def stages_reached(stage: str, score: int, thresholds: Thresholds) -> list[str]:

@@ -132,6 +132,18 @@ def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
 # --- runtime, Temporal, API -------------------------------------------------------------------------
 
 
+@pytest.fixture
+def content_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped content that a test may break."""
+    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part)
+        else:
+            shutil.copy(source, tmp_path / part)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def content():  # type: ignore[no-untyped-def]
     return load_content(PROJECT_ROOT)
@@ -174,6 +186,16 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         ui=False,
         dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: days pass in moments while a test sleeps on it."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
     )
     yield env
     await env.shutdown()

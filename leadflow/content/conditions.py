@@ -11,6 +11,21 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 Scalar = str | int | float | bool
 
 
+OPERATORS = (
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    "matches",
+    "contains",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "exists",
+)
+
+
 class PropertyTest(BaseModel):
     """One or more checks on a single value; all given checks must hold."""
 
@@ -34,15 +49,15 @@ class PropertyTest(BaseModel):
         if isinstance(data, dict) and "in" in data:
             data = {**data, "in_": data["in"]}
             del data["in"]
+        if isinstance(data, dict) and (unknown := [key for key in data if key not in cls.model_fields]):
+            # Said in the marketer's words: a misspelt `greater_than` is an operator, not "an extra field".
+            raise ValueError(f"unknown operator {unknown[0]!r} (operators: {', '.join(OPERATORS)})")
         return data
 
     @model_validator(mode="after")
     def _at_least_one(self) -> PropertyTest:
         if not self.model_fields_set:
-            raise ValueError(
-                "a property test needs one of: equals, not_equals, in, not_in, matches, "
-                "contains, gt, gte, lt, lte, exists"
-            )
+            raise ValueError(f"a property test needs one of: {', '.join(OPERATORS)}")
         return self
 
     @field_validator("matches")

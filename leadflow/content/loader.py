@@ -9,7 +9,15 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from leadflow.content.models import Salesperson, SalesTeam, ScoringModel, Segment, SendStep, Sequence
+from leadflow.content.models import (
+    Salesperson,
+    SalesTeam,
+    ScoringModel,
+    Segment,
+    SendStep,
+    Sequence,
+    scoring_problems,
+)
 from leadflow.content.templates import TemplateLibrary
 from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile
 
@@ -40,6 +48,11 @@ def load_content(directory: Path) -> Content:
     scoring = _parse_versioned(scoring_path, ScoringModel, errors) if scoring_path.exists() else None
     if not scoring_path.exists():
         errors.append(ContentError(scoring_path, None, "the scoring model file is missing"))
+    if scoring_path.exists():
+        errors.extend(_scoring_problems(scoring_path))
+    if scoring:
+        model, document = scoring
+        scoring = model.model_copy(update={"source": scoring_path.read_text(encoding="utf-8")}), document
 
     segments: dict[str, Segment] = {}
     for path in sorted((directory / "segments").glob("*.y*ml")):
@@ -112,6 +125,17 @@ def _check_sequence(
             if problem:
                 errors.append(document.error(("steps", index, "send", "template"), problem))
     return errors
+
+
+def _scoring_problems(path: Path) -> list[ContentError]:
+    try:
+        document = YamlFile(path)
+    except ContentError:
+        return []  # not YAML at all: already reported
+    return [
+        document.error(where, f"{'.'.join(map(str, where))}: {reason}")
+        for where, reason in scoring_problems(document.data)
+    ]
 
 
 def _digest(path: Path) -> str:

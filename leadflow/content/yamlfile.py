@@ -95,16 +95,17 @@ def _is_union_tag(part: str | int) -> bool:
 
 def _furthest_union_branches(errors: list[Any]) -> list[Any]:
     """For a value that matched no member of a union, keep only the errors of the member that got furthest
-    (a mapping given where a test or a scalar is allowed is reported as a test, not as "not a string")."""
-    depth_of: dict[Location, int] = {}
-    tagged: list[tuple[Any, Location | None, int]] = []
+    (a mapping given where a test or a scalar is allowed is reported as a test, not as "not a string");
+    on a tie, the model member's errors, which name what is wrong inside the mapping."""
+    best: dict[Location, tuple[int, bool]] = {}
+    tagged: list[tuple[Any, Location | None, tuple[int, bool]]] = []
     for error in errors:
         location = error["loc"]
         tag = next((i for i, part in enumerate(location) if _is_union_tag(part)), None)
         if tag is None:
-            tagged.append((error, None, 0))
+            tagged.append((error, None, (0, False)))
             continue
-        depth = len(location) - tag
-        depth_of[location[:tag]] = max(depth_of.get(location[:tag], 0), depth)
-        tagged.append((error, location[:tag], depth))
-    return [error for error, prefix, depth in tagged if prefix is None or depth == depth_of[prefix]]
+        rank = (len(location) - tag, location[tag] not in _SCALAR_TAGS)
+        best[location[:tag]] = max(best.get(location[:tag], rank), rank)
+        tagged.append((error, location[:tag], rank))
+    return [error for error, prefix, rank in tagged if prefix is None or rank == best[prefix]]

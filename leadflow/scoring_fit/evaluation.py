@@ -166,7 +166,8 @@ def rule_results(model: ScoringModel, outcome: np.ndarray, scored: ScoredHistory
     """
     rules: list[FitRule | BehaviorRule] = [*model.fit, *model.behavior]
     subject = {rule.rule: rule.property if isinstance(rule, FitRule) else rule.event for rule in rules}
-    points = {rule.rule: rule.points for rule in rules}
+    # A banded behavior rule has no per-event points; a history table has no events, so it never fires here.
+    points = {rule.rule: rule.points or 0 for rule in rules}
     average: dict[str, float] = {}
     for name, rows in scored.matched.items():
         average[subject[name]] = average.get(subject[name], 0.0) + points[name] * float(rows.mean())

@@ -62,6 +62,7 @@ class Account(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     owner: Mapped[str | None] = mapped_column(String(255))  # salesperson email
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    hot_since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # several contacts engaged at once
 
 
 class Lead(Base):
@@ -74,11 +75,16 @@ class Lead(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     stage: Mapped[str] = mapped_column(String(32), default="lead")
     score: Mapped[int] = mapped_column(Integer, default=0)
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     owner: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The newest event that earned points: what "active" means for temperature and the account signal.
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    grade: Mapped[str] = mapped_column(String(1), default="D", server_default="D")  # fit grade A–D
+    temperature: Mapped[str] = mapped_column(String(8), default="cold", server_default="cold")
+    # Set when sales hands the lead back (recycled): only behavior from then on counts toward qualifying.
+    scoring_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Identity(Base):
@@ -129,6 +135,37 @@ class ScoreSnapshot(Base):
     behavior: Mapped[int] = mapped_column(Integer)
     breakdown: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     model_version: Mapped[str] = mapped_column(String(64))
+    account: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    grade: Mapped[str | None] = mapped_column(String(1))
+    temperature: Mapped[str | None] = mapped_column(String(8))
+    # What the score was computed from besides the events (properties the fit rules read, colleagues'
+    # activity, the recycle moment), so `leadflow leads score --at` can recompute it exactly.
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class ScoringModelVersion(Base):
+    """Every scoring model a score was computed with, by its version (a hash of the file), with its text."""
+
+    __tablename__ = "scoring_models"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    first_used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RescoreRun(Base):
+    """`leadflow rescore`: progress kept per batch, so an interrupted run resumes where it stopped."""
+
+    __tablename__ = "rescore_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_lead_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    leads_done: Mapped[int] = mapped_column(Integer, default=0)
+    leads_changed_stage: Mapped[int] = mapped_column(Integer, default=0)
+    stage_changes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)  # "lead→mql": count
 
 
 class StageChange(Base):

@@ -1,0 +1,308 @@
+"""Qualification in the store: rescore a lead with the pure scoring function, keep the score ledger, stamp
+lifecycle stages (never silently reversed), mark accounts hot, recycle leads handed back by sales, and
+recompute a score at a past time from the ledger.
+
+The same `rescore` runs in the lead workflow's activity, in `leadflow rescore` and after a recycle.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import yaml
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from leadflow.content.models import ScoringModel
+from leadflow.scoring import (
+    RECYCLABLE,
+    AccountActivity,
+    EventFact,
+    ScoreResult,
+    score_lead,
+    stages_reached,
+)
+from leadflow.store.models import (
+    Account,
+    Event,
+    Lead,
+    ScoreSnapshot,
+    ScoringModelVersion,
+    StageChange,
+)
+from leadflow.store.upsert import insert_ignoring_conflicts
+
+
+@dataclass
+class Rescored:
+    lead: Lead
+    result: ScoreResult
+    stage_changes: list[StageChange] = field(default_factory=list)
+    colleagues_to_rescore: list[int] = field(default_factory=list)  # the account just became hot
+
+
+class NotRecyclable(ValueError):
+    pass
+
+
+def rescore(session: Session, lead_id: int, model: ScoringModel, now: datetime) -> Rescored | None:
+    """Score the lead as of `now` with what the store knew then, and record what changed. The lead row is
+    locked for the transaction, so concurrent rescores of one lead stamp each stage once."""
+    return rescore_many(session, [lead_id], model, now).get(lead_id)
+
+
+def rescore_many(
+    session: Session, lead_ids: list[int], model: ScoringModel, now: datetime
+) -> dict[int, Rescored]:
+    """`rescore` for a batch of leads with a handful of queries (what `leadflow rescore` runs)."""
+    leads = session.scalars(
+        select(Lead).where(Lead.id.in_(lead_ids)).order_by(Lead.id).with_for_update()
+    ).all()
+    ids = [lead.id for lead in leads]
+    events: dict[int, list[EventFact]] = defaultdict(list)
+    for lead_id, *fact in session.execute(
+        select(Event.lead_id, Event.id, Event.type, Event.occurred_at, Event.properties).where(
+            Event.lead_id.in_(ids), Event.received_at <= now
+        )
+    ):
+        events[lead_id].append(EventFact(*fact))
+    accounts = _accounts(session, leads, model, now)
+    ledger = _ledger(session, ids, model)
+    rescored: dict[int, Rescored] = {}
+    for lead in leads:
+        account = accounts.get(lead.account_id) if lead.account_id else None
+        activity = account.activity_without(lead.id) if account else None
+        result = score_lead(model, lead.properties, events[lead.id], now, activity, since=lead.scoring_since)
+        ledger.record(lead, result, now, activity)
+        changes = _stamp_stages(session, lead, result.score, model, now)
+        colleagues = account.heat(lead.id, result, now) if account else []
+        rescored[lead.id] = Rescored(lead, result, changes, colleagues)
+    ledger.write()
+    session.flush()
+    return rescored
+
+
+@dataclass
+class _AccountState:
+    """One account during a rescore: who of it engaged within the signal's window, kept current as its
+    leads are rescored one after another."""
+
+    account: Account
+    within: timedelta
+    engaged: dict[int, datetime]  # lead id: engaged at
+
+    def activity_without(self, lead_id: int) -> AccountActivity:
+        others = (at for other, at in self.engaged.items() if other != lead_id)
+        return AccountActivity(self.account.domain, tuple(sorted(others)))
+
+    def heat(self, lead_id: int, result: ScoreResult, now: datetime) -> list[int]:
+        """Mark the account hot (or no longer hot); when it just became hot, the engaged colleagues who
+        now earn the account points too, so that their workflows rescore them."""
+        if result.engaged_at is not None and now - result.engaged_at < self.within:
+            self.engaged[lead_id] = result.engaged_at
+        else:
+            self.engaged.pop(lead_id, None)
+        if result.account_hot and self.account.hot_since is None:
+            self.account.hot_since = now
+            return sorted(other for other in self.engaged if other != lead_id)
+        if not result.account_hot and self.account.hot_since is not None:
+            self.account.hot_since = None
+        return []
+
+
+def _accounts(
+    session: Session, leads: Sequence[Lead], model: ScoringModel, now: datetime
+) -> dict[int, _AccountState]:
+    signal = model.account
+    account_ids = {lead.account_id for lead in leads if lead.account_id}
+    if signal is None or not account_ids:
+        return {}
+    states = {
+        account.id: _AccountState(account, signal.within, {})
+        for account in session.scalars(select(Account).where(Account.id.in_(account_ids)))
+    }
+    for account_id, lead_id, engaged_at in session.execute(
+        select(Lead.account_id, Lead.id, Lead.last_activity_at).where(
+            Lead.account_id.in_(account_ids),
+            Lead.last_activity_at > now - signal.within,
+            Lead.last_activity_at <= now,
+        )
+    ):
+        if account_id is not None and engaged_at is not None:  # the filter above excludes None; mypy cannot tell
+            states[account_id].engaged[lead_id] = engaged_at
+    return states
+
+
+class _Ledger:
+    """Appends a ledger entry for each lead whose score, temperature or model changed, in one insert."""
+
+    def __init__(self, session: Session, latest: dict[int, tuple[Any, ...]], model: ScoringModel) -> None:
+        self.session, self.latest, self.model = session, latest, model
+        self.rows: list[dict[str, Any]] = []
+
+    def record(
+        self, lead: Lead, result: ScoreResult, now: datetime, activity: AccountActivity | None
+    ) -> None:
+        lead.score, lead.grade, lead.temperature = result.score, result.grade, result.temperature
+        lead.last_activity_at = result.engaged_at
+        if self.latest.get(lead.id) == (result.score, result.temperature, self.model.version):
+            return
+        self.rows.append(
+            {
+                "lead_id": lead.id,
+                "computed_at": now,
+                "score": result.score,
+                "fit": result.fit,
+                "behavior": result.behavior_points,
+                "account": result.account,
+                "grade": result.grade,
+                "temperature": result.temperature,
+                "breakdown": [c.as_json() for c in result.contributions],
+                "model_version": self.model.version,
+                "inputs": _inputs(lead, self.model, activity),
+            }
+        )
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        if self.session.get(ScoringModelVersion, self.model.version) is None:
+            insert_ignoring_conflicts(
+                self.session,
+                ScoringModelVersion,
+                [
+                    {
+                        "version": self.model.version,
+                        "source": self.model.source,
+                        "first_used_at": self.rows[0]["computed_at"],
+                    }
+                ],
+                ["version"],
+            )
+        self.session.execute(insert(ScoreSnapshot), self.rows)
+
+
+def _ledger(session: Session, lead_ids: list[int], model: ScoringModel) -> _Ledger:
+    newest = (
+        select(func.max(ScoreSnapshot.id))
+        .where(ScoreSnapshot.lead_id.in_(lead_ids))
+        .group_by(ScoreSnapshot.lead_id)
+    )
+    latest = {
+        lead_id: (score, temperature, version)
+        for lead_id, score, temperature, version in session.execute(
+            select(
+                ScoreSnapshot.lead_id,
+                ScoreSnapshot.score,
+                ScoreSnapshot.temperature,
+                ScoreSnapshot.model_version,
+            ).where(ScoreSnapshot.id.in_(newest))
+        )
+    }
+    return _Ledger(session, latest, model)
+
+
+def _inputs(lead: Lead, model: ScoringModel, activity: AccountActivity | None) -> dict[str, Any]:
+    return {
+        "properties": {rule.property: lead.properties.get(rule.property) for rule in model.fit},
+        "since": lead.scoring_since.isoformat() if lead.scoring_since else None,
+        "account": activity.domain if activity else None,
+        "colleagues_engaged_at": [t.isoformat() for t in activity.colleagues_engaged_at] if activity else [],
+    }
+
+
+def _stamp_stages(
+    session: Session, lead: Lead, score: int, model: ScoringModel, now: datetime
+) -> list[StageChange]:
+    changes = []
+    for stage in stages_reached(lead.stage, score, model.thresholds):
+        threshold = getattr(model.thresholds, stage)
+        change = StageChange(
+            lead_id=lead.id,
+            from_stage=lead.stage,
+            to_stage=stage,
+            changed_at=now,
+            reason=f"score {score} reached the {stage.upper()} threshold {threshold}",
+            score=score,
+        )
+        session.add(change)
+        lead.stage = stage
+        changes.append(change)
+    return changes
+
+
+def recycle(session: Session, lead_id: int, reason: str, model: ScoringModel, now: datetime) -> Rescored:
+    """A lead handed back by sales: stamped "recycled"; its behavior starts again from now, so it
+    qualifies again (MQL, then SQL) only on new engagement. Fit and account points still count."""
+    lead = session.scalars(select(Lead).where(Lead.id == lead_id).with_for_update()).one()
+    if lead.stage not in RECYCLABLE:
+        raise NotRecyclable(
+            f"lead {lead.id} is {lead.stage!r}: only {', '.join(sorted(RECYCLABLE))} leads can be recycled"
+        )
+    session.add(
+        StageChange(
+            lead_id=lead.id,
+            from_stage=lead.stage,
+            to_stage="recycled",
+            changed_at=now,
+            reason=f"handed back by sales: {reason}",
+            score=lead.score,
+        )
+    )
+    lead.stage, lead.scoring_since = "recycled", now
+    session.flush()
+    rescored = rescore(session, lead.id, model, now)
+    assert rescored is not None
+    return rescored
+
+
+# --- the ledger --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PastScore:
+    at: datetime
+    result: ScoreResult
+    snapshot: ScoreSnapshot  # the ledger entry in force at `at`
+    model_version: str
+
+
+def score_at(session: Session, lead_id: int, at: datetime) -> PastScore | None:
+    """The lead's score at `at`, recomputed from the ledger: the scoring model in force then (kept by
+    version), the events the store had received by then, and the inputs the entry recorded. At an
+    entry's own time it equals the recorded score; between entries it shows the decay since."""
+    snapshot = session.scalars(
+        select(ScoreSnapshot)
+        .where(ScoreSnapshot.lead_id == lead_id, ScoreSnapshot.computed_at <= at)
+        .order_by(ScoreSnapshot.computed_at.desc(), ScoreSnapshot.id.desc())
+        .limit(1)
+    ).first()
+    if snapshot is None:
+        return None
+    kept = session.get(ScoringModelVersion, snapshot.model_version)
+    if kept is None or snapshot.inputs is None:
+        return None  # recorded before the ledger kept models and inputs
+    model = ScoringModel.model_validate(yaml.safe_load(kept.source))
+    inputs = snapshot.inputs
+    events = [
+        EventFact(*row)
+        for row in session.execute(
+            select(Event.id, Event.type, Event.occurred_at, Event.properties).where(
+                Event.lead_id == lead_id, Event.received_at <= at
+            )
+        )
+    ]
+    activity = (
+        AccountActivity(
+            inputs["account"], tuple(datetime.fromisoformat(t) for t in inputs["colleagues_engaged_at"])
+        )
+        if inputs.get("account")
+        else None
+    )
+    since = datetime.fromisoformat(inputs["since"]) if inputs.get("since") else None
+    result = score_lead(model, inputs["properties"], events, at, activity, since=since)
+    return PastScore(at, result, snapshot, snapshot.model_version)
