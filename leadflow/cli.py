@@ -139,6 +139,46 @@ def mail(number: Annotated[int | None, typer.Argument(help="Show this email in f
     console.print(item.body("plain"), highlight=False, markup=False)
 
 
+@app.command()
+def report(
+    since: Annotated[str, typer.Option(help="The period: 48h, 30d, 12w or all.")] = "30d",
+    output: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """The funnel, sequence performance per step, the hand-off to sales and scoring health for a period."""
+    import csv
+    import sys
+
+    from leadflow import clock
+    from leadflow.reports import Period, build_report, tables
+
+    if output not in ("table", "json", "csv"):
+        errors.print(f"--format {output!r}: expected table, json or csv")
+        raise typer.Exit(2)
+    try:
+        period = Period.last(since, clock.now())
+    except ValueError as problem:
+        errors.print(str(problem))
+        raise typer.Exit(2) from None
+    with _database().read() as session:
+        result = build_report(session, period)
+    if output == "json":
+        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+        return
+    if output == "csv":
+        writer = csv.writer(sys.stdout)
+        for table in tables(result):
+            writer.writerow(["table", *table.headers])
+            writer.writerows([table.title, *row] for row in table.rows)
+            writer.writerow([])
+        return
+    console.print(f"[bold]Leadflow report[/] {period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} UTC")
+    for table in tables(result):
+        shown = Table(*table.headers, title=table.title, title_justify="left")
+        for row in table.rows:
+            shown.add_row(*row)
+        console.print(shown)
+
+
 @leads_app.command("show")
 def leads_show(reference: Annotated[str, typer.Argument(help="Lead id, email or anonymous id.")]) -> None:
     """A lead with its score explained (every contribution, before and after decay), stage history,

@@ -132,7 +132,9 @@ def _accounts(
             Lead.last_activity_at <= now,
         )
     ):
-        if account_id is not None and engaged_at is not None:  # the filter above excludes None; mypy cannot tell
+        if (
+            account_id is not None and engaged_at is not None
+        ):  # the filter above excludes None; mypy cannot tell
             states[account_id].engaged[lead_id] = engaged_at
     return states
 

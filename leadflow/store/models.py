@@ -68,7 +68,11 @@ class Account(Base):
 class Lead(Base):
     __tablename__ = "leads"
     # Never reuse an erased lead's id: its workflow id ("lead-<id>") must not reach a new person.
-    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it once)
+    __table_args__ = (
+        Index("ix_leads_created_at", "created_at"),  # report cohorts
+        Index("ix_leads_temperature_score", "temperature", "score"),  # the hot-leads list
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
@@ -99,7 +103,10 @@ class Identity(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_lead_time", "lead_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_events_lead_time", "lead_id", "occurred_at"),
+        Index("ix_events_type_occurred_at", "type", "occurred_at"),  # opens and clicks in reports
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)  # the client's idempotency id
@@ -170,6 +177,7 @@ class RescoreRun(Base):
 
 class StageChange(Base):
     __tablename__ = "stage_changes"
+    __table_args__ = (Index("ix_stage_changes_to_stage_changed_at", "to_stage", "changed_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
@@ -192,7 +200,7 @@ class Enrollment(Base):
     status: Mapped[str] = mapped_column(String(32), default="running")
     exit_reason: Mapped[str | None] = mapped_column(Text)
     current_step: Mapped[int] = mapped_column(Integer, default=0)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -228,7 +236,7 @@ class Handoff(Base):
     salesperson: Mapped[str] = mapped_column(String(320))
     rule: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(32), default="assigned")
-    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
