@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from leadflow import clock
+from leadflow import clock, dashboard
 from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
 from leadflow.leads import find_lead, lead_document
 from leadflow.qualification import NotRecyclable, recycle, score_at
@@ -174,6 +174,7 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
             "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)},
         }
 
+    dashboard.install(app, runtime)
     return app
 
 

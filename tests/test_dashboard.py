@@ -1,0 +1,105 @@
+"""The dashboard over HTTP: sign-in (Bearer key, `?key=`, the form), every page on an empty store and on the
+seeded one, and the numbers on the pages matching the report."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from leadflow import clock
+from leadflow.api import create_app
+from leadflow.dashboard import COOKIE
+from leadflow.reports import Period, build_report
+from leadflow.runtime import Runtime
+from tests.conftest import API_KEY
+from tests.report_data import NOW, SEQUENCE, seed
+
+
+@pytest.fixture
+async def browserless(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that sends no key unless told to."""
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://leadflow.test") as client:
+        yield client
+
+
+BEARER = {"Authorization": f"Bearer {API_KEY}"}
+
+
+async def test_without_a_key_the_browser_gets_the_sign_in_form(browserless: httpx.AsyncClient) -> None:
+    for path in ("/dashboard", "/dashboard/leads/1", "/dashboard/sequences/x", "/dashboard/preview"):
+        answer = await browserless.get(path)
+        assert answer.status_code == 401 and 'name="key"' in answer.text, path
+    wrong = await browserless.get("/dashboard", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert (await browserless.get("/dashboard?key=nope")).status_code == 401
+    assert (
+        await browserless.get("/dashboard", cookies={COOKIE: API_KEY})
+    ).status_code == 401  # the key is no token
+
+
+async def test_a_key_in_the_address_becomes_an_http_only_cookie(browserless: httpx.AsyncClient) -> None:
+    answer = await browserless.get(f"/dashboard?since=7d&key={API_KEY}")
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard?since=7d"
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and API_KEY not in cookie
+    assert (await browserless.get("/dashboard?since=7d")).status_code == 200  # the client kept the cookie
+
+
+async def test_the_sign_in_form(browserless: httpx.AsyncClient) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    refused = await browserless.post("/dashboard/login", content="key=nope&next=/dashboard", headers=form)
+    assert refused.status_code == 401 and "not one of" in refused.text
+    elsewhere = await browserless.post(
+        "/dashboard/login", content=f"key={API_KEY}&next=https://evil.test/", headers=form
+    )
+    assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/dashboard"
+    assert (await browserless.get("/dashboard")).status_code == 200
+    await browserless.post("/dashboard/logout")
+    assert (await browserless.get("/dashboard")).status_code == 401
+
+
+async def test_every_page_renders_on_an_empty_store(browserless: httpx.AsyncClient) -> None:
+    for path in (
+        "/dashboard",
+        "/dashboard?since=all",
+        f"/dashboard/sequences/{SEQUENCE}",
+        "/dashboard/preview",
+    ):
+        answer = await browserless.get(path, headers=BEARER)
+        assert answer.status_code == 200, (path, answer.text[:500])
+    assert "No hot leads" in (await browserless.get("/dashboard", headers=BEARER)).text
+    assert (await browserless.get("/dashboard/leads/1", headers=BEARER)).status_code == 404
+    assert (await browserless.get("/dashboard/sequences/nope", headers=BEARER)).status_code == 404
+    assert (await browserless.get("/dashboard?since=soon", headers=BEARER)).status_code == 400
+    preview = await browserless.get("/dashboard/preview?template=ebook_delivery&lead=99", headers=BEARER)
+    assert "No lead" in preview.text
+
+
+async def test_the_pages_show_the_reports_numbers(
+    browserless: httpx.AsyncClient, runtime: Runtime, content: Any
+) -> None:
+    seed(runtime.db, content)
+    with clock.frozen_at(NOW):
+        page = (await browserless.get("/dashboard?since=30d", headers=BEARER)).text
+    with runtime.db.read() as session:
+        report = build_report(session, Period.last("30d", NOW))
+    for stage in report.funnel.stages:
+        row = re.search(rf'data-stage="{stage.stage}">.*?class="n count">(\d+)<', page, re.S)
+        assert row and int(row[1]) == stage.leads, stage.stage
+    assert f"<b>{report.scoring.mql_never_sql}</b> of {report.scoring.mqls} MQLs" in page
+    for lead in report.hot_leads:
+        assert f'href="/dashboard/leads/{lead.id}"' in page
+    sequence = (await browserless.get(f"/dashboard/sequences/{SEQUENCE}", headers=BEARER)).text
+    assert "<svg" in sequence and 'class="at">1</tspan> here now' in sequence
+    lead = report.hot_leads[0]
+    shown = (await browserless.get(f"/dashboard/leads/{lead.id}", headers=BEARER)).text
+    assert lead.email in shown and "Score over time" in shown and "<polyline" in shown
+    preview = await browserless.get(
+        f"/dashboard/preview?template=ebook_delivery&lead={lead.id}", headers=BEARER
+    )
+    assert preview.status_code == 200 and 'id="subject"' in preview.text and "srcdoc=" in preview.text
