@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     and_,
     case,
+    cast,
     func,
     inspect,
     literal,
@@ -298,7 +299,9 @@ def _cohort(period: Period) -> Any:
         )
         .outerjoin(times, times.c.lead_id == Lead.id)
         .where(period.holds(Lead.created_at))
-        .subquery()
+        # Computed once per statement, however many groupings read it (PostgreSQL 12+, SQLite 3.35+).
+        .cte("cohort")
+        .prefix_with("MATERIALIZED")
     )
 
 
@@ -308,20 +311,37 @@ def _stage_counts(cohort: Any, group: Any, joins: tuple[Any, ...] = ()) -> Selec
         func.count(func.distinct(case((cohort.c[f"{stage}_at"].is_not(None), cohort.c.lead_id))))
         for stage in FUNNEL[1:]
     ]
-    query = select(group.label("grp"), *counted).select_from(cohort)
+    columns: list[Any] = [cast(group, String).label("grp"), *counted]
+    query = select(*columns).select_from(cohort)
     for table, on in joins:
         query = query.join(table, on)
     return query.group_by(group)
 
 
-def _rows(session: Session, query: Select[Any]) -> list[FunnelRow]:
-    rows = [
-        FunnelRow(
-            str(group) if group is not None else "(none)", [int(n) for n in counts], _conversions(counts)
-        )
-        for group, *counts in session.execute(query)
+def _grouped_rows(session: Session, cohort: Any) -> dict[str, list[FunnelRow]]:
+    """The funnel per grouping (overall, UTM source / medium / campaign, segment, sequence) in one statement,
+    so the cohort is computed once."""
+    groupings: dict[str, tuple[Any, tuple[Any, ...]]] = {
+        "all": (literal("all"), ()),
+        "utm_source": (cohort.c.utm_source, ()),
+        "utm_medium": (cohort.c.utm_medium, ()),
+        "utm_campaign": (cohort.c.utm_campaign, ()),
+        "segment": (
+            SegmentMembership.segment_id,
+            ((SegmentMembership, SegmentMembership.lead_id == cohort.c.lead_id),),
+        ),
+        "sequence": (Enrollment.sequence_id, ((Enrollment, Enrollment.lead_id == cohort.c.lead_id),)),
+    }
+    parts = [
+        _stage_counts(cohort, group, joins).add_columns(cast(literal(name), String).label("grouping"))
+        for name, (group, joins) in groupings.items()
     ]
-    return sorted(rows, key=lambda row: (-row.counts[0], row.group))
+    found: dict[str, list[FunnelRow]] = {name: [] for name in groupings}
+    for group, *counts, grouping in session.execute(union_all(*parts)):
+        numbers = [int(n) for n in counts]
+        label = str(group) if group is not None else "(none)"
+        found[grouping].append(FunnelRow(label, numbers, _conversions(numbers)))
+    return {name: sorted(rows, key=lambda row: (-row.counts[0], row.group)) for name, rows in found.items()}
 
 
 def _conversions(counts: list[int]) -> list[float | None]:
@@ -330,8 +350,8 @@ def _conversions(counts: list[int]) -> list[float | None]:
 
 def funnel(session: Session, period: Period) -> Funnel:
     cohort = _cohort(period)
-    overall = _rows(session, _stage_counts(cohort, literal("all")))
-    counts = overall[0].counts if overall else [0] * len(FUNNEL)
+    grouped = _grouped_rows(session, cohort)
+    counts = grouped["all"][0].counts if grouped["all"] else [0] * len(FUNNEL)
     transitions = [
         select(
             literal(stage).label("grp"),
@@ -357,21 +377,13 @@ def funnel(session: Session, period: Period) -> Funnel:
         )
         for index, stage in enumerate(FUNNEL)
     ]
-    by_segment = _stage_counts(
-        cohort,
-        SegmentMembership.segment_id,
-        ((SegmentMembership, SegmentMembership.lead_id == cohort.c.lead_id),),
-    )
-    by_sequence = _stage_counts(
-        cohort, Enrollment.sequence_id, ((Enrollment, Enrollment.lead_id == cohort.c.lead_id),)
-    )
     return Funnel(
         stages=stages,
-        by_utm_source=_rows(session, _stage_counts(cohort, cohort.c.utm_source)),
-        by_utm_medium=_rows(session, _stage_counts(cohort, cohort.c.utm_medium)),
-        by_utm_campaign=_rows(session, _stage_counts(cohort, cohort.c.utm_campaign)),
-        by_segment=_rows(session, by_segment),
-        by_sequence=_rows(session, by_sequence),
+        by_utm_source=grouped["utm_source"],
+        by_utm_medium=grouped["utm_medium"],
+        by_utm_campaign=grouped["utm_campaign"],
+        by_segment=grouped["segment"],
+        by_sequence=grouped["sequence"],
         biggest_drop=_biggest_stage_drop(stages),
         time_to_sql=times.get("to_sql", Spread(0, None, None)),
         time_to_sql_histogram=_time_to_sql_histogram(session, cohort),
