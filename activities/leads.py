@@ -30,6 +30,7 @@ from leadflow.store.models import (
     StageChange,
 )
 from leadflow.store.upsert import insert_ignoring_conflicts
+from leadflow.tracking.attribution import first_and_last_touch
 
 SALES_STAGES = {"sql", "opportunity", "customer"}
 
@@ -49,6 +50,8 @@ class LeadActivities:
             lead = session.scalars(select(Lead).where(Lead.id == request.lead_id).with_for_update()).first()
             if lead is None:
                 return AssessLeadResult(score=0, stage="erased")
+            if lead.merged_into_id is not None:
+                return AssessLeadResult(score=lead.score, stage=lead.stage, merged_into=lead.merged_into_id)
             events = [
                 EventFact(e.id, e.type, e.occurred_at, e.properties)
                 for e in session.scalars(select(Event).where(Event.lead_id == lead.id))
@@ -56,6 +59,7 @@ class LeadActivities:
             result = score_lead(content.scoring, lead.properties, events, now)
             if events:
                 lead.last_activity_at = max(event.occurred_at for event in events)
+            lead.first_touch, lead.last_touch = first_and_last_touch(events)
             previous = session.scalars(
                 select(ScoreSnapshot.score)
                 .where(ScoreSnapshot.lead_id == lead.id)

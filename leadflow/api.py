@@ -5,18 +5,28 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
+from leadflow.identity import identify_visitor
+from leadflow.ingest import (
+    EventBatchIn,
+    EventIn,
+    LeadIn,
+    UnknownLead,
+    ingest_events,
+    upsert_lead,
+)
 from leadflow.leads import find_lead, lead_document
 from leadflow.router import outbox_status
 from leadflow.runtime import Runtime
+from leadflow.tracking.routes import tracking_routes
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -30,6 +40,19 @@ class LeadSaved(BaseModel):
     id: int
     email: str
     created: bool
+
+
+class IdentifyRequest(LeadIn):
+    """A visitor known by an anonymous id (the snippet's `lf_aid` cookie) told us their email."""
+
+    anonymous_id: str = Field(min_length=1, max_length=200)
+
+
+class IdentifyResult(BaseModel):
+    lead_id: int
+    outcome: str
+    merged_lead_id: int | None = None
+    events_moved: int = 0
 
 
 def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None = None) -> FastAPI:
@@ -81,6 +104,17 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
             on_events_accepted()
         return Accepted(accepted=result.accepted, duplicates=result.duplicates)
 
+    @app.post("/v1/identify", dependencies=v1, response_model=IdentifyResult)
+    async def identify(request: IdentifyRequest) -> IdentifyResult:
+        """Attach an anonymous id to the lead with this email, merging the anonymous visitor's history into
+        it (see the identity rules in the README); `properties` are merged into the lead like POST /v1/leads."""
+        identified = await asyncio.to_thread(
+            identify_visitor, runtime.db, request.anonymous_id, request.email, request.properties
+        )
+        if on_events_accepted:
+            on_events_accepted()
+        return IdentifyResult(**asdict(identified))
+
     @app.get("/v1/leads/{reference}", dependencies=v1)
     async def get_lead(reference: str) -> dict[str, Any]:
         """A lead by id, email or anonymous id: properties, score with breakdown, stage, segments,
@@ -107,6 +141,7 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
             "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)},
         }
 
+    app.include_router(tracking_routes(runtime, on_events_accepted))
     return app
 
 

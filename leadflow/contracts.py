@@ -30,6 +30,7 @@ class LeadWorkflowInput:
     pending: list[EventRef] = field(default_factory=list)
     running_sequences: list[str] = field(default_factory=list)
     recent_event_ids: list[int] = field(default_factory=list)
+    merged_into: int | None = None  # set once the lead was merged into another: the workflow winds down
 
 
 @dataclass
@@ -52,6 +53,7 @@ class AssessLeadResult:
     new_stages: list[str] = field(default_factory=list)
     to_start: list[SequenceStart] = field(default_factory=list)
     handoff_stage_change_id: int | None = None
+    merged_into: int | None = None  # the lead was merged into this one: its workflow stops
 
 
 @dataclass
