@@ -105,11 +105,17 @@ async def test_a_visitor_browses_abandons_a_form_comes_back_and_becomes_a_known_
     assert known["score"]["total"] >= 25  # ebook 10 + senior job title 15
 
 
-async def test_a_page_on_an_origin_the_key_does_not_allow_sends_nothing(
-    stack: Stack, playwright: Any, tmp_path: Path
-) -> None:
+@pytest.fixture
+def sqlite_only(stack: Stack) -> Stack:
     if stack.runtime.db.dialect != "sqlite":
-        pytest.skip("the origin check does not touch the store: once is enough")
+        pytest.skip("what the browser does or does not send does not depend on the store: once is enough")
+    return stack
+
+
+async def test_a_page_on_an_origin_the_key_does_not_allow_sends_nothing(
+    sqlite_only: Stack, playwright: Any, tmp_path: Path
+) -> None:
+    stack = sqlite_only
     async with website(stack) as site, chromium(playwright, tmp_path / "profile") as browser:
         page = await browser.new_page()
         # localhost and 127.0.0.1 are different origins: the site key allows only the latter.
@@ -124,10 +130,9 @@ async def test_a_page_on_an_origin_the_key_does_not_allow_sends_nothing(
 
 
 async def test_nothing_is_sent_until_the_visitor_consents(
-    stack: Stack, playwright: Any, tmp_path: Path
+    sqlite_only: Stack, playwright: Any, tmp_path: Path
 ) -> None:
-    if stack.runtime.db.dialect != "sqlite":
-        pytest.skip("consent is the browser's business: once is enough")
+    stack = sqlite_only
     async with website(stack) as site, chromium(playwright, tmp_path / "profile") as browser:
         site.configure(consent="required")
         sent: list[str] = []

@@ -5,15 +5,21 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from typer.testing import CliRunner
 
+from leadflow.cli import app
 from leadflow.content.models import RateLimit, Site
+from leadflow.settings import PROJECT_ROOT
 from leadflow.store.models import Event, Lead
+from leadflow.tracking.ratelimit import RateLimiter
 from tests.conftest import Stack, eventually
 
 ORIGIN = "https://www.acme-growth.test"
@@ -253,3 +259,36 @@ async def scored(stack: Stack, reference: str, at_least: int = 1) -> dict | None
     if response.status_code != 200 or response.json()["score"]["total"] < at_least:
         return None
     return response.json()
+
+
+def test_a_token_bucket_refills_at_its_rate() -> None:
+    now = [0.0]
+    limiter = RateLimiter(lambda: now[0])
+    limit = RateLimit(per_minute=60, burst=2)
+    assert [limiter.retry_after("ip:a", limit) for _ in range(3)] == [0.0, 0.0, 1.0]
+    assert limiter.retry_after("ip:b", limit) == 0.0  # another address has its own bucket
+    now[0] = 0.5
+    assert limiter.retry_after("ip:a", limit) == pytest.approx(0.5)
+    now[0] = 1.0
+    assert limiter.retry_after("ip:a", limit) == 0.0
+
+
+def test_mistakes_in_sites_yaml_are_reported_with_file_and_line(tmp_path: Path) -> None:
+    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
+        source = PROJECT_ROOT / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
+    (tmp_path / "sites.yaml").write_text(
+        "sites:\n"
+        "  - id: shop\n"
+        "    key: pk_shop_key_1\n"
+        "    origins: ['https://shop.test/path']\n"
+        "  - id: blog\n"
+        "    key: pk_shop_key_1\n"
+        "    origins: ['https://blog.test']\n"
+        "    consent: maybe\n"
+    )
+    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "sites.yaml:4: sites.0.origins.0: origin 'https://shop.test/path' is not like" in output
+    assert "sites.yaml:8: sites.1.consent" in output

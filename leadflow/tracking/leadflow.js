@@ -150,7 +150,8 @@
       Object.keys(fields).forEach(function (field) { if (field !== emailField) properties[field] = fields[field].value; });
       identity = { email: fields[emailField].value.trim(), properties: properties };
     }
-    flush(true); // the browser is about to leave the page
+    // No flush here: the page is usually about to go, and its pagehide sends this with page_left in one
+    // beacon; a form submitted without leaving the page goes out with the next timed batch.
   }
 
   function onPageHide() {
