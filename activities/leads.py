@@ -41,6 +41,10 @@ class LeadActivities:
         # The later of the two clocks: the workflow's (which the time-skipping server moves) and ours.
         now = max(clock.now(), request.as_of) if request.as_of else clock.now()
         with self.runtime.db.transaction() as session:
+            merged_into = session.scalar(select(Lead.merged_into_id).where(Lead.id == request.lead_id))
+            if merged_into is not None:  # merged into another lead on identify: that lead carries on
+                merged = session.get_one(Lead, request.lead_id)
+                return AssessLeadResult(score=merged.score, stage=merged.stage, merged_into=merged_into)
             rescored = rescore(session, request.lead_id, content.scoring, now)
             if rescored is None:
                 return AssessLeadResult(score=0, stage="erased")

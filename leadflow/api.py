@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,11 +16,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from leadflow import clock
+from leadflow.identity import identify_visitor
 from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
 from leadflow.leads import find_lead, lead_document
 from leadflow.qualification import NotRecyclable, recycle, score_at
 from leadflow.router import outbox_status
 from leadflow.runtime import Runtime
+from leadflow.tracking.routes import tracking_routes
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -39,6 +42,19 @@ class RecycleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=1000, description="why sales handed the lead back")
+
+
+class IdentifyRequest(LeadIn):
+    """A visitor known by an anonymous id (the snippet's `lf_aid` cookie) told us their email."""
+
+    anonymous_id: str = Field(min_length=1, max_length=200)
+
+
+class IdentifyResult(BaseModel):
+    lead_id: int
+    outcome: str
+    merged_lead_id: int | None = None
+    events_moved: int = 0
 
 
 def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None = None) -> FastAPI:
@@ -94,6 +110,17 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
         return HTTPException(
             status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}"
         )
+
+    @app.post("/v1/identify", dependencies=v1, response_model=IdentifyResult)
+    async def identify(request: IdentifyRequest) -> IdentifyResult:
+        """Attach an anonymous id to the lead with this email, merging the anonymous visitor's history into
+        it (see the identity rules in the README); `properties` are merged into the lead like POST /v1/leads."""
+        identified = await asyncio.to_thread(
+            identify_visitor, runtime.db, request.anonymous_id, request.email, request.properties
+        )
+        if on_events_accepted:
+            on_events_accepted()
+        return IdentifyResult(**asdict(identified))
 
     @app.get("/v1/leads/{reference}", dependencies=v1)
     async def get_lead(reference: str) -> dict[str, Any]:
@@ -174,6 +201,7 @@ def create_app(runtime: Runtime, on_events_accepted: Callable[[], None] | None =
             "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)},
         }
 
+    app.include_router(tracking_routes(runtime, on_events_accepted))
     return app
 
 

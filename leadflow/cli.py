@@ -106,12 +106,13 @@ def check(
         Path | None, typer.Argument(help="Content directory (default: LEADFLOW_CONTENT_DIR).")
     ] = None,
 ) -> None:
-    """Check every content file (scoring model, segments, sequences, templates, sales team)."""
+    """Check every content file (scoring model, segments, sequences, templates, sales team, sites)."""
     directory = directory or get_settings().content_dir
     content = _content_or_exit(directory)
     console.print(
         f"[green]ok[/] {directory}: scoring model {content.scoring.version}, {len(content.segments)} segment(s), "
-        f"{len(content.sequences)} sequence(s), {len(content.salespeople)} salespeople"
+        f"{len(content.sequences)} sequence(s), {len(content.salespeople)} salespeople, "
+        f"{len(content.sites)} site(s)"
     )
 
 

@@ -32,6 +32,7 @@ class LeadWorkflowInput:
     recent_event_ids: list[int] = field(default_factory=list)
     next_rescore_at: datetime | None = None  # the cooling timer: a quiet lead's score or temperature moves
     rescore_requested: bool = False  # a colleague made the account hot, or the model changed
+    merged_into: int | None = None  # set once the lead was merged into another: the workflow winds down
 
 
 @dataclass
@@ -58,6 +59,7 @@ class AssessLeadResult:
     temperature: str = ""
     next_rescore_at: datetime | None = None
     rescore_lead_workflows: list[str] = field(default_factory=list)  # colleagues of a newly hot account
+    merged_into: int | None = None  # the lead was merged into this one: its workflow stops
 
 
 @dataclass

@@ -14,6 +14,7 @@ from leadflow.store.models import (
     Event,
     Identity,
     Lead,
+    LeadMerge,
     Message,
     ScoreSnapshot,
     SegmentMembership,
@@ -24,14 +25,18 @@ TIMELINE_LENGTH = 50
 
 
 def find_lead(session: Session, reference: str) -> Lead | None:
-    """A lead by id, email or anonymous id."""
+    """A lead by id, email or anonymous id; a lead merged into another is found as the one it joined."""
     if reference.isdigit():
-        return session.get(Lead, int(reference))
-    if "@" in reference:
-        return session.scalars(select(Lead).where(Lead.email == reference.strip().lower())).first()
-    return session.scalars(
-        select(Lead).join(Identity, Identity.lead_id == Lead.id).where(Identity.anonymous_id == reference)
-    ).first()
+        lead = session.get(Lead, int(reference))
+    elif "@" in reference:
+        lead = session.scalars(select(Lead).where(Lead.email == reference.strip().lower())).first()
+    else:
+        lead = session.scalars(
+            select(Lead).join(Identity, Identity.lead_id == Lead.id).where(Identity.anonymous_id == reference)
+        ).first()
+    if lead is not None and lead.merged_into_id is not None:
+        return session.get(Lead, lead.merged_into_id)
+    return lead
 
 
 def latest_score(session: Session, lead_id: int) -> ScoreSnapshot | None:
@@ -106,6 +111,23 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
         "id": lead.id,
         "email": lead.email,
         "properties": lead.properties,
+        "source": {"first_touch": lead.first_touch, "last_touch": lead.last_touch},
+        "anonymous_ids": list(
+            session.scalars(
+                select(Identity.anonymous_id).where(Identity.lead_id == lead.id).order_by(Identity.created_at)
+            )
+        ),
+        "merged_leads": [
+            {
+                "id": m.merged_lead_id,
+                "anonymous_id": m.anonymous_id,
+                "events_moved": m.events_moved,
+                "at": m.merged_at,
+            }
+            for m in session.scalars(
+                select(LeadMerge).where(LeadMerge.into_lead_id == lead.id).order_by(LeadMerge.merged_at)
+            )
+        ],
         "account": _account(account),
         "owner": lead.owner,
         "stage": lead.stage,

@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from leadflow.identity import identify_visitor
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from tests.conftest import Inbox, eventually
@@ -65,3 +66,30 @@ async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime,
         for name, handle in (("lead_workflow", lead), ("sequence_workflow_exited", sequence)):
             history = await handle.fetch_history()
             (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_merged_lead_history(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+) -> None:
+    """An anonymous visitor's lead workflow, merged into a known lead when the visitor identifies: it ends."""
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    upsert_lead(runtime.db, LeadIn(email="known@hooli.test"))
+    async with running_worker(skipping.client, runtime) as router:
+        [visitor] = ingest_events(
+            runtime.db,
+            [
+                EventIn(
+                    id="anon-1", type="page_viewed", anonymous_id="cookie-1", properties={"url": "/pricing"}
+                )
+            ],
+        ).lead_ids
+        router.wake()
+        await eventually(lambda: router.routed >= 1)
+        identify_visitor(runtime.db, "cookie-1", "known@hooli.test", {})
+        router.wake()
+        handle = skipping.client.get_workflow_handle(runtime.settings.lead_workflow_id(visitor))
+        await handle.result()
+        history = await handle.fetch_history()
+        (HISTORIES / "lead_workflow_merged.json").write_text(history.to_json())

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
 
 COOLING_PATCH = "cooling-timer-and-account-signal"  # histories recorded before it have neither
 MIN_COOLING = timedelta(seconds=1)  # a moment already past is rescored now, never in a tight loop
+MERGED_SEQUENCES_GRACE = timedelta(hours=1)  # how long a merged lead's workflow waits for its sequences
 RECENT_EVENTS_REMEMBERED = 200  # the router may deliver an event twice after a crash; drop repeats
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
@@ -77,6 +78,9 @@ class LeadWorkflow:
                 burst, self.state.pending = self.state.pending, []
                 self.state.rescore_requested = False
                 await self._handle(burst)
+            if self.state.merged_into is not None:
+                await self._wind_down()
+                return
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self.state)
@@ -102,6 +106,13 @@ class LeadWorkflow:
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=ACTIVITY_RETRY,
         )
+        if assessment.merged_into is not None:
+            # The lead's events now belong to the survivor, whose own workflow acts on them. This one only
+            # stops what it started. (Histories before merges existed never get here: no patch needed.)
+            self.state.merged_into = assessment.merged_into
+            reason = f"merged into lead {assessment.merged_into}"
+            await self._signal_each("exit", reason, list(self.state.running_sequences))
+            return
         for start in assessment.to_start:
             try:
                 await workflow.start_child_workflow(
@@ -131,6 +142,17 @@ class LeadWorkflow:
                 # Permanent (no salesperson, a broken template): the hand-off stays pending in the store and
                 # is tried again on the lead's next event; the lead workflow itself must live on.
                 workflow.logger.error("hand-off of lead %s failed: %s", self.state.lead_id, error.cause)
+
+    async def _wind_down(self) -> None:
+        """A merged lead's workflow ends once its sequences have exited (they report back), or after a grace
+        period: a sequence finishing later signals a closed workflow, which is harmless."""
+        try:
+            await workflow.wait_condition(
+                lambda: not self.state.running_sequences, timeout=MERGED_SEQUENCES_GRACE
+            )
+        except TimeoutError:
+            workflow.logger.warning("lead %s: sequences still running after merge", self.state.lead_id)
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     async def _signal_each(self, signal: str, argument: object, workflow_ids: list[str]) -> None:
         for workflow_id in workflow_ids:

@@ -75,9 +75,13 @@ class SequenceWorkflow:
         parent = workflow.info().parent
         if parent:
             # The lead workflow may have continued as new: address its latest run, not the one that started us.
-            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                "sequence_finished", EnrollmentFinished(workflow_id, status, reason)
-            )
+            try:
+                await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                    "sequence_finished", EnrollmentFinished(workflow_id, status, reason)
+                )
+            except Exception:
+                # The lead workflow has ended (its lead was merged into another): nobody to tell.
+                workflow.logger.info("lead workflow %s has ended", parent.workflow_id)
         return status
 
     async def _send(self, workflow_id: str, index: int, step: SendStep) -> None:

@@ -16,6 +16,8 @@ from leadflow.content.models import (
     Segment,
     SendStep,
     Sequence,
+    Site,
+    Sites,
     scoring_problems,
 )
 from leadflow.content.templates import TemplateLibrary
@@ -25,6 +27,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 SCORING_FILE = "scoring.yaml"
 SALES_FILE = "sales.yaml"
+SITES_FILE = "sites.yaml"  # optional: websites allowed to send tracking events
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Content:
     sequences: dict[str, Sequence]
     salespeople: list[Salesperson]
     templates: TemplateLibrary
+    sites: dict[str, Site] = field(default_factory=dict)  # by public key
     sequence_by_segment: dict[str, Sequence] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,10 +79,38 @@ def load_content(directory: Path) -> Content:
     if not sales_path.exists():
         errors.append(ContentError(sales_path, None, "the sales team file is missing"))
 
+    sites_path = directory / SITES_FILE
+    sites = _parse(sites_path, Sites, errors) if sites_path.exists() else None
+
     if errors:
         raise ContentErrors(errors)
     assert scoring is not None and team is not None
-    return Content(directory, scoring[0], segments, sequences, team[0].salespeople, templates)
+    return Content(
+        directory,
+        scoring[0],
+        segments,
+        sequences,
+        team[0].salespeople,
+        templates,
+        _sites_by_key(*sites, errors) if sites else {},
+    )
+
+
+def _sites_by_key(sites: Sites, document: YamlFile, errors: list[ContentError]) -> dict[str, Site]:
+    by_key: dict[str, Site] = {}
+    ids: set[str] = set()
+    for index, site in enumerate(sites.sites):
+        if site.key in by_key:
+            errors.append(
+                document.error(("sites", index, "key"), f"key {site.key!r} is used by another site")
+            )
+        if site.id in ids:
+            errors.append(document.error(("sites", index, "id"), f"site id {site.id!r} is used twice"))
+        by_key[site.key] = site
+        ids.add(site.id)
+    if errors:
+        raise ContentErrors(errors)
+    return by_key
 
 
 def _parse(path: Path, model: type[Model], errors: list[ContentError]) -> tuple[Model, YamlFile] | None:

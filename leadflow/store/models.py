@@ -85,6 +85,24 @@ class Lead(Base):
     temperature: Mapped[str] = mapped_column(String(8), default="cold", server_default="cold")
     # Set when sales hands the lead back (recycled): only behavior from then on counts toward qualifying.
     scoring_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when this anonymous lead was merged into an identified one: a tombstone from then on (erasing the
+    # identified lead erases its tombstones too).
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    # Where the lead came from: the earliest and the latest visit with UTM parameters or an outside referrer.
+    first_touch: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    last_touch: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class LeadMerge(Base):
+    """An anonymous lead merged into an identified one when a visitor identified (the merge's audit record)."""
+
+    __tablename__ = "lead_merges"
+
+    merged_lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    into_lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    anonymous_id: Mapped[str] = mapped_column(String(200))
+    events_moved: Mapped[int] = mapped_column(Integer)
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Identity(Base):
