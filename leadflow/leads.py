@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leadflow.content.models import Thresholds
+from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
     Account,
     Enrollment,
@@ -20,6 +22,21 @@ from leadflow.store.models import (
 )
 
 TIMELINE_LENGTH = 50
+# What a template's `lead` always has, and the properties leads are known to carry (see DESIGN.md): a
+# template reading any other property, or one of these without `| default(...)`, fails for some leads.
+LEAD_FIELDS_ALWAYS = ("id", "email", "stage", "score", "company")
+LEAD_PROPERTIES_KNOWN = (
+    "first_name",
+    "last_name",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+    "timezone",
+    "phone",
+    "utm_source",
+    "ebook_title",
+)
 
 
 def find_lead(session: Session, reference: str) -> Lead | None:
@@ -51,6 +68,12 @@ def recent_events(session: Session, lead_id: int, limit: int = TIMELINE_LENGTH) 
             .limit(limit)
         )
     )
+
+
+def lead_temperature(lead: Lead, thresholds: Thresholds) -> str:
+    """The lead's temperature as scoring recorded it (a column or a property), else derived from its score."""
+    known = getattr(lead, "temperature", None) or lead.properties.get("temperature")
+    return temperature_of(known, lead.score, thresholds)
 
 
 def template_context(session: Session, lead: Lead) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from functools import cached_property
 from typing import Any
 
@@ -21,6 +22,7 @@ class PropertyTest(BaseModel):
     in_: list[Scalar] | None = None
     not_in: list[Scalar] | None = None
     matches: str | None = None  # regular expression, searched case-insensitively
+    glob: str | None = None  # shell-style pattern over the whole value, e.g. /events/*
     contains: str | None = None
     gt: float | None = None
     gte: float | None = None
@@ -36,12 +38,22 @@ class PropertyTest(BaseModel):
             del data["in"]
         return data
 
+    @property
+    def tests_given(self) -> set[str]:
+        """The checks this test makes (a subclass's own fields, such as a rule's name, are not checks)."""
+        # A snapshot read back from JSON sets every field, most to None: only the given ones are checks.
+        return {
+            name
+            for name in self.model_fields_set & set(PropertyTest.model_fields)
+            if getattr(self, name) is not None
+        }
+
     @model_validator(mode="after")
     def _at_least_one(self) -> PropertyTest:
-        if not self.model_fields_set:
+        if not self.tests_given:
             raise ValueError(
                 "a property test needs one of: equals, not_equals, in, not_in, matches, "
-                "contains, gt, gte, lt, lte, exists"
+                "glob, contains, gt, gte, lt, lte, exists"
             )
         return self
 
@@ -63,13 +75,14 @@ class PropertyTest(BaseModel):
         if self.exists is not None and (value is not None) != self.exists:
             return False
         if value is None:
-            return self.exists is False or (self.model_fields_set <= {"exists", "not_equals", "not_in"})
+            return self.exists is False or (self.tests_given <= {"exists", "not_equals", "not_in"})
         checks = (
             self.equals is None or _same(value, self.equals),
             self.not_equals is None or not _same(value, self.not_equals),
             self.in_ is None or any(_same(value, option) for option in self.in_),
             self.not_in is None or not any(_same(value, option) for option in self.not_in),
             self._regex is None or bool(self._regex.search(str(value))),
+            self.glob is None or fnmatchcase(str(value).casefold(), self.glob.casefold()),
             self.contains is None or self.contains.lower() in str(value).lower(),
             self.gt is None or _number(value) > self.gt,
             self.gte is None or _number(value) >= self.gte,

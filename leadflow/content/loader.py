@@ -9,7 +9,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from leadflow.content.models import Salesperson, SalesTeam, ScoringModel, Segment, SendStep, Sequence
+from leadflow.content.lint import lint_segment, lint_sequence
+from leadflow.content.models import Salesperson, SalesTeam, ScoringModel, Segment, SendingPolicy, Sequence
 from leadflow.content.templates import TemplateLibrary
 from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile
 
@@ -17,6 +18,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 SCORING_FILE = "scoring.yaml"
 SALES_FILE = "sales.yaml"
+SENDING_FILE = "sending.yaml"  # optional: quiet hours, frequency caps, default timezone
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Content:
     sequences: dict[str, Sequence]
     salespeople: list[Salesperson]
     templates: TemplateLibrary
+    sending: SendingPolicy = field(default_factory=SendingPolicy)
     sequence_by_segment: dict[str, Sequence] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,14 +68,22 @@ def load_content(directory: Path) -> Content:
             segment, document = parsed
             if segment.id in segments:
                 errors.append(document.error(("id",), f"segment id {segment.id!r} is used by another file"))
+            errors.extend(lint_segment(segment, document))
             segments[segment.id] = segment
+
+    sending_path = directory / SENDING_FILE
+    parsed_policy = parse(sending_path, SendingPolicy) if sending_path.exists() else None
+    policy = parsed_policy[0] if parsed_policy else SendingPolicy()
 
     templates = TemplateLibrary(directory / "templates")
     sequences: dict[str, Sequence] = {}
     for path in sorted((directory / "templates" / "sequences").glob("*.y*ml")):
         if parsed := versioned(path, Sequence):
             sequence, document = parsed
-            errors.extend(_check_sequence(sequence, document, segments, sequences, templates))
+            errors.extend(_check_sequence(sequence, document, segments, sequences))
+            errors.extend(
+                lint_sequence(sequence, document, segments.get(sequence.segment), templates, policy)
+            )
             sequences[sequence.id] = sequence
 
     sales_path = directory / SALES_FILE
@@ -81,9 +92,9 @@ def load_content(directory: Path) -> Content:
         errors.append(ContentError(sales_path, None, "the sales team file is missing"))
 
     if errors:
-        raise ContentErrors(errors)
+        raise ContentErrors(list({str(error): error for error in errors}.values()))  # one line per mistake
     assert scoring is not None and team is not None
-    return Content(directory, scoring[0], segments, sequences, team[0].salespeople, templates)
+    return Content(directory, scoring[0], segments, sequences, team[0].salespeople, templates, policy)
 
 
 def _check_sequence(
@@ -91,7 +102,6 @@ def _check_sequence(
     document: YamlFile,
     segments: dict[str, Segment],
     seen: dict[str, Sequence],
-    templates: TemplateLibrary,
 ) -> list[ContentError]:
     errors = []
     if sequence.id in seen:
@@ -101,11 +111,6 @@ def _check_sequence(
         errors.append(document.error(("segment",), f"unknown segment {sequence.segment!r} (known: {known})"))
     elif any(other.segment == sequence.segment for other in seen.values()):
         errors.append(document.error(("segment",), f"segment {sequence.segment!r} already has a sequence"))
-    for index, step in enumerate(sequence.steps):
-        if isinstance(step, SendStep):
-            problem = templates.problem_with(step.send.channel, step.send.template)
-            if problem:
-                errors.append(document.error(("steps", index, "send", "template"), problem))
     return errors
 
 
