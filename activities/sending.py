@@ -52,7 +52,7 @@ class SendActivities:
                 type=CHANNEL_UNAVAILABLE,
                 non_retryable=True,
             )
-        at = request.at or clock.now()
+        at = clock.not_before(request.at)
 
         def prepare() -> tuple[str | None, dict[str, Any] | None]:
             with runtime.db.read() as session:
@@ -81,6 +81,7 @@ class SendActivities:
                 request.template,
                 rendered,
                 pacing,
+                at,
             )
         except TemporaryDeliveryError as error:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
@@ -167,7 +168,7 @@ class SendActivities:
                             lead_id=step.lead_id,
                             step=step.label or str(step.step),
                             kind=step.kind or "step",
-                            at=step.at or clock.now(),
+                            at=clock.not_before(step.at),
                             detail=step.detail,
                         )
                     )
@@ -182,7 +183,9 @@ class SendActivities:
                     update(Enrollment)
                     .where(Enrollment.workflow_id == finished.workflow_id)
                     .values(
-                        status=finished.status, exit_reason=finished.reason or None, finished_at=clock.now()
+                        status=finished.status,
+                        exit_reason=finished.reason or None,
+                        finished_at=clock.not_before(finished.at),
                     )
                 )
 

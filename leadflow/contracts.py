@@ -146,3 +146,4 @@ class EnrollmentFinished:
     workflow_id: str
     status: str  # completed, converted, exited
     reason: str = ""
+    at: datetime | None = None  # the workflow's time

@@ -44,7 +44,13 @@ class _Deferred(Exception):
 
 
 def _claim(
-    runtime: Runtime, key: str, lead_id: int | None, template: str, recipient: str, pacing: PacingCheck | None
+    runtime: Runtime,
+    key: str,
+    lead_id: int | None,
+    template: str,
+    recipient: str,
+    pacing: PacingCheck | None,
+    at: datetime | None,
 ) -> tuple[int, str | None]:
     """Claim `key`; returns the message id and, when it was claimed before, the status it had.
 
@@ -61,7 +67,7 @@ def _claim(
             "template": template,
             "recipient": recipient,
             "status": SENDING,
-            "created_at": clock.now(),
+            "created_at": clock.not_before(at),
         }
         inserted = insert_ignoring_conflicts(
             session, Message, [row], ["idempotency_key"], returning=(Message.id,)
@@ -90,14 +96,15 @@ async def deliver_email_once(
     template: str,
     rendered: RenderedEmail,
     pacing: PacingCheck | None = None,
+    at: datetime | None = None,
 ) -> Delivery:
     """Send `rendered` to `to` unless `key` was sent (or possibly sent) before, or `pacing` says not yet
-    (then `deferred` with the time it may go out, and nothing is claimed).
+    (then `deferred` with the time it may go out, and nothing is claimed). `at`: the sending workflow's time.
 
     Raises TemporaryDeliveryError for the caller's retry policy; a permanent refusal returns `bounced`.
     """
     try:
-        message_id, earlier = await asyncio.to_thread(_claim, runtime, key, lead_id, template, to, pacing)
+        message_id, earlier = await asyncio.to_thread(_claim, runtime, key, lead_id, template, to, pacing, at)
     except _Deferred as deferred:
         return Delivery(DEFERRED, None, retry_at=deferred.until)
     if earlier in (SENT, BOUNCED):
@@ -121,7 +128,7 @@ async def deliver_email_once(
         status=SENT,
         provider_id=provider_id,
         subject=rendered.subject,
-        sent_at=clock.now(),
+        sent_at=clock.not_before(at),
         error=None,
     )
     return Delivery(SENT, message_id)

@@ -74,10 +74,11 @@ def next_allowed_send(
 ) -> datetime | None:
     """None when a message on `channel` may go out `at`; else the earliest moment it may."""
     cap = policy.frequency_caps.get(channel)  # type: ignore[call-overload]
+    quiet = policy.quiet_hours if policy.quiet_hours and channel in policy.quiet_hours.channels else None
     moment = at
     for _ in range(16):  # waiting out a cap can land in quiet hours and the other way round
         later = [
-            quiet_until(policy.quiet_hours, zone, moment) if policy.quiet_hours else None,
+            quiet_until(quiet, zone, moment) if quiet else None,
             cap_reopens_at(cap, sent, moment) if cap else None,
         ]
         pushed = max((value for value in later if value is not None), default=None)

@@ -61,6 +61,7 @@ class SequenceWorkflow:
         self.outcome: tuple[str, str] | None = None  # (status, reason) once the lead must leave
         self.goals: list[EventTrigger] = [request.sequence.goal] if request.sequence.goal else []
         self.seen: list[EventRef] = []  # the lead's events since enrollment
+        self.sleeping = False
 
     @workflow.signal
     def lead_events(self, batch: NewEvents) -> None:
@@ -87,13 +88,20 @@ class SequenceWorkflow:
     def current_step(self) -> int:
         return self.step
 
+    @workflow.query
+    def idle(self) -> bool:
+        """Waiting on a timer, nothing else to do until it fires (`leadflow simulate` waits for this)."""
+        return self.sleeping
+
     @workflow.run
     async def run(self, request: SequenceInput) -> str:
         workflow_id = workflow.info().workflow_id
         await self._run_steps(request.sequence.steps, "")
         status, reason = self.outcome or (COMPLETED, "")
         await workflow.execute_activity_method(
-            SendActivities.finish_enrollment, EnrollmentFinished(workflow_id, status, reason), **BOOKKEEPING
+            SendActivities.finish_enrollment,
+            EnrollmentFinished(workflow_id, status, reason, at=workflow.now()),
+            **BOOKKEEPING,
         )
         parent = workflow.info().parent
         if parent:
@@ -161,7 +169,9 @@ class SequenceWorkflow:
             except ActivityError as error:
                 cause = error.cause
                 if isinstance(cause, ApplicationError) and cause.type == CHANNEL_UNAVAILABLE:
-                    await self._journal(label, None, f"skipped: {cause.message}")
+                    await self._journal(
+                        label, None, f"skipped: the {step.send.channel} channel cannot send yet"
+                    )
                     return
                 raise
             if result.status == "deferred" and result.retry_at is not None:
@@ -180,10 +190,13 @@ class SequenceWorkflow:
     async def _sleep(self, duration: timedelta) -> None:
         if duration <= timedelta(0):
             return
+        self.sleeping = True
         try:
             await workflow.wait_condition(lambda: self.outcome is not None, timeout=duration)
         except TimeoutError:
             pass  # the wait ran its full length: on to the next step
+        finally:
+            self.sleeping = False
 
     async def _sleep_until(self, moment: datetime) -> None:
         await self._sleep(moment - workflow.now())

@@ -420,6 +420,8 @@ class FrequencyCap(Strict):
 class QuietHours(Strict):
     start: ClockTime = time(21, 0)
     end: ClockTime = time(8, 0)
+    # Texts and notifications wake people; an email waits in the inbox, so it is not held by default.
+    channels: list[Literal["email", "sms", "push"]] = Field(default_factory=lambda: ["sms", "push"])
 
 
 class SendingPolicy(Strict):
