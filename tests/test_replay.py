@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from temporalio.worker import Replayer
 
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
-from tests.conftest import Inbox, eventually, temporal_cli
+from tests.conftest import Inbox, eventually
 from worker import WORKFLOWS, running_worker
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -33,15 +32,6 @@ async def test_recorded_history_replays_on_current_code(path: Path) -> None:
 
 def test_histories_are_kept() -> None:
     assert len(list(HISTORIES.glob("*.json"))) >= 2
-
-
-@pytest.fixture
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    yield env
-    await env.shutdown()
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")

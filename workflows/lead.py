@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         NewEvents,
         SequenceInput,
     )
-    from workflows.sequence import SequenceWorkflow
+    from workflows.sequence import SequenceWorkflow, on_the_minute
 
 RECENT_EVENTS_REMEMBERED = 200  # the router may deliver an event twice after a crash; drop repeats
 ACTIVITY_RETRY = RetryPolicy(
@@ -89,7 +89,8 @@ class LeadWorkflow:
                 ready
             )  # no timer: the same commands as before absence rules existed
             return
-        delay = min(timer.closes_at for timer in self.state.absence_timers) - workflow.now()
+        # On the minute, like the sequences' waits: windows closing in the same minute are decided together.
+        delay = on_the_minute(min(timer.closes_at for timer in self.state.absence_timers)) - workflow.now()
         if delay <= timedelta(0):
             return
         try:

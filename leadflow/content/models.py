@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    field_validator,
     model_validator,
 )
 
@@ -431,13 +432,12 @@ class SendingPolicy(Strict):
     quiet_hours: QuietHours | None = None
     frequency_caps: dict[Literal["email", "sms", "push"], FrequencyCap] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _known_zone(self) -> SendingPolicy:
-        if known_zone(self.default_timezone) is None:
-            raise ValueError(
-                f"unknown timezone {self.default_timezone!r} (use an IANA name like Europe/Paris)"
-            )
-        return self
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if known_zone(name) is None:
+            raise ValueError(f"unknown timezone {name!r} (use an IANA name like Europe/Paris)")
+        return name
 
 
 def known_zone(name: Any) -> ZoneInfo | None:
