@@ -4,6 +4,7 @@ script, then read what each simulated lead received and went through."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from leadflow.runtime import Runtime
 from leadflow.simulation import Script, Simulation, SimulationReport, simulated_email
 from leadflow.store.models import Enrollment, EnrollmentStep, Message
-from tests.conftest import Inbox
+from tests.conftest import Inbox, copy_content
 
 DAY = timedelta(days=1)
 
@@ -57,3 +58,45 @@ def sent_at(runtime: Runtime, number: int, template: str) -> datetime:
         ).one()
     assert message.sent_at is not None
     return message.sent_at
+
+
+TESTER_SEGMENT = """\
+id: trialists
+name: Trialists
+entry: {event: trial_started}
+exit:
+  event: page_viewed
+  where: {url: {matches: '^/careers'}}
+"""
+TESTER_SEQUENCE = """\
+id: trial_nurture
+name: Trial nurture
+segment: trialists
+exit_when: {left_segment: true, handed_to_sales: false}
+steps:
+  - split:
+      - {name: A, weight: 1, steps: [{send: {channel: email, template: variant_a}}]}
+      - {name: B, weight: 1, steps: [{send: {channel: email, template: variant_b}}]}
+  - wait: 1h
+  - send: {channel: email, template: capped}
+  - branch:
+      if: {all: [{temperature: hot}, {score: {gte: 80}}]}
+      then: [{send: {channel: email, template: hot}}]
+      else: [{send: {channel: email, template: cold}}]
+  - wait: 5d
+"""
+
+
+def email_template(subject: str) -> str:
+    return f"{{% block subject %}}{subject}{{% endblock %}}{{% block html %}}<p>{subject}</p>{{% endblock %}}"
+
+
+def trial_content(tmp_path: Path) -> Path:
+    """The shipped content plus a trial sequence with a split, a capped send and a temperature branch."""
+    copy_content(tmp_path)
+    (tmp_path / "segments/trialists.yaml").write_text(TESTER_SEGMENT)
+    (tmp_path / "templates/sequences/trial_nurture.yaml").write_text(TESTER_SEQUENCE)
+    for name in ("variant_a", "variant_b", "capped", "hot", "cold"):
+        (tmp_path / f"templates/email/{name}.j2").write_text(email_template(name))
+    (tmp_path / "sending.yaml").write_text("frequency_caps:\n  email: {per_day: 1}\n")
+    return tmp_path

@@ -18,55 +18,14 @@ from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, Message
 from tests.conftest import Inbox, copy_content, eventually
-from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects
+from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects, trial_content
 from worker import running_worker
 from workflows.sequence import pick_variant
 
-TESTER_SEGMENT = """\
-id: trialists
-name: Trialists
-entry: {event: trial_started}
-exit:
-  event: page_viewed
-  where: {url: {matches: '^/careers'}}
-"""
-TESTER_SEQUENCE = """\
-id: trial_nurture
-name: Trial nurture
-segment: trialists
-exit_when: {left_segment: true, handed_to_sales: false}
-steps:
-  - split:
-      - {name: A, weight: 1, steps: [{send: {channel: email, template: variant_a}}]}
-      - {name: B, weight: 1, steps: [{send: {channel: email, template: variant_b}}]}
-  - wait: 1h
-  - send: {channel: email, template: capped}
-  - branch:
-      if: {all: [{temperature: hot}, {score: {gte: 80}}]}
-      then: [{send: {channel: email, template: hot}}]
-      else: [{send: {channel: email, template: cold}}]
-  - wait: 5d
-"""
-
-
-def email_template(subject: str) -> str:
-    return f"{{% block subject %}}{subject}{{% endblock %}}{{% block html %}}<p>{subject}</p>{{% endblock %}}"
-
 
 @pytest.fixture
-def trial_content(tmp_path: Path) -> Path:
-    copy_content(tmp_path)
-    (tmp_path / "segments/trialists.yaml").write_text(TESTER_SEGMENT)
-    (tmp_path / "templates/sequences/trial_nurture.yaml").write_text(TESTER_SEQUENCE)
-    for name in ("variant_a", "variant_b", "capped", "hot", "cold"):
-        (tmp_path / f"templates/email/{name}.j2").write_text(email_template(name))
-    (tmp_path / "sending.yaml").write_text("frequency_caps:\n  email: {per_day: 1}\n")
-    return tmp_path
-
-
-@pytest.fixture
-def trial_runtime(runtime: Runtime, trial_content: Path) -> Runtime:
-    return dataclasses.replace(runtime, content=load_content(trial_content))
+def trial_runtime(runtime: Runtime, tmp_path: Path) -> Runtime:
+    return dataclasses.replace(runtime, content=load_content(trial_content(tmp_path)))
 
 
 async def test_split_cap_and_temperature_branch(
