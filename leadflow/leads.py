@@ -12,6 +12,7 @@ from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
     Account,
     Enrollment,
+    EnrollmentStep,
     Event,
     Identity,
     Lead,
@@ -109,6 +110,15 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
     messages = session.scalars(
         select(Message).where(Message.lead_id == lead.id).order_by(Message.id.desc()).limit(TIMELINE_LENGTH)
     ).all()
+    decisions: dict[str, list[dict[str, Any]]] = {}
+    for step in session.scalars(
+        select(EnrollmentStep)
+        .where(EnrollmentStep.lead_id == lead.id, EnrollmentStep.detail != "")
+        .order_by(EnrollmentStep.id)
+    ):
+        decisions.setdefault(step.workflow_id, []).append(
+            {"at": step.at, "step": step.step, "what": step.detail}
+        )
     timeline = [
         {"at": e.occurred_at, "kind": "event", "type": e.type, "id": e.key, "properties": e.properties}
         for e in recent_events(session, lead.id)
@@ -153,6 +163,7 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
                 "exit_reason": e.exit_reason,
                 "started_at": e.started_at,
                 "finished_at": e.finished_at,
+                "decisions": decisions.get(e.workflow_id, []),  # branches taken, variant drawn, sends held
             }
             for e in enrollments
         ],

@@ -32,6 +32,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from pydantic import Field
 from sqlalchemy import func, select
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -49,6 +50,7 @@ from leadflow.store.models import Enrollment, EnrollmentStep, Event, Lead, Messa
 
 SIMULATED_DOMAIN = "simulation.test"
 SETTLE_TIMEOUT = 60.0
+SKIP_TIMEOUT = timedelta(hours=1)
 
 
 class ScriptEvent(Strict):
@@ -163,9 +165,15 @@ class Simulation:
     async def _advance_to(self, moment: datetime) -> None:
         now = await self._sync_clock()
         if moment > now:
-            # The server skips from timer to timer, running what each one wakes before the next.
-            await self.env.sleep(moment - now)
+            await self._skip(moment - now)
             await self._sync_clock()
+
+    async def _skip(self, duration: timedelta) -> None:
+        """The server skips from timer to timer, running what each one wakes before the next: with many leads
+        that takes a while, longer than the default deadline of one call."""
+        request = SleepRequest()
+        request.duration.FromTimedelta(duration)
+        await self.env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=SKIP_TIMEOUT)
 
     async def _settle(self, router: OutboxRouter) -> None:
         """Until the outbox is drained and what it started has run: the test server holds its clock while a
@@ -177,7 +185,7 @@ class Simulation:
                 self.progress(f"warning: events still waiting to be routed after {SETTLE_TIMEOUT:.0f}s")
                 return
             await asyncio.sleep(0.02)
-        await self.env.sleep(timedelta(seconds=1))
+        await self._skip(timedelta(seconds=1))
         await self._sync_clock()
 
     def _outbox_depth(self) -> int:

@@ -42,7 +42,6 @@ class LeadWorkflow:
     @workflow.init
     def __init__(self, state: LeadWorkflowInput) -> None:
         self.state = state
-        self.handling = False
 
     @workflow.signal
     def events(self, batch: NewEvents) -> None:
@@ -58,11 +57,6 @@ class LeadWorkflow:
     def running_sequences(self) -> list[str]:
         return list(self.state.running_sequences)
 
-    @workflow.query
-    def idle(self) -> bool:
-        """Nothing queued and nothing being handled (`leadflow simulate` waits for this before skipping time)."""
-        return not self.state.pending and not self.handling
-
     @workflow.run
     async def run(self, state: LeadWorkflowInput) -> None:
         while True:
@@ -70,9 +64,7 @@ class LeadWorkflow:
             closed = self._closed_windows()
             if self.state.pending or closed:
                 burst, self.state.pending = self.state.pending, []
-                self.handling = True
                 await self._handle(burst, closed)
-                self.handling = False
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self.state)

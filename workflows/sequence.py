@@ -76,7 +76,6 @@ class SequenceWorkflow:
         self.outcome: tuple[str, str] | None = None  # (status, reason) once the lead must leave
         self.goals: list[EventTrigger] = [request.sequence.goal] if request.sequence.goal else []
         self.seen: list[EventRef] = []  # the lead's events since enrollment
-        self.sleeping = False
 
     @workflow.signal
     def lead_events(self, batch: NewEvents) -> None:
@@ -102,11 +101,6 @@ class SequenceWorkflow:
     @workflow.query
     def current_step(self) -> int:
         return self.step
-
-    @workflow.query
-    def idle(self) -> bool:
-        """Waiting on a timer, nothing else to do until it fires (`leadflow simulate` waits for this)."""
-        return self.sleeping
 
     @workflow.run
     async def run(self, request: SequenceInput) -> str:
@@ -207,13 +201,10 @@ class SequenceWorkflow:
             return
         if workflow.patched(WAITS_END_ON_THE_MINUTE):
             duration = on_the_minute(workflow.now() + duration) - workflow.now()
-        self.sleeping = True
         try:
             await workflow.wait_condition(lambda: self.outcome is not None, timeout=duration)
         except TimeoutError:
             pass  # the wait ran its full length: on to the next step
-        finally:
-            self.sleeping = False
 
     async def _sleep_until(self, moment: datetime) -> None:
         await self._sleep(moment - workflow.now())
