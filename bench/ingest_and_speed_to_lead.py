@@ -35,6 +35,7 @@ import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
+from temporalio.client import Client
 
 from leadflow.api import create_app
 from leadflow.dev import connect_when_ready, temporal_cli
@@ -536,41 +537,47 @@ def bench_settings(data_dir: Path, smtp_port: int) -> Settings:
     )
 
 
-async def run(options: Options) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    mail, slot = MailRecorder(loop), RouterSlot()
+@contextlib.asynccontextmanager
+async def embedded_stack(mail: Any) -> AsyncIterator[tuple[Runtime, Client]]:
+    """A throwaway SQLite store, the SMTP server with handler `mail`, a Temporal dev server and a client."""
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as directory, smtp_server(mail) as smtp_port:
         settings = bench_settings(Path(directory), smtp_port)
         runtime = Runtime.from_settings(settings)
         runtime.db.upgrade()
         try:
             with temporal_server(settings):
-                client = await connect_when_ready(settings)
-                async with (
-                    serving_api(runtime, lambda: loop.call_soon_threadsafe(slot.wake)) as base_url,
-                    httpx.AsyncClient(
-                        base_url=base_url,
-                        headers={"Authorization": f"Bearer {API_KEY}"},
-                        timeout=60,
-                        limits=httpx.Limits(max_connections=32),
-                    ) as http,
-                ):
-                    ingest = await measure_ingest(http, runtime, options)
-                    log.info("ingest: %s events/s", ingest["ingest_events_per_second"])
-                    signals = await asyncio.to_thread(signals_needed, runtime)
-                    started = time.perf_counter()
-                    async with running_worker(client, runtime) as router:
-                        slot.router = router
-                        routing = await measure_routing(runtime, started, options, signals)
-                        log.info("routing: %s", routing)
-                        await asyncio.sleep(1)  # let the last workflow tasks of the backlog finish
-                        idle = await measure_speed_to_lead(http, mail, "idle", options)
-                        log.info("speed to lead, idle: %s", idle)
-                        loaded = await measure_under_load(http, mail, runtime, options)
-                        log.info("speed to lead, under load: %s", loaded)
-                        slot.router = None
+                yield runtime, await connect_when_ready(settings)
         finally:
             runtime.db.dispose()
+
+
+async def run(options: Options) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    mail, slot = MailRecorder(loop), RouterSlot()
+    async with (
+        embedded_stack(mail) as (runtime, client),
+        serving_api(runtime, lambda: loop.call_soon_threadsafe(slot.wake)) as base_url,
+        httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=60,
+            limits=httpx.Limits(max_connections=32),
+        ) as http,
+    ):
+        ingest = await measure_ingest(http, runtime, options)
+        log.info("ingest: %s events/s", ingest["ingest_events_per_second"])
+        signals = await asyncio.to_thread(signals_needed, runtime)
+        started = time.perf_counter()
+        async with running_worker(client, runtime) as router:
+            slot.router = router
+            routing = await measure_routing(runtime, started, options, signals)
+            log.info("routing: %s", routing)
+            await asyncio.sleep(1)  # let the last workflow tasks of the backlog finish
+            idle = await measure_speed_to_lead(http, mail, "idle", options)
+            log.info("speed to lead, idle: %s", idle)
+            loaded = await measure_under_load(http, mail, runtime, options)
+            log.info("speed to lead, under load: %s", loaded)
+            slot.router = None
     return {
         "benchmark": "ingest_and_speed_to_lead",
         "machine": machine(),

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -31,17 +30,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_and_speed_to_lead import (
     API_KEY,
-    bench_settings,
-    connect_when_ready,
+    embedded_stack,
     machine,
     percentile,
     serving_api,
-    smtp_server,
-    temporal_server,
 )
 
 from leadflow.content.loader import load_content
-from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT
 from leadflow.simulation import Script, simulate
 from worker import running_worker
@@ -87,36 +82,26 @@ class FirstMail:
 async def measure_first_send(leads: int, gap: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     mail = FirstMail()
-    with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as directory, smtp_server(mail) as smtp_port:
-        settings = bench_settings(Path(directory), smtp_port)
-        runtime = Runtime.from_settings(settings)
-        runtime.db.upgrade()
-        try:
-            with temporal_server(settings):
-                client = await connect_when_ready(settings)
-                async with running_worker(client, runtime) as router:
-                    wake = lambda: loop.call_soon_threadsafe(router.wake)  # noqa: E731
-                    async with (
-                        serving_api(runtime, wake) as base_url,
-                        httpx.AsyncClient(
-                            base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
-                        ) as http,
-                    ):
-                        posted: dict[str, float] = {}
-                        for number in range(leads):
-                            email = f"reader{number}@bench{number % 50}.test"
-                            posted[email] = time.perf_counter()
-                            response = await http.post(
-                                "/v1/events",
-                                json={"id": f"first-{number}", "type": "ebook_downloaded", "email": email},
-                            )
-                            response.raise_for_status()
-                            await asyncio.sleep(gap)
-                        deadline = time.perf_counter() + 60
-                        while len(mail.first) < leads and time.perf_counter() < deadline:
-                            await asyncio.sleep(0.05)
-        finally:
-            runtime.db.dispose()
+    async with embedded_stack(mail) as (runtime, client), running_worker(client, runtime) as router:
+        wake = lambda: loop.call_soon_threadsafe(router.wake)  # noqa: E731
+        async with (
+            serving_api(runtime, wake) as base_url,
+            httpx.AsyncClient(
+                base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+            ) as http,
+        ):
+            posted: dict[str, float] = {}
+            for number in range(leads):
+                email = f"reader{number}@bench{number % 50}.test"
+                posted[email] = time.perf_counter()
+                response = await http.post(
+                    "/v1/events", json={"id": f"first-{number}", "type": "ebook_downloaded", "email": email}
+                )
+                response.raise_for_status()
+                await asyncio.sleep(gap)
+            deadline = time.perf_counter() + 60
+            while len(mail.first) < leads and time.perf_counter() < deadline:
+                await asyncio.sleep(0.05)
     delays = sorted((mail.first[email] - at) * 1000 for email, at in posted.items() if email in mail.first)
     return {
         "leads": leads,
