@@ -43,6 +43,8 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             leads.assess_lead,
             leads.hand_off,
             sending.send_message,
+            sending.lead_snapshot,
+            sending.next_send_window,
             sending.record_step,
             sending.finish_enrollment,
         ],

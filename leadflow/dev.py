@@ -218,7 +218,9 @@ def _banner(settings: Settings, seeded: bool, catching: bool, sample: bool) -> N
   Mail catcher   {
         settings.smtp_url if catching else "off (LEADFLOW_SMTP_URL is not local)"
     }   list: leadflow mail
-  Content        {settings.content_dir}  (campaign: ebook follow-up; check with: leadflow check)
+  Content        {
+        settings.content_dir
+    }  (campaigns: abandoned form, event-page regulars, ebook follow-up; leadflow check)
 {
         '''[bold]Demo loaded:[/] ada@acme-robotics.test downloaded the ebook (email on its way),
   grace@globex.test requested a demo (sales notification on its way). Try:'''

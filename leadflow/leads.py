@@ -7,10 +7,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leadflow.content.models import Thresholds
 from leadflow.scoring import tidy
+from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
     Account,
     Enrollment,
+    EnrollmentStep,
     Event,
     Identity,
     Lead,
@@ -22,6 +25,21 @@ from leadflow.store.models import (
 )
 
 TIMELINE_LENGTH = 50
+# What a template's `lead` always has, and the properties leads are known to carry (see DESIGN.md): a
+# template reading any other property, or one of these without `| default(...)`, fails for some leads.
+LEAD_FIELDS_ALWAYS = ("id", "email", "stage", "score", "company")
+LEAD_PROPERTIES_KNOWN = (
+    "first_name",
+    "last_name",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+    "timezone",
+    "phone",
+    "utm_source",
+    "ebook_title",
+)
 
 
 def find_lead(session: Session, reference: str) -> Lead | None:
@@ -59,6 +77,12 @@ def recent_events(session: Session, lead_id: int, limit: int = TIMELINE_LENGTH) 
     )
 
 
+def lead_temperature(lead: Lead, thresholds: Thresholds) -> str:
+    """The lead's temperature as scoring recorded it (a column or a property), else derived from its score."""
+    known = getattr(lead, "temperature", None) or lead.properties.get("temperature")
+    return temperature_of(known, lead.score, thresholds)
+
+
 def template_context(session: Session, lead: Lead) -> dict[str, Any]:
     """What a message template can use: `lead` (email, id, stage, score and every property)."""
     account = session.get(Account, lead.account_id) if lead.account_id else None
@@ -92,6 +116,15 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
     messages = session.scalars(
         select(Message).where(Message.lead_id == lead.id).order_by(Message.id.desc()).limit(TIMELINE_LENGTH)
     ).all()
+    decisions: dict[str, list[dict[str, Any]]] = {}
+    for step in session.scalars(
+        select(EnrollmentStep)
+        .where(EnrollmentStep.lead_id == lead.id, EnrollmentStep.detail != "")
+        .order_by(EnrollmentStep.id)
+    ):
+        decisions.setdefault(step.workflow_id, []).append(
+            {"at": step.at, "step": step.step, "what": step.detail}
+        )
     timeline: list[dict[str, Any]] = [
         {"at": e.occurred_at, "kind": "event", "type": e.type, "id": e.key, "properties": e.properties}
         for e in recent_events(session, lead.id)
@@ -146,6 +179,7 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
                 "exit_reason": e.exit_reason,
                 "started_at": e.started_at,
                 "finished_at": e.finished_at,
+                "decisions": decisions.get(e.workflow_id, []),  # branches taken, variant drawn, sends held
             }
             for e in enrollments
         ],

@@ -135,13 +135,7 @@ def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
 @pytest.fixture
 def content_dir(tmp_path: Path) -> Path:
     """A copy of the shipped content that a test may break."""
-    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
-        source = PROJECT_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copy(source, tmp_path / part)
-    return tmp_path
+    return copy_content(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -199,6 +193,20 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+CONTENT_PARTS = ("scoring.yaml", "sales.yaml", "sending.yaml", "sites.yaml", "segments", "templates")
+
+
+def copy_content(destination: Path) -> Path:
+    """A copy of the shipped content to edit in a test."""
+    for part in CONTENT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, destination / part)
+        else:
+            shutil.copy(source, destination / part)
+    return destination
 
 
 @dataclass

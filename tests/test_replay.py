@@ -5,6 +5,7 @@ patched (workflow.patched) change, and keep the old files."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -15,10 +16,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from leadflow.content.loader import load_content
 from leadflow.identity import identify_visitor
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from tests.conftest import Inbox, eventually
+from tests.stories import play, trial_content
 from worker import WORKFLOWS, running_worker
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -32,7 +35,20 @@ async def test_recorded_history_replays_on_current_code(path: Path) -> None:
 
 
 def test_histories_are_kept() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 2
+    names = {path.stem for path in HISTORIES.glob("*.json")}
+    assert {
+        "lead_workflow",
+        "sequence_workflow_exited",
+    } <= names  # recorded before absence rules and branches
+    assert {"lead_workflow_absence", "sequence_abandoned_form", "sequence_trial_nurture"} <= names
+    assert {"sequence_ebook_follow_up"} <= names
+
+
+def _keep(name: str, history: WorkflowHistory) -> None:
+    """Write a new recording; never replace an old one (it guards the code paths of its time)."""
+    path = HISTORIES / f"{name}.json"
+    if not path.exists():
+        path.write_text(history.to_json())
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
@@ -64,8 +80,7 @@ async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime,
         await asyncio.sleep(0.5)
         lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
         for name, handle in (("lead_workflow", lead), ("sequence_workflow_exited", sequence)):
-            history = await handle.fetch_history()
-            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            _keep(name, await handle.fetch_history())
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
@@ -91,5 +106,42 @@ async def test_record_merged_lead_history(
         router.wake()
         handle = skipping.client.get_workflow_handle(runtime.settings.lead_workflow_id(visitor))
         await handle.result()
-        history = await handle.fetch_history()
-        (HISTORIES / "lead_workflow_merged.json").write_text(history.to_json())
+        _keep("lead_workflow_merged", await handle.fetch_history())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_histories_of_every_step_kind(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, tmp_path: Path
+) -> None:
+    """One lead through three sequences: an absence timer in the lead workflow, a send window, branches on
+    an event, a property and the temperature, an A/B split, sends deferred by a frequency cap and skipped for
+    an unavailable channel, a goal step, a goal event and a segment exit."""
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    trial = dataclasses.replace(runtime, content=load_content(trial_content(tmp_path)))
+    await play(
+        skipping,
+        trial,
+        "trial_nurture",
+        {
+            "lead": {"first_name": "Rec", "sms_consent": True},
+            "horizon": "16d",
+            "events": [
+                {"at": "0m", "type": "trial_started"},
+                {"at": "0m", "type": "ebook_downloaded"},
+                {"at": "0m", "type": "form_started", "properties": {"form": "demo"}},
+                {"at": "2d", "type": "form_submitted", "properties": {"form": "demo"}},
+                {"at": "8d", "type": "webinar_registered"},
+            ],
+        },
+        leads=1,
+    )
+    settings = trial.settings
+    client = skipping.client
+    _keep(
+        "lead_workflow_absence",
+        await client.get_workflow_handle(settings.lead_workflow_id(1)).fetch_history(),
+    )
+    for sequence in ("abandoned_form", "trial_nurture", "ebook_follow_up"):
+        handle = client.get_workflow_handle(settings.sequence_workflow_id(sequence, 1))
+        _keep(f"sequence_{sequence}", await handle.fetch_history())

@@ -9,12 +9,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from leadflow.content.lint import lint_segment, lint_sequence
 from leadflow.content.models import (
     Salesperson,
     SalesTeam,
     ScoringModel,
     Segment,
-    SendStep,
+    SendingPolicy,
     Sequence,
     Site,
     Sites,
@@ -28,6 +29,7 @@ Model = TypeVar("Model", bound=BaseModel)
 SCORING_FILE = "scoring.yaml"
 SALES_FILE = "sales.yaml"
 SITES_FILE = "sites.yaml"  # optional: websites allowed to send tracking events
+SENDING_FILE = "sending.yaml"  # optional: quiet hours, frequency caps, default timezone
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Content:
     salespeople: list[Salesperson]
     templates: TemplateLibrary
     sites: dict[str, Site] = field(default_factory=dict)  # by public key
+    sending: SendingPolicy = field(default_factory=SendingPolicy)
     sequence_by_segment: dict[str, Sequence] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -64,14 +67,22 @@ def load_content(directory: Path) -> Content:
             segment, document = parsed_segment
             if segment.id in segments:
                 errors.append(document.error(("id",), f"segment id {segment.id!r} is used by another file"))
+            errors.extend(lint_segment(segment, document))
             segments[segment.id] = segment
+
+    sending_path = directory / SENDING_FILE
+    parsed_policy = _parse(sending_path, SendingPolicy, errors) if sending_path.exists() else None
+    policy = parsed_policy[0] if parsed_policy else SendingPolicy()
 
     templates = TemplateLibrary(directory / "templates")
     sequences: dict[str, Sequence] = {}
     for path in sorted((directory / "templates" / "sequences").glob("*.y*ml")):
         if parsed_sequence := _parse_versioned(path, Sequence, errors):
             sequence, document = parsed_sequence
-            errors.extend(_check_sequence(sequence, document, segments, sequences, templates))
+            errors.extend(_check_sequence(sequence, document, segments, sequences))
+            errors.extend(
+                lint_sequence(sequence, document, segments.get(sequence.segment), templates, policy)
+            )
             sequences[sequence.id] = sequence
 
     sales_path = directory / SALES_FILE
@@ -83,7 +94,7 @@ def load_content(directory: Path) -> Content:
     sites = _parse(sites_path, Sites, errors) if sites_path.exists() else None
 
     if errors:
-        raise ContentErrors(errors)
+        raise ContentErrors(list({str(error): error for error in errors}.values()))  # one line per mistake
     assert scoring is not None and team is not None
     return Content(
         directory,
@@ -92,7 +103,8 @@ def load_content(directory: Path) -> Content:
         sequences,
         team[0].salespeople,
         templates,
-        _sites_by_key(*sites, errors) if sites else {},
+        sites=_sites_by_key(*sites, errors) if sites else {},
+        sending=policy,
     )
 
 
@@ -141,7 +153,6 @@ def _check_sequence(
     document: YamlFile,
     segments: dict[str, Segment],
     seen: dict[str, Sequence],
-    templates: TemplateLibrary,
 ) -> list[ContentError]:
     errors = []
     if sequence.id in seen:
@@ -151,11 +162,6 @@ def _check_sequence(
         errors.append(document.error(("segment",), f"unknown segment {sequence.segment!r} (known: {known})"))
     elif any(other.segment == sequence.segment for other in seen.values()):
         errors.append(document.error(("segment",), f"segment {sequence.segment!r} already has a sequence"))
-    for index, step in enumerate(sequence.steps):
-        if isinstance(step, SendStep):
-            problem = templates.problem_with(step.send.channel, step.send.template)
-            if problem:
-                errors.append(document.error(("steps", index, "send", "template"), problem))
     return errors
 
 

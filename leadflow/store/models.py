@@ -214,6 +214,22 @@ class Enrollment(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class EnrollmentStep(Base):
+    """The journal of one enrollment: each step as it was reached, with what it decided (the branch taken,
+    the A/B variant drawn for this lead, a send deferred by quiet hours). Timeline and A/B reports read it."""
+
+    __tablename__ = "enrollment_steps"
+    __table_args__ = (Index("ix_enrollment_steps_workflow_id", "workflow_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(255))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(100))  # "3", or "4.then.0" inside a branch, "5.B.0" in a split
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # workflow time
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
 class Message(Base):
     """One message to one recipient. The idempotency key is claimed before the provider is called."""
 
