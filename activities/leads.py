@@ -15,8 +15,9 @@ from leadflow import clock
 from leadflow.content.models import Segment, Sequence
 from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import AssessLeadInput, AssessLeadResult, HandOffInput, HandOffResult, SequenceStart
-from leadflow.delivery import deliver_email_once
+from leadflow.delivery import Claim
 from leadflow.handoff import NOTIFICATION_TEMPLATE, NoSalespersonAvailable, assign, notification_context
+from leadflow.outgoing import send_email
 from leadflow.runtime import Runtime
 from leadflow.scoring import EventFact, score_lead, stages_reached
 from leadflow.segmentation import segments_entered
@@ -175,14 +176,15 @@ class LeadActivities:
             rendered = runtime.content.templates.render_email(NOTIFICATION_TEMPLATE, context)
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
-        delivery = await deliver_email_once(
-            runtime,
+        claim = Claim(
             f"handoff-{request.stage_change_id}-email",
             None,
-            salesperson,
+            "email",
             NOTIFICATION_TEMPLATE,
-            rendered,
+            salesperson,
+            rendered.subject,
         )
+        delivery = await send_email(runtime, claim, rendered)
 
         def mark_notified() -> None:
             with runtime.db.transaction() as session:

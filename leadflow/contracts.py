@@ -80,12 +80,18 @@ class SendInput:
     template: str
     sequence_id: str
     step: int
+    sender: str = ""  # the sequence's From for emails; empty: the installation's
+    reply_to: str = ""
 
 
 @dataclass
 class SendResult:
-    status: str  # sent, already_sent, uncertain, suppressed
+    # sent, already_sent, uncertain, bounced; suppressed (opted out: leave the sequence), skipped (this
+    # channel cannot reach the lead: go on), held (not now: wait until `hold_until`, then ask again)
+    status: str
     message_id: int | None = None
+    reason: str = ""
+    hold_until: datetime | None = None
 
 
 @dataclass

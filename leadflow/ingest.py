@@ -6,13 +6,16 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadflow import clock
+from leadflow.consent import CONSENT_EVENTS, apply_consent_event, channel_of
 from leadflow.content.models import EVENT_TYPE
+from leadflow.settings import CHANNELS
 from leadflow.store import Database
 from leadflow.store.models import Account, Event, Identity, Lead, Outbox
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -20,6 +23,7 @@ from leadflow.store.upsert import insert_ignoring_conflicts
 MAX_PROPERTIES_BYTES = 16_384
 MAX_FUTURE = timedelta(days=1)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
 FREE_MAIL_DOMAINS = frozenset(
     [
         "gmail.com",
@@ -54,13 +58,25 @@ def _small_properties(properties: dict[str, Any]) -> dict[str, Any]:
     return properties
 
 
+def _known_timezone(properties: dict[str, Any]) -> dict[str, Any]:
+    zone = properties.get("timezone")
+    if zone is not None:
+        try:
+            ZoneInfo(str(zone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {zone!r} is not an IANA time zone such as Europe/Paris") from None
+    return properties
+
+
 class LeadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +14155550100")
     properties: dict[str, Any] = Field(default_factory=dict)
 
     _check_properties = field_validator("properties")(_small_properties)
+    _check_timezone = field_validator("properties")(_known_timezone)
 
     @field_validator("email")
     @classmethod
@@ -98,10 +114,14 @@ class EventIn(BaseModel):
         return timestamp
 
     @model_validator(mode="after")
-    def _one_identity(self) -> Self:
+    def _one_identity_and_known_channel(self) -> Self:
         given = [name for name in ("email", "lead_id", "anonymous_id") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of email, lead_id, anonymous_id")
+        if self.type in CONSENT_EVENTS and channel_of(self.properties) not in CHANNELS:
+            raise ValueError(
+                f"properties.channel of a {self.type} event must be one of {', '.join(CHANNELS)} (default email)"
+            )
         return self
 
 
@@ -141,6 +161,9 @@ def upsert_lead(db: Database, lead_in: LeadIn) -> tuple[Lead, bool]:
         created = lead_ids[lead_in.email][1]
         if not created and lead_in.properties:
             lead.properties = {**lead.properties, **lead_in.properties}
+            lead.updated_at = clock.now()
+        if lead_in.phone and lead.phone != lead_in.phone:
+            lead.phone = lead_in.phone
             lead.updated_at = clock.now()
         return lead, created
 
@@ -211,51 +234,62 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
 
     All or nothing: an unknown lead id anywhere refuses the whole batch before anything is written.
     """
-    now = clock.now()
     with db.transaction() as session:
-        by_id = {event.lead_id for event in events if event.lead_id is not None}
-        known = set(session.scalars(select(Lead.id).where(Lead.id.in_(by_id)))) if by_id else set()
-        for index, event in enumerate(events):
-            if event.lead_id is not None and event.lead_id not in known:
-                raise UnknownLead(event.lead_id, f"events[{index}].lead_id" if len(events) > 1 else "lead_id")
-        emails = {event.email: {} for event in events if event.email}
-        lead_by_email = (
-            {e: lead_id for e, (lead_id, _) in _leads_by_email(session, emails).items()} if emails else {}
-        )
-        anonymous = {event.anonymous_id for event in events if event.anonymous_id}
-        lead_by_anonymous = _leads_by_anonymous_id(session, anonymous) if anonymous else {}
+        return store_events(session, events)
 
-        def lead_of(event: EventIn) -> int:
-            if event.email:
-                return lead_by_email[event.email]
-            if event.anonymous_id:
-                return lead_by_anonymous[event.anonymous_id]
-            assert event.lead_id is not None
-            return event.lead_id
 
-        rows = [
-            {
-                "key": event.id,
-                "lead_id": lead_of(event),
-                "type": event.type,
-                "occurred_at": event.timestamp or now,
-                "received_at": now,
-                "properties": event.properties,
-            }
-            for event in _first_of_each_key(events)
-        ]
-        inserted = insert_ignoring_conflicts(
-            session, Event, rows, ["key"], returning=(Event.id, Event.lead_id)
+def store_events(session: Session, events: list[EventIn]) -> IngestResult:
+    """`ingest_events` inside the caller's transaction (the unsubscribe link and webhooks use it too)."""
+    now = clock.now()
+    by_id = {event.lead_id for event in events if event.lead_id is not None}
+    known = set(session.scalars(select(Lead.id).where(Lead.id.in_(by_id)))) if by_id else set()
+    for index, event in enumerate(events):
+        if event.lead_id is not None and event.lead_id not in known:
+            raise UnknownLead(event.lead_id, f"events[{index}].lead_id" if len(events) > 1 else "lead_id")
+    emails = {event.email: {} for event in events if event.email}
+    lead_by_email = (
+        {e: lead_id for e, (lead_id, _) in _leads_by_email(session, emails).items()} if emails else {}
+    )
+    anonymous = {event.anonymous_id for event in events if event.anonymous_id}
+    lead_by_anonymous = _leads_by_anonymous_id(session, anonymous) if anonymous else {}
+
+    def lead_of(event: EventIn) -> int:
+        if event.email:
+            return lead_by_email[event.email]
+        if event.anonymous_id:
+            return lead_by_anonymous[event.anonymous_id]
+        assert event.lead_id is not None
+        return event.lead_id
+
+    rows = [
+        {
+            "key": event.id,
+            "lead_id": lead_of(event),
+            "type": event.type,
+            "occurred_at": event.timestamp or now,
+            "received_at": now,
+            "properties": event.properties,
+        }
+        for event in _first_of_each_key(events)
+    ]
+    inserted = insert_ignoring_conflicts(
+        session, Event, rows, ["key"], returning=(Event.id, Event.lead_id, Event.key)
+    )
+    if inserted:
+        session.execute(
+            Outbox.__table__.insert(),
+            [
+                {"lead_id": lead_id, "event_id": event_id, "created_at": now}
+                for event_id, lead_id, _ in inserted
+            ],
         )
-        if inserted:
-            session.execute(
-                Outbox.__table__.insert(),
-                [
-                    {"lead_id": lead_id, "event_id": event_id, "created_at": now}
-                    for event_id, lead_id in inserted
-                ],
+    new_keys = {key for _, _, key in inserted}
+    for row in rows:
+        if row["key"] in new_keys and row["type"] in CONSENT_EVENTS:
+            apply_consent_event(
+                session, row["lead_id"], row["type"], row["properties"], row["occurred_at"], row["key"]
             )
-        lead_ids = sorted({row["lead_id"] for row in rows})
+    lead_ids = sorted({row["lead_id"] for row in rows})
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted), lead_ids=lead_ids)
 
 

@@ -61,6 +61,7 @@ def template_context(session: Session, lead: Lead) -> dict[str, Any]:
             **lead.properties,
             "id": lead.id,
             "email": lead.email,
+            "phone": lead.phone,
             "stage": lead.stage,
             "score": lead.score,
             "company": lead.properties.get("company") or (account.name if account else None),

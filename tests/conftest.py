@@ -139,24 +139,24 @@ def content():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def runtime(db: Database, smtp_server: tuple[Inbox, int], inbox: Inbox, content: Any) -> Runtime:
-    from leadflow.channels.email import SmtpEmailChannel
+    return Runtime.assemble(test_settings(db, smtp_server[1]), db, content)
 
+
+def test_settings(db: Database, smtp_port: int, **overrides: Any) -> Settings:
+    """Settings for one test: its own task queue and workflow ids, the test SMTP server, a fixed secret."""
     unique = uuid.uuid4().hex[:8]
-    settings = Settings(
-        database_url=db.url,
-        smtp_url=f"smtp://127.0.0.1:{smtp_server[1]}",
-        content_dir=PROJECT_ROOT,
-        api_keys=[API_KEY],
-        task_queue=f"test-{unique}",
-        workflow_id_prefix=f"t{unique}-",
-        router_poll_seconds=0.02,
-    )
-    return Runtime(
-        settings=settings,
-        db=db,
-        content=content,
-        email=SmtpEmailChannel(settings.smtp_url, settings.mail_from),
-    )
+    values: dict[str, Any] = {
+        "database_url": db.url,
+        "smtp_url": f"smtp://127.0.0.1:{smtp_port}",
+        "content_dir": PROJECT_ROOT,
+        "api_keys": [API_KEY],
+        "task_queue": f"test-{unique}",
+        "workflow_id_prefix": f"t{unique}-",
+        "router_poll_seconds": 0.02,
+        "secret_key": f"test-secret-{unique}",
+        "public_url": "http://leadflow.test",
+    }
+    return Settings(**{**values, **overrides})
 
 
 def temporal_cli(name: str) -> str:

@@ -59,11 +59,14 @@ async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime,
         await eventually(lambda: inbox.to(email))
         await skipping.sleep(timedelta(days=4))
         await eventually(lambda: len(inbox.to(email)) == 2)
-        ingest_events(runtime.db, [
-            EventIn(id="rec-2", type="demo_requested", email=email),
-            EventIn(id="rec-3", type="page_viewed", email=email, properties={"url": "/pricing"}),
-            EventIn(id="rec-4", type="page_viewed", email=email, properties={"url": "/pricing"}),
-        ])
+        ingest_events(
+            runtime.db,
+            [
+                EventIn(id="rec-2", type="demo_requested", email=email),
+                EventIn(id="rec-3", type="page_viewed", email=email, properties={"url": "/pricing"}),
+                EventIn(id="rec-4", type="page_viewed", email=email, properties={"url": "/pricing"}),
+            ],
+        )
         router.wake()
         sequence = skipping.client.get_workflow_handle(settings.sequence_workflow_id("ebook_follow_up", 1))
         assert await sequence.result() == "exited"

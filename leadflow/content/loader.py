@@ -10,7 +10,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from leadflow.content.models import Salesperson, SalesTeam, ScoringModel, Segment, SendStep, Sequence
-from leadflow.content.templates import TemplateLibrary
+from leadflow.content.templates import REQUIRED_BLOCKS, TemplateLibrary
 from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -75,6 +75,8 @@ def load_content(directory: Path) -> Content:
             errors.extend(_check_sequence(sequence, document, segments, sequences, templates))
             sequences[sequence.id] = sequence
 
+    errors.extend(_check_templates(templates))
+
     sales_path = directory / SALES_FILE
     team = parse(sales_path, SalesTeam) if sales_path.exists() else None
     if not sales_path.exists():
@@ -106,6 +108,17 @@ def _check_sequence(
             problem = templates.problem_with(step.send.channel, step.send.template)
             if problem:
                 errors.append(document.error(("steps", index, "send", "template"), problem))
+    return errors
+
+
+def _check_templates(templates: TemplateLibrary) -> list[ContentError]:
+    """Every message template compiles and has its channel's blocks, used by a sequence yet or not."""
+    errors = []
+    for channel in REQUIRED_BLOCKS:
+        for name in templates.names(channel):
+            problem = templates.problem_at(channel, name)
+            if problem:
+                errors.append(ContentError(*problem))
     return errors
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,6 +22,7 @@ from leadflow.content.conditions import PropertyFilter, PropertyTest
 
 EVENT_TYPE = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"^[a-z][a-z0-9_-]*$"
+_MAILBOX = re.compile(r"^([^<>@\n]*<[^<>@\s]+@[^<>@\s]+>|[^<>@\s]+@[^<>@\s]+)$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -33,6 +35,14 @@ def parse_duration(value: Any) -> Any:
         raise ValueError(f"duration {value!r} is not like 30m, 12h, 3d or 2w")
     return value
 
+
+def _mailbox(value: str) -> str:
+    if not _MAILBOX.match(value.strip()):
+        raise ValueError(f"{value!r} is not an address like ada@example.com or Ada <ada@example.com>")
+    return value.strip()
+
+
+Mailbox = Annotated[str, AfterValidator(_mailbox)]
 
 Duration = Annotated[
     timedelta,
@@ -103,7 +113,7 @@ class Segment(Strict):
 
 
 class SendAction(Strict):
-    channel: Literal["email"]
+    channel: Literal["email", "sms", "push"]
     template: str
 
 
@@ -141,6 +151,8 @@ class Sequence(Strict):
     name: str
     segment: str
     goal: EventTrigger | None = None
+    sender: Mailbox | None = Field(default=None, description="the From of its emails")
+    reply_to: Mailbox | None = None
     steps: list[Step] = Field(min_length=1)
     version: str = ""  # filled by the loader: a hash of the file
 

@@ -3,6 +3,9 @@
 An email template is one file, `templates/email/NAME.j2`, with the blocks `subject`, `html` and optionally
 `text` (a plain-text part is made from the HTML when it is absent). Shared pieces come in with
 `{% include %}` inside a block. The HTML block is autoescaped; subject and text are not.
+
+An SMS template, `templates/sms/NAME.j2`, has one block `body`. A web push template, `templates/push/NAME.j2`,
+has the blocks `title` and `body` and optionally `url` (the page a click opens).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-EMAIL_BLOCKS = ("subject", "html")
+REQUIRED_BLOCKS = {"email": ("subject", "html"), "sms": ("body",), "push": ("title", "body")}
+SMS_MAX_LENGTH = 1600  # Twilio refuses longer bodies
 
 
 class TemplateRenderError(Exception):
@@ -28,6 +32,18 @@ class RenderedEmail:
     subject: str
     text: str
     html: str
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    body: str
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    title: str
+    body: str
+    url: str = ""
 
 
 class TemplateLibrary:
@@ -42,18 +58,26 @@ class TemplateLibrary:
 
     def problem_with(self, channel: str, name: str) -> str | None:
         """Why `name` cannot be used on `channel`, or None when it can."""
+        problem = self.problem_at(channel, name)
+        if problem is None:
+            return None
+        path, line, reason = problem
+        return reason if not path.exists() else f"template {path}{f':{line}' if line else ''} {reason}"
+
+    def problem_at(self, channel: str, name: str) -> tuple[Path, int | None, str] | None:
+        """(file, line, reason) when `name` cannot be used on `channel`, else None."""
         path = self.directory / channel / f"{name}.j2"
         if not path.exists():
             known = ", ".join(self.names(channel)) or "none"
-            return f"no {channel} template {name!r} (expected {path}; known: {known})"
+            return path, None, f"no {channel} template {name!r} (expected {path}; known: {known})"
         try:
             template = self._text.get_template(_relative(channel, name))
         except TemplateError as error:
             line = getattr(error, "lineno", None)
-            return f"template {path}{f':{line}' if line else ''} does not compile: {error}"
-        missing = [block for block in EMAIL_BLOCKS if block not in template.blocks]
+            return path, line, f"does not compile: {error}"
+        missing = [block for block in REQUIRED_BLOCKS[channel] if block not in template.blocks]
         if missing:
-            return f"template {path} lacks the block(s) {', '.join(missing)}"
+            return path, None, f"lacks the block(s) {', '.join(missing)}"
         return None
 
     def render_email(self, name: str, context: dict[str, Any]) -> RenderedEmail:
@@ -70,6 +94,29 @@ class TemplateLibrary:
         except TemplateError as error:
             raise TemplateRenderError(f"template email/{name}: {error}") from error
         return RenderedEmail(subject=subject, text=text, html=html)
+
+    def render_sms(self, name: str, context: dict[str, Any]) -> RenderedSms:
+        try:
+            template = self._text.get_template(_relative("sms", name))
+            body = _block(template, "body", context).strip()
+        except TemplateError as error:
+            raise TemplateRenderError(f"template sms/{name}: {error}") from error
+        if not body or len(body) > SMS_MAX_LENGTH:
+            raise TemplateRenderError(
+                f"template sms/{name}: the body is {len(body)} characters; it must be 1 to {SMS_MAX_LENGTH}"
+            )
+        return RenderedSms(body)
+
+    def render_push(self, name: str, context: dict[str, Any]) -> RenderedPush:
+        try:
+            template = self._text.get_template(_relative("push", name))
+            title, body = (" ".join(_block(template, b, context).split()) for b in ("title", "body"))
+            url = _block(template, "url", context).strip() if "url" in template.blocks else ""
+        except TemplateError as error:
+            raise TemplateRenderError(f"template push/{name}: {error}") from error
+        if url and not url.startswith(("https://", "http://", "/")):
+            raise TemplateRenderError(f"template push/{name}: url {url!r} is not a web address")
+        return RenderedPush(title, body, url)
 
 
 def _relative(channel: str, name: str) -> str:
