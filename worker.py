@@ -62,6 +62,7 @@ async def running_worker(client: Client, runtime: Runtime) -> AsyncIterator[Outb
         finally:
             stop.set()
             await routing
+            await runtime.close()
 
 
 async def main() -> None:

@@ -55,7 +55,9 @@ def channel_of(properties: dict[str, Any]) -> str:
 # --- records -----------------------------------------------------------------------------------------
 
 
-def suppress(session: Session, channel: str, address: str, reason: str, detail: str, now: datetime) -> None:
+def suppress(
+    session: Session, channel: str, address: str, reason: str, detail: str | None, now: datetime
+) -> None:
     insert_ignoring_conflicts(
         session,
         Suppression,

@@ -176,7 +176,15 @@ async def run_dev(settings: Settings, demo: bool = True) -> None:
         with temporal_dev_server(settings):
             client = await connect_when_ready(settings)
             async with running_worker(client, runtime) as router:
-                app = create_app(runtime, on_events_accepted=lambda: loop.call_soon_threadsafe(router.wake))
+
+                async def temporal_client() -> Client:
+                    return client
+
+                app = create_app(
+                    runtime,
+                    on_events_accepted=lambda: loop.call_soon_threadsafe(router.wake),
+                    temporal=temporal_client,
+                )
                 server = _QuietServer(
                     uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
                 )

@@ -132,8 +132,8 @@ class EventBatchIn(BaseModel):
 
 
 class UnknownLead(LookupError):
-    def __init__(self, lead_id: int, where: str) -> None:
-        super().__init__(f"{where}: lead {lead_id} does not exist")
+    def __init__(self, lead: int | str, where: str) -> None:
+        super().__init__(f"{where}: lead {lead!r} does not exist")
 
 
 @dataclass(frozen=True)

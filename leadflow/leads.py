@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leadflow.consent import addresses, consent_document
 from leadflow.store.models import (
     Account,
     Enrollment,
@@ -105,6 +106,7 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
     return {
         "id": lead.id,
         "email": lead.email,
+        "phone": lead.phone,
         "properties": lead.properties,
         "account": {"id": account.id, "domain": account.domain, "name": account.name} if account else None,
         "owner": lead.owner,
@@ -134,6 +136,8 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
             }
             for e in enrollments
         ],
+        "consent": consent_document(session, lead.id),
+        "push_subscriptions": len(addresses(session, lead, "push")),
         "timeline": timeline[:TIMELINE_LENGTH],
         "created_at": lead.created_at,
         "last_activity_at": lead.last_activity_at,

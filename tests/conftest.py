@@ -193,7 +193,11 @@ class Stack:
 async def stack(runtime: Runtime, temporal: WorkflowEnvironment, inbox: Inbox) -> AsyncIterator[Stack]:
     """The API, the worker and the router against the real Temporal dev server, SMTP server and store."""
     async with running_worker(temporal.client, runtime) as router:
-        app = create_app(runtime, on_events_accepted=router.wake)
+
+        async def temporal_client() -> Client:
+            return temporal.client
+
+        app = create_app(runtime, on_events_accepted=router.wake, temporal=temporal_client)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport,

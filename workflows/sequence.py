@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -22,6 +22,8 @@ SEND_RETRY = RetryPolicy(
 BOOKKEEPING = {"start_to_close_timeout": timedelta(seconds=30)}
 
 COMPLETED, CONVERTED, EXITED = "completed", "converted", "exited"
+OPT_OUT_EVENT = "unsubscribed"
+EXIT_ON_OPT_OUT = "exit-on-opt-out"
 
 
 @workflow.defn
@@ -35,11 +37,14 @@ class SequenceWorkflow:
     @workflow.signal
     def lead_events(self, batch: NewEvents) -> None:
         goal = self.request.sequence.goal
-        if goal and self.outcome is None:
-            for event in batch.events:
-                if trigger_matches(goal, event.type, event.properties):
-                    self.outcome = (CONVERTED, f"goal {goal.event} reached")
-                    return
+        for event in batch.events:
+            if self.outcome is not None:
+                return
+            if goal and trigger_matches(goal, event.type, event.properties):
+                self.outcome = (CONVERTED, f"goal {goal.event} reached")
+            elif event.type == OPT_OUT_EVENT and workflow.patched(EXIT_ON_OPT_OUT):
+                # The send-time check would stop the next message anyway; leaving now also ends the waits.
+                self.outcome = (EXITED, f"opted out of {event.properties.get('channel') or 'email'}")
 
     @workflow.signal
     def exit(self, reason: str) -> None:
@@ -77,23 +82,43 @@ class SequenceWorkflow:
         return status
 
     async def _send(self, workflow_id: str, index: int, step: SendStep) -> None:
-        result = await workflow.execute_activity_method(
-            SendActivities.send_message,
-            SendInput(
-                lead_id=self.request.lead_id,
-                idempotency_key=f"{workflow_id}:step-{index}",
-                channel=step.send.channel,
-                template=step.send.template,
-                sequence_id=self.request.sequence.id,
-                step=index,
-            ),
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=SEND_RETRY,
+        sequence = self.request.sequence
+        request = SendInput(
+            lead_id=self.request.lead_id,
+            idempotency_key=f"{workflow_id}:step-{index}",
+            channel=step.send.channel,
+            template=step.send.template,
+            sequence_id=sequence.id,
+            step=index,
+            sender=sequence.sender or "",
+            reply_to=sequence.reply_to or "",
         )
+        while True:
+            result = await workflow.execute_activity_method(
+                SendActivities.send_message,
+                request,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=SEND_RETRY,
+            )
+            if result.status != "held" or result.hold_until is None:
+                break
+            # Outside the lead's sending hours or over a frequency cap: a durable timer, then ask again
+            # (consent may have changed meanwhile). An exit or a goal ends the wait early.
+            if not await self._wait_until_or_outcome(result.hold_until):
+                return
         if result.status == "suppressed" and self.outcome is None:
             self.outcome = (EXITED, "opted out")
-        elif result.status == "bounced" and self.outcome is None:
+        elif result.status == "bounced" and step.send.channel == "email" and self.outcome is None:
             self.outcome = (EXITED, "email bounced")
+
+    async def _wait_until_or_outcome(self, moment: datetime) -> bool:
+        """Sleep until `moment`; False when the lead must leave the sequence first."""
+        delay = max(moment - workflow.now(), timedelta(seconds=1))
+        try:
+            await workflow.wait_condition(lambda: self.outcome is not None, timeout=delay)
+        except TimeoutError:
+            return True
+        return False
 
     async def _wait(self, step: WaitStep) -> None:
         try:

@@ -84,6 +84,7 @@ class TwilioSmsChannel:
     async def close(self) -> None:
         if self._client is not None:
             http = self._client.http_client
+            self._client = None
             assert isinstance(http, AsyncTwilioHttpClient)
             await http.close()
 
