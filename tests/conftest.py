@@ -32,6 +32,7 @@ from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
 from leadflow.store import Database
 from leadflow.store.models import Base
+from tests.peers import VAPID, PushService, TwilioApi, serve
 from worker import running_worker
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -129,6 +130,41 @@ def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
     return inbox
 
 
+# --- Twilio and a push service, over loopback HTTP ------------------------------------------------------
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[TwilioApi]:
+    api = TwilioApi()
+    runner, api.port = await serve(api.app())
+    yield api
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def push_service() -> AsyncIterator[PushService]:
+    service = PushService(vapid_public_key=VAPID.public_key)
+    runner, service.port = await serve(service.app())
+    yield service
+    await runner.cleanup()
+
+
+def channel_settings(twilio: TwilioApi | None = None) -> dict[str, Any]:
+    """Settings that point SMS at the loopback Twilio and give web push its VAPID key."""
+    values: dict[str, Any] = {
+        "vapid_private_key": VAPID.private_key,
+        "vapid_subject": "mailto:ops@leadflow.test",
+    }
+    if twilio is not None:
+        values |= {
+            "twilio_account_sid": twilio.account_sid,
+            "twilio_auth_token": twilio.auth_token,
+            "twilio_from": "+15005550006",
+            "twilio_api_base": f"http://127.0.0.1:{twilio.port}",
+        }
+    return values
+
+
 # --- runtime, Temporal, API -------------------------------------------------------------------------
 
 
@@ -138,8 +174,22 @@ def content():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def runtime(db: Database, smtp_server: tuple[Inbox, int], inbox: Inbox, content: Any) -> Runtime:
-    return Runtime.assemble(test_settings(db, smtp_server[1]), db, content)
+def settings_overrides() -> dict[str, Any]:
+    """Settings a test module changes by overriding this fixture (e.g. to point SMS at the loopback Twilio)."""
+    return channel_settings()
+
+
+@pytest.fixture
+async def runtime(
+    db: Database,
+    smtp_server: tuple[Inbox, int],
+    inbox: Inbox,
+    content: Any,
+    settings_overrides: dict[str, Any],
+) -> AsyncIterator[Runtime]:
+    runtime = Runtime.assemble(test_settings(db, smtp_server[1], **settings_overrides), db, content)
+    yield runtime
+    await runtime.close()
 
 
 def test_settings(db: Database, smtp_port: int, **overrides: Any) -> Settings:
