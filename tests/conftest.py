@@ -101,11 +101,15 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.raw: list[bytes] = []  # as received, for checks on the exact bytes (DKIM)
+        self.peers: list[tuple[str, int]] = []  # the client's address per message: one per connection
         self.reply: str | None = None  # set to refuse every message with this SMTP reply
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.reply:
             return self.reply
+        self.raw.append(envelope.original_content or envelope.content)
+        self.peers.append(session.peer)
         self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
         return "250 OK"
 
@@ -126,6 +130,8 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
 def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
     inbox, _ = smtp_server
     inbox.messages.clear()
+    inbox.raw.clear()
+    inbox.peers.clear()
     inbox.reply = None
     return inbox
 
@@ -187,12 +193,12 @@ async def runtime(
     content: Any,
     settings_overrides: dict[str, Any],
 ) -> AsyncIterator[Runtime]:
-    runtime = Runtime.assemble(test_settings(db, smtp_server[1], **settings_overrides), db, content)
+    runtime = Runtime.assemble(settings_for_test(db, smtp_server[1], **settings_overrides), db, content)
     yield runtime
     await runtime.close()
 
 
-def test_settings(db: Database, smtp_port: int, **overrides: Any) -> Settings:
+def settings_for_test(db: Database, smtp_port: int, **overrides: Any) -> Settings:
     """Settings for one test: its own task queue and workflow ids, the test SMTP server, a fixed secret."""
     unique = uuid.uuid4().hex[:8]
     values: dict[str, Any] = {

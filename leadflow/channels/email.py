@@ -125,7 +125,11 @@ class SmtpEmailChannel:
             smtp = self._fresh_idle()
             if smtp is None:
                 smtp = aiosmtplib.SMTP(**self._connection)
-                await smtp.connect()
+                try:
+                    await smtp.connect()
+                except (aiosmtplib.SMTPException, OSError) as error:
+                    # Refused TLS or login is the operator's to fix, never the recipient's fault: retry.
+                    raise TemporaryDeliveryError(f"cannot connect to the SMTP server: {error}") from error
             try:
                 yield smtp
             except BaseException:
