@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import update
 from temporalio import activity
@@ -31,6 +32,9 @@ from leadflow.outgoing import (
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, Lead
 
+HEARTBEAT_SECONDS = 2.0
+T = TypeVar("T")
+
 
 def send_time() -> datetime:
     """Now, for the send-time policy and the message's stamps: never earlier than when Temporal scheduled
@@ -38,6 +42,19 @@ def send_time() -> datetime:
     scheduled = activity.info().current_attempt_scheduled_time if activity.in_activity() else None
     now = clock.now()
     return max(now, scheduled) if scheduled else now
+
+
+async def heartbeating(work: Awaitable[T]) -> T:
+    """Await `work`, heartbeating meanwhile: should this worker die during a provider call, Temporal sees
+    the silence within the heartbeat timeout and retries elsewhere, instead of waiting out the whole
+    start-to-close timeout."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+        if done:
+            return task.result()
+        if activity.in_activity():
+            activity.heartbeat()
 
 
 class SendActivities:
@@ -61,8 +78,8 @@ class SendActivities:
             return SendResult(status=SUPPRESSED, reason="the lead was erased")
         recipient, context = prepared
         try:
-            delivery = await self._deliver(
-                request, recipient, message_context(runtime, context, recipient.lead_id), now
+            delivery = await heartbeating(
+                self._deliver(request, recipient, message_context(runtime, context, recipient.lead_id), now)
             )
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error

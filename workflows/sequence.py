@@ -19,6 +19,8 @@ SEND_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=30),
     non_retryable_error_types=["TemplateRenderError"],
 )
+# The send activity heartbeats during the provider call: a worker that died mid-send is noticed this fast.
+SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 BOOKKEEPING = {"start_to_close_timeout": timedelta(seconds=30)}
 
 COMPLETED, CONVERTED, EXITED = "completed", "converted", "exited"
@@ -98,6 +100,7 @@ class SequenceWorkflow:
                 SendActivities.send_message,
                 request,
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
                 retry_policy=SEND_RETRY,
             )
             if result.status != "held" or result.hold_until is None:
