@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -16,10 +17,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from leadflow.contracts import EventRef, NewEvents, SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
-from tests.conftest import Inbox, eventually, temporal_cli
+from leadflow.store import Database
+from tests.conftest import Inbox, channel_settings, eventually, settings_for_test, temporal_cli
+from tests.peers import TwilioApi
 from worker import WORKFLOWS, running_worker
+from workflows.sequence import SequenceWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDING = os.environ.get("LEADFLOW_RECORD_HISTORIES") == "1"
@@ -32,7 +37,7 @@ async def test_recorded_history_replays_on_current_code(path: Path) -> None:
 
 
 def test_histories_are_kept() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 2
+    assert len(list(HISTORIES.glob("*.json"))) >= 3
 
 
 @pytest.fixture
@@ -75,3 +80,41 @@ async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime,
         for name, handle in (("lead_workflow", lead), ("sequence_workflow_exited", sequence)):
             history = await handle.fetch_history()
             (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_held_skipped_and_opted_out_history(
+    skipping: WorkflowEnvironment,
+    db: Database,
+    smtp_server: tuple[Inbox, int],
+    twilio: TwilioApi,
+    content: Any,
+) -> None:
+    """An SMS held until the lead's morning, a push step skipped (no subscription), then an opt-out event
+    during a wait: the sequence leaves at once."""
+    if db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    from tests.test_send_policy_timing import PUSH, SMS, sequence, sms_lead, zone_where_it_is_late_evening
+
+    runtime = Runtime.assemble(settings_for_test(db, smtp_server[1], **channel_settings(twilio)), db, content)
+    lead_id = sms_lead(
+        runtime, "rec@hooli.test", zone_where_it_is_late_evening(await skipping.get_current_time())
+    )
+    steps = sequence(
+        "held", SMS, PUSH, {"wait": "3d"}, {"send": {"channel": "email", "template": "ebook_tips"}}
+    )
+    async with running_worker(skipping.client, runtime):
+        handle = await skipping.client.start_workflow(
+            SequenceWorkflow.run,
+            SequenceInput(lead_id, steps),
+            id="sequence-held-lead-1",
+            task_queue=runtime.settings.task_queue,
+        )
+        await skipping.sleep(timedelta(hours=12))
+        await eventually(lambda: twilio.messages)
+        opted_out = EventRef(7, "unsubscribed", await skipping.get_current_time(), {"channel": "sms"})
+        await handle.signal(SequenceWorkflow.lead_events, NewEvents([opted_out]))
+        assert await handle.result() == "exited"
+        history = await handle.fetch_history()
+        (HISTORIES / "sequence_workflow_held_skipped_opted_out.json").write_text(history.to_json())
+    await runtime.close()
