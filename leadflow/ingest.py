@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -113,15 +113,21 @@ class EventIn(BaseModel):
             raise ValueError("timestamp is more than a day in the future")
         return timestamp
 
+    @field_validator("properties")
+    @classmethod
+    def _consent_channel(cls, properties: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.data.get("type")
+        if kind in CONSENT_EVENTS and channel_of(properties) not in CHANNELS:
+            raise ValueError(
+                f"channel of a {kind} event must be one of {', '.join(CHANNELS)} (default email)"
+            )
+        return properties
+
     @model_validator(mode="after")
-    def _one_identity_and_known_channel(self) -> Self:
+    def _one_identity(self) -> Self:
         given = [name for name in ("email", "lead_id", "anonymous_id") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of email, lead_id, anonymous_id")
-        if self.type in CONSENT_EVENTS and channel_of(self.properties) not in CHANNELS:
-            raise ValueError(
-                f"properties.channel of a {self.type} event must be one of {', '.join(CHANNELS)} (default email)"
-            )
         return self
 
 
