@@ -235,6 +235,16 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest.fixture(scope="module")
+async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: days of nurture in seconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
 @dataclass
 class Stack:
     api: httpx.AsyncClient

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from leadflow.contracts import EventRef, NewEvents, SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store import Database
-from tests.conftest import Inbox, channel_settings, eventually, settings_for_test, temporal_cli
+from tests.conftest import Inbox, channel_settings, eventually, settings_for_test
 from tests.peers import TwilioApi
 from worker import WORKFLOWS, running_worker
 from workflows.sequence import SequenceWorkflow
@@ -38,15 +37,6 @@ async def test_recorded_history_replays_on_current_code(path: Path) -> None:
 
 def test_histories_are_kept() -> None:
     assert len(list(HISTORIES.glob("*.json"))) >= 3
-
-
-@pytest.fixture
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    yield env
-    await env.shutdown()
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")

@@ -3,7 +3,6 @@ activities, store, SMTP server, loopback Twilio and push service."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,7 +11,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from sqlalchemy import select
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from leadflow.api import create_app
@@ -22,19 +20,10 @@ from leadflow.contracts import SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Message
-from tests.conftest import API_KEY, Inbox, channel_settings, eventually, temporal_cli
+from tests.conftest import API_KEY, Inbox, channel_settings, eventually
 from tests.peers import PushService, TwilioApi
 from worker import running_worker
 from workflows.sequence import SequenceWorkflow
-
-
-@pytest.fixture(scope="module")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    yield env
-    await env.shutdown()
 
 
 @pytest.fixture

@@ -3,19 +3,16 @@ seconds, with the real activities, store and SMTP server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from leadflow.contracts import EventRef, NewEvents, SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment
-from tests.conftest import Inbox, eventually, temporal_cli
+from tests.conftest import Inbox, eventually
 from worker import running_worker
 from workflows.sequence import SequenceWorkflow
 
@@ -25,15 +22,6 @@ EBOOK_MAILS = [
     "3 tips from the Nurture Playbook",
     "Mo, join our live webinar on lead nurturing",
 ]
-
-
-@pytest.fixture(scope="module")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    yield env
-    await env.shutdown()
 
 
 async def test_the_ebook_sequence_waits_three_then_four_days_between_emails(
