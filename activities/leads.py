@@ -22,9 +22,10 @@ from leadflow.contracts import (
     HandOffResult,
     SequenceStart,
 )
-from leadflow.delivery import deliver_email_once
+from leadflow.delivery import Claim
 from leadflow.handoff import NOTIFICATION_TEMPLATE, NoSalespersonAvailable, assign, notification_context
 from leadflow.leads import lead_temperature
+from leadflow.outgoing import send_email
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
 from leadflow.scoring import EventFact
@@ -197,14 +198,15 @@ class LeadActivities:
             rendered = runtime.content.templates.render_email(NOTIFICATION_TEMPLATE, context)
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
-        delivery = await deliver_email_once(
-            runtime,
+        claim = Claim(
             f"handoff-{request.stage_change_id}-email",
             None,
-            salesperson,
+            "email",
             NOTIFICATION_TEMPLATE,
-            rendered,
+            salesperson,
+            rendered.subject,
         )
+        delivery = await send_email(runtime, claim, rendered)
 
         def mark_notified() -> None:
             with runtime.db.transaction() as session:

@@ -4,16 +4,17 @@ what branches and send windows need about the lead, and keep the enrollment's re
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from leadflow import clock
 from leadflow.channels import TemporaryDeliveryError
+from leadflow.consent import SUPPRESSED
 from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import (
     EnrollmentFinished,
@@ -24,16 +25,46 @@ from leadflow.contracts import (
     SendWindowInput,
     StepReached,
 )
-from leadflow.delivery import DEFERRED, deliver_email_once
+from leadflow.delivery import Claim, Delivery
 from leadflow.leads import lead_temperature, template_context
-from leadflow.pacing import WEEK, lead_zone, next_allowed_send, next_window_opening
+from leadflow.outgoing import (
+    Recipient,
+    email_with_unsubscribe,
+    message_context,
+    policy_gate,
+    push_recipient_label,
+    recipient_of,
+    send_email,
+    send_push,
+    send_sms,
+)
+from leadflow.pacing import lead_zone, next_window_opening
 from leadflow.runtime import Runtime
-from leadflow.store.models import Enrollment, EnrollmentStep, Event, Lead, Message
+from leadflow.store.models import Enrollment, EnrollmentStep, Lead
 
-OPT_OUT_EVENTS = ("unsubscribed",)
-CHANNEL_UNAVAILABLE = "ChannelUnavailable"
-SENDABLE_CHANNELS = ("email",)  # issue 5 brings sms (Twilio) and push (web push)
-PACED_STATUSES = ("sending", "sent", "uncertain")  # what counts against a frequency cap
+HEARTBEAT_SECONDS = 2.0
+T = TypeVar("T")
+
+
+def send_time() -> datetime:
+    """Now, for the send-time policy and the message's stamps: never earlier than when Temporal scheduled
+    this attempt, so sending hours and caps follow the server's clock (also when a test server skips time)."""
+    scheduled = activity.info().current_attempt_scheduled_time if activity.in_activity() else None
+    now = clock.now()
+    return max(now, scheduled) if scheduled else now
+
+
+async def heartbeating(work: Awaitable[T]) -> T:
+    """Await `work`, heartbeating meanwhile: should this worker die during a provider call, Temporal sees
+    the silence within the heartbeat timeout and retries elsewhere, instead of waiting out the whole
+    start-to-close timeout."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+        if done:
+            return task.result()
+        if activity.in_activity():
+            activity.heartbeat()
 
 
 class SendActivities:
@@ -42,84 +73,69 @@ class SendActivities:
 
     @activity.defn
     async def send_message(self, request: SendInput) -> SendResult:
-        """Send one step's message, unless the lead opted out or it was sent already; `deferred` (with the time
-        it may go out) when quiet hours or a frequency cap hold it back."""
-        runtime = self.runtime
-        if request.channel not in SENDABLE_CHANNELS:
-            raise ApplicationError(
-                f"the {request.channel} channel cannot send yet (lead {request.lead_id}, template "
-                f"{request.channel}/{request.template}); nothing was sent",
-                type=CHANNEL_UNAVAILABLE,
-                non_retryable=True,
-            )
-        at = clock.not_before(request.at)
+        """Render and send one step's message, unless the policy says no (or not now) or it was sent already."""
+        runtime, now = self.runtime, send_time()
 
-        def prepare() -> tuple[str | None, dict[str, Any] | None]:
+        def prepare() -> tuple[Recipient, dict[str, Any]] | None:
             with runtime.db.read() as session:
                 lead = session.get(Lead, request.lead_id)
-                if lead is None or not lead.email or self._opted_out(session, lead):
-                    return None, None
-                return lead.email, template_context(session, lead)
+                if lead is None:
+                    return None
+                return recipient_of(session, lead), template_context(session, lead)
 
-        recipient, context = await asyncio.to_thread(prepare)
-        if recipient is None or context is None:
-            return SendResult(status="suppressed")
+        prepared = await asyncio.to_thread(prepare)
+        if prepared is None:
+            return SendResult(status=SUPPRESSED, reason="the lead was erased")
+        recipient, context = prepared
         try:
-            rendered = runtime.content.templates.render_email(request.template, context)
+            delivery = await heartbeating(
+                self._deliver(request, recipient, message_context(runtime, context, recipient.lead_id), now)
+            )
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
-
-        def pacing(session: Session) -> datetime | None:
-            return self._paced_until(session, request.lead_id, request.channel, at)
-
-        try:
-            delivery = await deliver_email_once(
-                runtime,
-                request.idempotency_key,
-                request.lead_id,
-                recipient,
-                request.template,
-                rendered,
-                pacing,
-                at,
-            )
         except TemporaryDeliveryError as error:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
-        if delivery.status == DEFERRED:
-            return SendResult(
-                status=DEFERRED, retry_at=delivery.retry_at, reason="quiet hours or frequency cap"
-            )
-        return SendResult(status=delivery.status, message_id=delivery.message_id)
-
-    def _paced_until(self, session: Session, lead_id: int, channel: str, at: datetime) -> datetime | None:
-        """Quiet hours and frequency caps (sending.yaml), across every sequence the lead is in."""
-        policy = self.runtime.content.sending
-        lead = session.scalars(select(Lead).where(Lead.id == lead_id).with_for_update()).one()
-        if not policy.quiet_hours and not policy.frequency_caps:
-            return None
-        sent_at = func.coalesce(Message.sent_at, Message.created_at)
-        sent = list(
-            session.scalars(
-                select(sent_at).where(
-                    Message.lead_id == lead_id,
-                    Message.channel == channel,
-                    Message.status.in_(PACED_STATUSES),
-                    sent_at > at - WEEK - timedelta(days=1),
-                )
-            )
+        return SendResult(
+            status=delivery.status,
+            message_id=delivery.message_id,
+            reason=delivery.reason,
+            hold_until=delivery.hold_until,
         )
-        sent = [moment if moment.tzinfo else moment.replace(tzinfo=at.tzinfo) for moment in sent]
-        return next_allowed_send(policy, channel, lead_zone(lead.properties, policy), at, sent)
 
-    @staticmethod
-    def _opted_out(session: Session, lead: Lead) -> bool:
-        return (
-            bool(lead.properties.get("email_opt_out"))
-            or session.scalars(
-                select(Event.id).where(Event.lead_id == lead.id, Event.type.in_(OPT_OUT_EVENTS)).limit(1)
-            ).first()
-            is not None
-        )
+    async def _deliver(
+        self, request: SendInput, recipient: Recipient, context: dict[str, Any], now: datetime
+    ) -> Delivery:
+        runtime, channel, templates = self.runtime, request.channel, self.runtime.content.templates
+        gate = policy_gate(runtime, recipient, channel, now)
+
+        def claim(address: str | None, subject: str | None = None) -> Claim:
+            return Claim(
+                request.idempotency_key, recipient.lead_id, channel, request.template, address or "", subject
+            )
+
+        if channel == "email":
+            unsubscribe = context["unsubscribe_url"]
+            rendered = email_with_unsubscribe(templates.render_email(request.template, context), unsubscribe)
+            return await send_email(
+                runtime,
+                claim(recipient.email, rendered.subject),
+                rendered,
+                request.sender,
+                request.reply_to,
+                gate,
+                now,
+            )
+        if channel == "sms":
+            return await send_sms(
+                runtime, claim(recipient.phone), templates.render_sms(request.template, context), gate, now
+            )
+        if channel == "push":
+            rendered_push = templates.render_push(request.template, context)
+            label = push_recipient_label(recipient.push)
+            return await send_push(
+                runtime, claim(label, rendered_push.title), rendered_push, recipient.push, gate, now
+            )
+        raise ApplicationError(f"unknown channel {channel!r}", type="UnknownChannel", non_retryable=True)
 
     @activity.defn
     async def lead_snapshot(self, request: LeadSnapshotInput) -> LeadSnapshot:

@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 leads_app = typer.Typer(help="Look at leads.", no_args_is_help=True)
+keys_app = typer.Typer(help="Generate keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(leads_app, name="leads")
 scoring_app = typer.Typer(
@@ -79,15 +81,35 @@ def worker() -> None:
 def api() -> None:
     """Serve the HTTP API alone (events are routed by the workers)."""
     import uvicorn
+    from temporalio.client import Client
 
     from leadflow.api import create_app
     from leadflow.runtime import Runtime
+    from worker import connect
 
     settings = get_settings()
     _content_or_exit(settings.content_dir)
     runtime = Runtime.from_settings(settings)
     runtime.db.upgrade()
-    uvicorn.run(create_app(runtime), host=settings.api_host, port=settings.api_port)
+    clients: list[Client] = []
+
+    async def temporal_client() -> Client:  # connected on first use: the API serves while Temporal is down
+        if not clients:
+            clients.append(await connect(settings))
+        return clients[0]
+
+    uvicorn.run(create_app(runtime, temporal=temporal_client), host=settings.api_host, port=settings.api_port)
+
+
+@keys_app.command("vapid")
+def keys_vapid() -> None:
+    """Generate a VAPID key pair for web push: the private key goes into LEADFLOW_VAPID_PRIVATE_KEY, the
+    public one is the applicationServerKey your web page subscribes with (also at GET /v1/push/key)."""
+    from leadflow.channels.webpush import generate_vapid_keys
+
+    keys = generate_vapid_keys()
+    console.print(f"LEADFLOW_VAPID_PRIVATE_KEY={keys.private_key}", highlight=False, soft_wrap=True)
+    console.print(f"# applicationServerKey (public): {keys.public_key}", highlight=False, soft_wrap=True)
 
 
 @db_app.command("upgrade")

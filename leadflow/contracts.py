@@ -105,14 +105,19 @@ class SendInput:
     sequence_id: str
     step: int
     at: datetime | None = None  # the workflow's time, for quiet hours and caps; None: the clock's
+    sender: str = ""  # the sequence's From for emails; empty: the installation's
+    reply_to: str = ""
 
 
 @dataclass
 class SendResult:
-    status: str  # sent, already_sent, uncertain, suppressed, bounced, deferred, unavailable
+    # sent, already_sent, uncertain, bounced; suppressed (opted out: leave the sequence), skipped (this
+    # channel cannot reach the lead: go on), held (not now: wait until `hold_until`, then ask again)
+    status: str
     message_id: int | None = None
-    retry_at: datetime | None = None  # deferred: when pacing lets it go out
     reason: str = ""
+    hold_until: datetime | None = None
+    retry_at: datetime | None = None  # "deferred" results recorded before held existed: read like hold_until
 
 
 @dataclass

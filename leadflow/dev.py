@@ -181,7 +181,10 @@ async def run_dev(settings: Settings, demo: bool = True) -> None:
                 def wake_router() -> None:
                     loop.call_soon_threadsafe(router.wake)
 
-                app = create_app(runtime, on_events_accepted=wake_router)
+                async def temporal_client() -> Client:
+                    return client
+
+                app = create_app(runtime, on_events_accepted=wake_router, temporal=temporal_client)
                 sample = SAMPLE_SITE_KEY in runtime.content.sites
                 if sample:
                     app.mount("/sample", sample_site(f"/t/leadflow.js?site={SAMPLE_SITE_KEY}"))

@@ -7,13 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from leadflow import clock
+from leadflow.consent import CONSENT_EVENTS, apply_consent_event, channel_of
 from leadflow.content.models import EVENT_TYPE
+from leadflow.settings import CHANNELS
 from leadflow.store import Database
 from leadflow.store.models import Account, Event, Identity, Lead, Outbox
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -21,6 +24,7 @@ from leadflow.store.upsert import insert_ignoring_conflicts
 MAX_PROPERTIES_BYTES = 16_384
 MAX_FUTURE = timedelta(days=1)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
 FREE_MAIL_DOMAINS = frozenset(
     [
         "gmail.com",
@@ -63,13 +67,25 @@ def properties_at_most(limit: int) -> Callable[[dict[str, Any]], dict[str, Any]]
 _small_properties = properties_at_most(MAX_PROPERTIES_BYTES)
 
 
+def _known_timezone(properties: dict[str, Any]) -> dict[str, Any]:
+    zone = properties.get("timezone")
+    if zone is not None:
+        try:
+            ZoneInfo(str(zone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {zone!r} is not an IANA time zone such as Europe/Paris") from None
+    return properties
+
+
 class LeadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +14155550100")
     properties: dict[str, Any] = Field(default_factory=dict)
 
     _check_properties = field_validator("properties")(_small_properties)
+    _check_timezone = field_validator("properties")(_known_timezone)
 
     @field_validator("email")
     @classmethod
@@ -106,6 +122,16 @@ class EventIn(BaseModel):
             raise ValueError("timestamp is more than a day in the future")
         return timestamp
 
+    @field_validator("properties")
+    @classmethod
+    def _consent_channel(cls, properties: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.data.get("type")
+        if kind in CONSENT_EVENTS and channel_of(properties) not in CHANNELS:
+            raise ValueError(
+                f"channel of a {kind} event must be one of {', '.join(CHANNELS)} (default email)"
+            )
+        return properties
+
     @model_validator(mode="after")
     def _one_identity(self) -> Self:
         given = [name for name in ("email", "lead_id", "anonymous_id") if getattr(self, name) is not None]
@@ -121,8 +147,8 @@ class EventBatchIn(BaseModel):
 
 
 class UnknownLead(LookupError):
-    def __init__(self, lead_id: int, where: str) -> None:
-        super().__init__(f"{where}: lead {lead_id} does not exist")
+    def __init__(self, lead: int | str, where: str) -> None:
+        super().__init__(f"{where}: lead {lead!r} does not exist")
 
 
 @dataclass(frozen=True)
@@ -150,6 +176,9 @@ def upsert_lead(db: Database, lead_in: LeadIn) -> tuple[Lead, bool]:
         created = lead_ids[lead_in.email][1]
         if not created and lead_in.properties:
             lead.properties = {**lead.properties, **lead_in.properties}
+            lead.updated_at = clock.now()
+        if lead_in.phone and lead.phone != lead_in.phone:
+            lead.phone = lead_in.phone
             lead.updated_at = clock.now()
         return lead, created
 
@@ -227,7 +256,7 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
 
 
 def store_events(session: Session, events: list[EventIn]) -> IngestResult:
-    """`ingest_events` inside the caller's transaction (the tracker stores an identify and events together)."""
+    """`ingest_events` inside the caller's transaction (the tracker, the unsubscribe link and webhooks use it)."""
     now = clock.now()
     by_id = {event.lead_id for event in events if event.lead_id is not None}
     known = set(session.scalars(select(Lead.id).where(Lead.id.in_(by_id)))) if by_id else set()
@@ -262,12 +291,23 @@ def store_events(session: Session, events: list[EventIn]) -> IngestResult:
         }
         for event in unique
     ]
-    inserted = insert_ignoring_conflicts(session, Event, rows, ["key"], returning=(Event.id, Event.lead_id))
+    inserted = insert_ignoring_conflicts(
+        session, Event, rows, ["key"], returning=(Event.id, Event.lead_id, Event.key)
+    )
     if inserted:
         session.execute(
             insert(Outbox),
-            [{"lead_id": lead_id, "event_id": event_id, "created_at": now} for event_id, lead_id in inserted],
+            [
+                {"lead_id": lead_id, "event_id": event_id, "created_at": now}
+                for event_id, lead_id, _ in inserted
+            ],
         )
+    new_keys = {key for _, _, key in inserted}
+    for row in rows:
+        if row["key"] in new_keys and row["type"] in CONSENT_EVENTS:
+            apply_consent_event(
+                session, row["lead_id"], row["type"], row["properties"], row["occurred_at"], row["key"]
+            )
     lead_ids = sorted({int(row["lead_id"]) for row in rows})
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted), lead_ids=lead_ids)
 

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leadflow.consent import addresses, consent_document
 from leadflow.content.models import Thresholds
 from leadflow.scoring import tidy
 from leadflow.segmentation import temperature_of
@@ -91,6 +92,7 @@ def template_context(session: Session, lead: Lead) -> dict[str, Any]:
             **lead.properties,
             "id": lead.id,
             "email": lead.email,
+            "phone": lead.phone,
             "stage": lead.stage,
             "score": lead.score,
             "company": lead.properties.get("company") or (account.name if account else None),
@@ -143,6 +145,7 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
     return {
         "id": lead.id,
         "email": lead.email,
+        "phone": lead.phone,
         "properties": lead.properties,
         "source": {"first_touch": lead.first_touch, "last_touch": lead.last_touch},
         "anonymous_ids": list(
@@ -183,6 +186,8 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
             }
             for e in enrollments
         ],
+        "consent": consent_document(session, lead.id),
+        "push_subscriptions": len(addresses(session, lead, "push")),
         "timeline": timeline[:TIMELINE_LENGTH],
         "created_at": lead.created_at,
         "last_activity_at": lead.last_activity_at,

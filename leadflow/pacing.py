@@ -1,8 +1,8 @@
 """When a message may go out: local send windows, quiet hours and frequency caps, all in the lead's timezone.
 
-Every send goes through `next_allowed_send` (from activities/sending.py `send_message`, the one place for
-send-time checks): caps count what was sent to the lead on that channel by every sequence. Channel consent
-(issue 5) belongs next to these checks.
+`paced_until` is one of the checks of the send-time gate (leadflow/outgoing.py `policy_gate`, after channel
+consent and sending hours of leadflow/consent.py): caps count what was sent to the lead on that channel by
+every sequence.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
 from leadflow.content.models import WEEKDAYS, FrequencyCap, QuietHours, SendingPolicy, SendWindow, known_zone
+from leadflow.store.models import Lead, Message
 
 DAY, WEEK = timedelta(days=1), timedelta(days=7)
 
@@ -86,3 +90,28 @@ def next_allowed_send(
             break
         moment = pushed
     return None if moment == at else moment
+
+
+PACED_STATUSES = ("sending", "sent", "uncertain")  # what counts against a frequency cap
+
+
+def paced_until(
+    session: Session, policy: SendingPolicy, lead: Lead, channel: str, at: datetime
+) -> datetime | None:
+    """Quiet hours and frequency caps of sending.yaml, across every sequence the lead is in: None when a
+    message may go out `at`, else the earliest moment it may."""
+    if not policy.quiet_hours and not policy.frequency_caps:
+        return None
+    sent_at = func.coalesce(Message.sent_at, Message.created_at)
+    sent = [
+        moment if moment.tzinfo else moment.replace(tzinfo=at.tzinfo)
+        for moment in session.scalars(
+            select(sent_at).where(
+                Message.lead_id == lead.id,
+                Message.channel == channel,
+                Message.status.in_(PACED_STATUSES),
+                sent_at > at - WEEK - timedelta(days=1),
+            )
+        )
+    ]
+    return next_allowed_send(policy, channel, lead_zone(lead.properties, policy), at, sent)

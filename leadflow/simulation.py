@@ -37,7 +37,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from leadflow import clock
-from leadflow.channels.email import SmtpEmailChannel
 from leadflow.content.loader import Content
 from leadflow.content.models import Duration, Strict
 from leadflow.content.yamlfile import YamlFile
@@ -328,7 +327,7 @@ async def standalone(content: Content) -> AsyncIterator[tuple[WorkflowEnvironmen
             test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
         )
         try:
-            yield env, Runtime(settings, db, content, SmtpEmailChannel(settings.smtp_url, settings.mail_from))
+            yield env, Runtime.assemble(settings, db, content)
         finally:
             await env.shutdown()
             db.dispose()

@@ -51,10 +51,12 @@ def journal(runtime: Runtime, number: int) -> list[tuple[str, str]]:
         return [(row.step, row.detail) for row in rows if row.detail]
 
 
-def sent_at(runtime: Runtime, number: int, template: str) -> datetime:
+def sent_at(runtime: Runtime, number: int, template: str, channel: str = "email") -> datetime:
     with runtime.db.read() as session:
         message = session.scalars(
-            select(Message).where(Message.lead_id == number, Message.template == template)
+            select(Message).where(
+                Message.lead_id == number, Message.template == template, Message.channel == channel
+            )
         ).one()
     assert message.sent_at is not None
     return message.sent_at

@@ -101,3 +101,27 @@ def test_templates_render_in_a_sandbox_with_strict_variables(tmp_path: Path) -> 
     rendered = library.render_email("typo", {"lead": {"frist_name": "Ada", "bio": "<script>x</script>"}})
     assert rendered.html == "<p>&lt;script&gt;x&lt;/script&gt;</p>"  # HTML is escaped, the text part is not
     assert rendered.text == "<script>x</script>"
+
+
+def test_sms_and_push_templates_are_checked_whether_used_or_not(content_dir: Path) -> None:
+    (content_dir / "templates/sms/no_body.j2").write_text("{% block text %}hi{% endblock %}\n")
+    (content_dir / "templates/push/broken.j2").write_text(
+        "{% block title %}x{% endblock %}\n{% block body %}{{ oops( {% endblock %}\n"
+    )
+    with pytest.raises(ContentErrors) as raised:
+        load_content(content_dir)
+    messages = [str(error) for error in raised.value.errors]
+    assert any(
+        m.startswith(f"{content_dir}/templates/sms/no_body.j2: lacks the block(s) body") for m in messages
+    ), messages
+    assert any(
+        m.startswith(f"{content_dir}/templates/push/broken.j2:2: does not compile") for m in messages
+    ), messages
+
+
+def test_a_sequence_sender_must_be_an_address(content_dir: Path) -> None:
+    sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
+    sequence.write_text(sequence.read_text().replace("goal:", "sender: Ada from marketing\ngoal:"))
+    with pytest.raises(ContentErrors) as raised:
+        load_content(content_dir)
+    assert ":4: sender: 'Ada from marketing' is not an address" in str(raised.value)

@@ -9,6 +9,7 @@ import dataclasses
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -17,12 +18,16 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from leadflow.content.loader import load_content
+from leadflow.contracts import EventRef, NewEvents, SequenceInput
 from leadflow.identity import identify_visitor
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
-from tests.conftest import Inbox, eventually
+from leadflow.store import Database
+from tests.conftest import Inbox, channel_settings, eventually, settings_for_test
+from tests.peers import TwilioApi
 from tests.stories import play, trial_content
 from worker import WORKFLOWS, running_worker
+from workflows.sequence import SequenceWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDING = os.environ.get("LEADFLOW_RECORD_HISTORIES") == "1"
@@ -42,6 +47,7 @@ def test_histories_are_kept() -> None:
     } <= names  # recorded before absence rules and branches
     assert {"lead_workflow_absence", "sequence_abandoned_form", "sequence_trial_nurture"} <= names
     assert {"sequence_ebook_follow_up"} <= names
+    assert {"sequence_workflow_held_skipped_opted_out"} <= names  # sending hours, skips, opt-out exit
 
 
 def _keep(name: str, history: WorkflowHistory) -> None:
@@ -145,3 +151,40 @@ async def test_record_histories_of_every_step_kind(
     for sequence in ("abandoned_form", "trial_nurture", "ebook_follow_up"):
         handle = client.get_workflow_handle(settings.sequence_workflow_id(sequence, 1))
         _keep(f"sequence_{sequence}", await handle.fetch_history())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_held_skipped_and_opted_out_history(
+    skipping: WorkflowEnvironment,
+    db: Database,
+    smtp_server: tuple[Inbox, int],
+    twilio: TwilioApi,
+    content: Any,
+) -> None:
+    """An SMS held until the lead's morning, a push step skipped (no subscription), then an opt-out event
+    during a wait: the sequence leaves at once."""
+    if db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    from tests.test_send_policy_timing import PUSH, SMS, sequence, sms_lead, zone_where_it_is_late_evening
+
+    runtime = Runtime.assemble(settings_for_test(db, smtp_server[1], **channel_settings(twilio)), db, content)
+    lead_id = sms_lead(
+        runtime, "rec@hooli.test", zone_where_it_is_late_evening(await skipping.get_current_time())
+    )
+    steps = sequence(
+        "held", SMS, PUSH, {"wait": "3d"}, {"send": {"channel": "email", "template": "ebook_tips"}}
+    )
+    async with running_worker(skipping.client, runtime):
+        handle = await skipping.client.start_workflow(
+            SequenceWorkflow.run,
+            SequenceInput(lead_id, steps),
+            id="sequence-held-lead-1",
+            task_queue=runtime.settings.task_queue,
+        )
+        await skipping.sleep(timedelta(hours=12))
+        await eventually(lambda: twilio.messages)
+        opted_out = EventRef(7, "unsubscribed", await skipping.get_current_time(), {"channel": "sms"})
+        await handle.signal(SequenceWorkflow.lead_events, NewEvents([opted_out]))
+        assert await handle.result() == "exited"
+        _keep("sequence_workflow_held_skipped_opted_out", await handle.fetch_history())
+    await runtime.close()

@@ -118,7 +118,7 @@ async def test_handed_to_sales_and_opted_out_leads_leave_the_ebook_sequence(
     handed, opted, staying = (enrollments(runtime, number)[0] for number in (1, 2, 3))
     assert (handed.status, handed.exit_reason) == ("exited", "handed to sales")
     assert about(handed.finished_at - handed.started_at, DAY)
-    assert (opted.status, opted.exit_reason) == ("exited", "opted out")
+    assert (opted.status, opted.exit_reason) == ("exited", "opted out of email")
     assert about(opted.finished_at - opted.started_at, 2 * DAY)  # at once, not at the next send
     assert staying.status == "running"
     assert len(subjects(inbox, 1)) == len(subjects(inbox, 2)) == 1 and len(subjects(inbox, 3)) == 2

@@ -14,7 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sending import CHANNEL_UNAVAILABLE, OPT_OUT_EVENTS, SendActivities
+    from activities.sending import SendActivities
     from leadflow.content.models import (
         BranchStep,
         EventTrigger,
@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
     from leadflow.scoring import EventFact
     from leadflow.segmentation import LeadFacts, holds, trigger_matches
 
+OPT_OUT_EVENTS = ("unsubscribed",)
+CHANNEL_UNAVAILABLE = "ChannelUnavailable"  # raised by workers before SMS and push existed (old histories)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
     backoff_coefficient=2.0,
@@ -48,6 +50,8 @@ SEND_RETRY = RetryPolicy(
     non_retryable_error_types=["TemplateRenderError", CHANNEL_UNAVAILABLE],
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+# The send activity heartbeats during the provider call: a worker that died mid-send is noticed this fast.
+SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 EVENTS_REMEMBERED = 500  # what branches can look back on; older events of a long enrollment are dropped
 
 COMPLETED, CONVERTED, EXITED = "completed", "converted", "exited"
@@ -83,7 +87,8 @@ class SequenceWorkflow:
         for event in batch.events:
             self._check_goals(event)
             if self.outcome is None and event.type in OPT_OUT_EVENTS:
-                self.outcome = (EXITED, OPTED_OUT)
+                # The send-time check would stop the next message anyway; leaving now also ends the waits.
+                self.outcome = (EXITED, f"{OPTED_OUT} of {event.properties.get('channel') or 'email'}")
 
     @workflow.signal
     def exit(self, reason: str) -> None:
@@ -165,6 +170,11 @@ class SequenceWorkflow:
                 SendActivities.record_step, reached, start_to_close_timeout=BOOKKEEPING_TIMEOUT
             )
 
+    async def _note(self, label: str, detail: str) -> None:
+        """A send's decision, kept in the lead's journal; histories from before the journal record none."""
+        if workflow.patched(LOCAL_BOOKKEEPING):
+            await self._journal(label, None, detail)
+
     async def _send(self, label: str, step: SendStep) -> None:
         workflow_id = workflow.info().workflow_id
         while self.outcome is None:
@@ -179,8 +189,11 @@ class SequenceWorkflow:
                         sequence_id=self.request.sequence.id,
                         step=self.step,
                         at=workflow.now(),
+                        sender=self.request.sequence.sender or "",
+                        reply_to=self.request.sequence.reply_to or "",
                     ),
                     start_to_close_timeout=timedelta(minutes=2),
+                    heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
                     retry_policy=SEND_RETRY,
                 )
             except ActivityError as error:
@@ -191,16 +204,18 @@ class SequenceWorkflow:
                     )
                     return
                 raise
-            if result.status == "deferred" and result.retry_at is not None:
-                # Quiet hours or a frequency cap: the same step (same idempotency key) goes out later.
-                await self._journal(
-                    label, None, f"deferred until {result.retry_at.isoformat()}: {result.reason}"
-                )
-                await self._sleep_until(result.retry_at)
+            later = result.hold_until or result.retry_at
+            if result.status in ("held", "deferred") and later is not None:
+                # Sending hours, quiet hours or a frequency cap: a durable timer, then the same step (same
+                # idempotency key) asks again; consent may have changed meanwhile. An exit ends the wait.
+                await self._note(label, f"deferred until {later.isoformat()}: {result.reason}")
+                await self._sleep_until(later)
                 continue
-            if result.status == "suppressed" and self.outcome is None:
+            if result.status == "skipped":
+                await self._note(label, f"skipped: {result.reason}")
+            elif result.status == "suppressed" and self.outcome is None:
                 self.outcome = (EXITED, OPTED_OUT)
-            elif result.status == "bounced" and self.outcome is None:
+            elif result.status == "bounced" and step.send.channel == "email" and self.outcome is None:
                 self.outcome = (EXITED, "email bounced")
             return
 

@@ -21,7 +21,7 @@ from leadflow.content.models import (
     Sites,
     scoring_problems,
 )
-from leadflow.content.templates import TemplateLibrary
+from leadflow.content.templates import REQUIRED_BLOCKS, TemplateLibrary
 from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -84,6 +84,8 @@ def load_content(directory: Path) -> Content:
                 lint_sequence(sequence, document, segments.get(sequence.segment), templates, policy)
             )
             sequences[sequence.id] = sequence
+
+    errors.extend(_check_templates(templates))
 
     sales_path = directory / SALES_FILE
     team = _parse(sales_path, SalesTeam, errors) if sales_path.exists() else None
@@ -174,6 +176,17 @@ def _scoring_problems(path: Path) -> list[ContentError]:
         document.error(where, f"{'.'.join(map(str, where))}: {reason}")
         for where, reason in scoring_problems(document.data)
     ]
+
+
+def _check_templates(templates: TemplateLibrary) -> list[ContentError]:
+    """Every message template compiles and has its channel's blocks, used by a sequence yet or not."""
+    errors = []
+    for channel in REQUIRED_BLOCKS:
+        for name in templates.names(channel):
+            problem = templates.problem_at(channel, name)
+            if problem:
+                errors.append(ContentError(*problem))
+    return errors
 
 
 def _digest(path: Path) -> str:

@@ -26,6 +26,7 @@ from leadflow.content.conditions import PropertyFilter, PropertyTest, as_test
 
 EVENT_TYPE = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"^[a-z][a-z0-9_-]*$"
+_MAILBOX = re.compile(r"^([^<>@\n]*<[^<>@\s]+@[^<>@\s]+>|[^<>@\s]+@[^<>@\s]+)$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -38,6 +39,14 @@ def parse_duration(value: Any) -> Any:
         raise ValueError(f"duration {value!r} is not like 30m, 12h, 3d or 2w")
     return value
 
+
+def _mailbox(value: str) -> str:
+    if not _MAILBOX.match(value.strip()):
+        raise ValueError(f"{value!r} is not an address like ada@example.com or Ada <ada@example.com>")
+    return value.strip()
+
+
+Mailbox = Annotated[str, AfterValidator(_mailbox)]
 
 Duration = Annotated[
     timedelta,
@@ -548,8 +557,8 @@ class SendWindow(Strict):
     """A local window (in the lead's `timezone` property, else the sending policy's default timezone)."""
 
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: list(WEEKDAYS),
-        min_length=1,  # type: ignore[arg-type]
+        default_factory=lambda: list(WEEKDAYS),  # type: ignore[arg-type]
+        min_length=1,
     )
     start: ClockTime = time(9, 0)
     end: ClockTime = time(17, 0)
@@ -669,6 +678,8 @@ class Sequence(Strict):
     goal: EventTrigger | None = None
     exit_when: ExitWhen = Field(default_factory=ExitWhen)
     reenroll: Literal["never"] | Reenroll = "never"
+    sender: Mailbox | None = Field(default=None, description="the From of its emails")
+    reply_to: Mailbox | None = None
     steps: list[Step] = Field(min_length=1)
     version: str = ""  # filled by the loader: a hash of the file
 

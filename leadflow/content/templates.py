@@ -2,7 +2,7 @@
 
 A template is one file per channel, `templates/CHANNEL/NAME.j2`, made of blocks:
 - email: `subject`, `html` and optionally `text` (a plain-text part is made from the HTML when absent);
-- sms: `text`;
+- sms: `body` (at most 1,600 characters);
 - push: `title`, `body` and optionally `url`.
 Shared pieces come in with `{% include %}` inside a block. The HTML block is autoescaped; the rest is not.
 """
@@ -21,10 +21,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 # channel: (required blocks, optional blocks)
 BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "email": (("subject", "html"), ("text",)),
-    "sms": (("text",), ()),
+    "sms": (("body",), ()),
     "push": (("title", "body"), ("url",)),
 }
 EMAIL_BLOCKS = BLOCKS["email"][0]
+REQUIRED_BLOCKS = {channel: blocks[0] for channel, blocks in BLOCKS.items()}
+SMS_MAX_LENGTH = 1600  # Twilio refuses longer bodies
 
 
 class TemplateRenderError(Exception):
@@ -36,6 +38,18 @@ class RenderedEmail:
     subject: str
     text: str
     html: str
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    body: str
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    title: str
+    body: str
+    url: str = ""
 
 
 class TemplateLibrary:
@@ -50,18 +64,26 @@ class TemplateLibrary:
 
     def problem_with(self, channel: str, name: str) -> str | None:
         """Why `name` cannot be used on `channel`, or None when it can."""
+        problem = self.problem_at(channel, name)
+        if problem is None:
+            return None
+        path, line, reason = problem
+        return reason if not path.exists() else f"template {path}{f':{line}' if line else ''} {reason}"
+
+    def problem_at(self, channel: str, name: str) -> tuple[Path, int | None, str] | None:
+        """(file, line, reason) when `name` cannot be used on `channel`, else None."""
         path = self.directory / channel / f"{name}.j2"
         if not path.exists():
             known = ", ".join(self.names(channel)) or "none"
-            return f"no {channel} template {name!r} (expected {path}; known: {known})"
+            return path, None, f"no {channel} template {name!r} (expected {path}; known: {known})"
         try:
             template = self._text.get_template(_relative(channel, name))
         except TemplateError as error:
             line = getattr(error, "lineno", None)
-            return f"template {path}{f':{line}' if line else ''} does not compile: {error}"
-        missing = [block for block in BLOCKS[channel][0] if block not in template.blocks]
+            return path, line, f"does not compile: {error}"
+        missing = [block for block in REQUIRED_BLOCKS[channel] if block not in template.blocks]
         if missing:
-            return f"template {path} lacks the block(s) {', '.join(missing)}"
+            return path, None, f"lacks the block(s) {', '.join(missing)}"
         return None
 
     def render_email(self, name: str, context: dict[str, Any]) -> RenderedEmail:
@@ -94,6 +116,29 @@ class TemplateLibrary:
             }
         except TemplateError as error:
             raise TemplateRenderError(f"template {channel}/{name}: {error}") from error
+
+    def render_sms(self, name: str, context: dict[str, Any]) -> RenderedSms:
+        try:
+            template = self._text.get_template(_relative("sms", name))
+            body = _block(template, "body", context).strip()
+        except TemplateError as error:
+            raise TemplateRenderError(f"template sms/{name}: {error}") from error
+        if not body or len(body) > SMS_MAX_LENGTH:
+            raise TemplateRenderError(
+                f"template sms/{name}: the body is {len(body)} characters; it must be 1 to {SMS_MAX_LENGTH}"
+            )
+        return RenderedSms(body)
+
+    def render_push(self, name: str, context: dict[str, Any]) -> RenderedPush:
+        try:
+            template = self._text.get_template(_relative("push", name))
+            title, body = (" ".join(_block(template, b, context).split()) for b in ("title", "body"))
+            url = _block(template, "url", context).strip() if "url" in template.blocks else ""
+        except TemplateError as error:
+            raise TemplateRenderError(f"template push/{name}: {error}") from error
+        if url and not url.startswith(("https://", "http://", "/")):
+            raise TemplateRenderError(f"template push/{name}: url {url!r} is not a web address")
+        return RenderedPush(title, body, url)
 
     def lead_fields_used(self, channel: str, name: str) -> list[FieldUse]:
         """Each `lead.X` a template reads, with its line and whether it is guarded (`| default`,
