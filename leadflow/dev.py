@@ -66,6 +66,12 @@ def temporal_dev_server(settings: Settings) -> Iterator[None]:
             str(temporal_ui_port(settings)),
             "--log-level",
             "warn",
+            # WAL instead of a rollback journal: on this stack, measured back to back, 28 -> 50 signals/s and
+            # idle speed-to-lead p50 117 -> 81 ms (docs/performance.md).
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -121,7 +121,11 @@ def test_sms_and_push_templates_are_checked_whether_used_or_not(content_dir: Pat
 
 def test_a_sequence_sender_must_be_an_address(content_dir: Path) -> None:
     sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
-    sequence.write_text(sequence.read_text().replace("goal:", "sender: Ada from marketing\ngoal:"))
+    sequence.write_text(
+        sequence.read_text().replace(
+            "segment: ebook_downloaders", "segment: ebook_downloaders\nsender: Ada from marketing"
+        )
+    )
     with pytest.raises(ContentErrors) as raised:
         load_content(content_dir)
     assert ":4: sender: 'Ada from marketing' is not an address" in str(raised.value)

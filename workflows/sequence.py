@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from leadflow.segmentation import LeadFacts, holds, trigger_matches
 
 OPT_OUT_EVENTS = ("unsubscribed",)
+EXIT_ON_OPT_OUT = "exit-on-opt-out"
 CHANNEL_UNAVAILABLE = "ChannelUnavailable"  # raised by workers before SMS and push existed (old histories)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -88,6 +89,8 @@ class SequenceWorkflow:
             self._check_goals(event)
             if self.outcome is None and event.type in OPT_OUT_EVENTS:
                 # The send-time check would stop the next message anyway; leaving now also ends the waits.
+                # (Histories recorded while this exit was new carry its patch marker: consume it.)
+                workflow.patched(EXIT_ON_OPT_OUT)
                 self.outcome = (EXITED, f"{OPTED_OUT} of {event.properties.get('channel') or 'email'}")
 
     @workflow.signal
