@@ -215,7 +215,7 @@ def time_reports(database: Database) -> dict[str, dict[str, float]]:
         period = reports.Period.last(since, NOW)
         runs: dict[str, Callable[[Any], Any]] = {
             "funnel": lambda s, p=period: reports.funnel(s, p),
-            "sequences": lambda s, p=period: reports.sequences(s, p, schema_probe(s)),
+            "sequences": lambda s, p=period: reports.sequences(s, p),
             "handoffs": lambda s, p=period: reports.handoffs(s, p, schema_probe(s)),
             "scoring_health": lambda s, p=period: reports.scoring_health(s, p),
             "hot_leads": lambda s: reports.hot_leads(s),

@@ -35,6 +35,7 @@ from leadflow.store.models import (
     StageChange,
 )
 from leadflow.store.upsert import insert_ignoring_conflicts
+from leadflow.tracking.attribution import first_and_last_touch
 
 
 @dataclass
@@ -77,6 +78,7 @@ def rescore_many(
         account = accounts.get(lead.account_id) if lead.account_id else None
         activity = account.activity_without(lead.id) if account else None
         result = score_lead(model, lead.properties, events[lead.id], now, activity, since=lead.scoring_since)
+        lead.first_touch, lead.last_touch = first_and_last_touch(events[lead.id])
         ledger.record(lead, result, now, activity)
         changes = _stamp_stages(session, lead, result.score, model, now)
         colleagues = account.heat(lead.id, result, now) if account else []

@@ -6,8 +6,9 @@ two rows around the wanted rank) and interpolated here, as `percentile_cont` wou
 
 The period is a cohort: the funnel follows the leads *created* in it, sequence figures the enrollments
 *started* in it, hand-off figures the hand-offs *assigned* in it. Weekly trends count the stage stamps made in
-it. Tables added by later migrations (the enrollment journal, delivery reports, hand-off answers) are read
-when the schema has them; see `Schema`.
+it. Sequence steps inside branches and A/B splits come from the enrollment journal (`enrollment_steps`),
+undelivered messages from the send status and the provider's later delivery report. Columns added by later
+migrations (hand-off answers) are read when the schema has them; see `Schema`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from leadflow.store.models import (
     Enrollment,
+    EnrollmentStep,
     Event,
     Handoff,
     Lead,
@@ -148,7 +150,7 @@ class Schema:
         tables = frozenset(inspector.get_table_names())
         columns = {
             table: frozenset(column["name"] for column in inspector.get_columns(table))
-            for table in ("messages", "handoffs")
+            for table in ("handoffs",)
         }
         return cls(tables, columns)
 
@@ -540,8 +542,7 @@ def sequence_definitions(session: Session) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def sequences(session: Session, period: Period, schema: Schema | None = None) -> Sequences:
-    schema = schema or Schema.of(session)
+def sequences(session: Session, period: Period) -> Sequences:
     definitions = sequence_definitions(session)
     reports: dict[str, SequenceReport] = {}
     steps: dict[str, dict[str, StepRow]] = {}
@@ -560,14 +561,13 @@ def sequences(session: Session, period: Period, schema: Schema | None = None) ->
             row(sequence, str(index))
 
     _enrollment_outcomes(session, period, reports, row)
-    if schema.has("enrollment_steps"):
-        _journal_entries(session, period, row)
-    _message_outcomes(session, period, schema, row)
+    _journal_entries(session, period, row)
+    _message_outcomes(session, period, row)
     report_list = []
     for sequence, report in sorted(reports.items()):
         report.steps = sorted(steps.get(sequence, {}).values(), key=lambda r: _natural(r.step))
         report_list.append(report)
-    splits = _splits(session, period) if schema.has("enrollment_steps") else []
+    splits = _splits(session, period)
     return Sequences(report_list, splits, _biggest_step_drop(report_list))
 
 
@@ -609,21 +609,20 @@ def _enrollment_outcomes(
 
 
 def _journal_entries(session: Session, period: Period, row: Any) -> None:
-    """With the enrollment journal (issue 4): steps inside branches and splits are counted by their label."""
-    from sqlalchemy import column, table
-
-    journal = table("enrollment_steps", column("workflow_id"), column("step"), column("detail"))
+    """From the enrollment journal: steps inside branches and splits (`4.then.0`, `5.B.0`) are counted by
+    their label, once per enrollment (a step's decision notes share its label)."""
+    journal = EnrollmentStep
     found = session.execute(
-        select(Enrollment.sequence_id, journal.c.step, func.count(func.distinct(journal.c.workflow_id)))
-        .join(Enrollment, Enrollment.workflow_id == journal.c.workflow_id)
-        .where(period.holds(Enrollment.started_at), journal.c.step.contains("."))
-        .group_by(Enrollment.sequence_id, journal.c.step)
+        select(Enrollment.sequence_id, journal.step, func.count(func.distinct(journal.workflow_id)))
+        .join(Enrollment, Enrollment.workflow_id == journal.workflow_id)
+        .where(period.holds(Enrollment.started_at), journal.step.contains("."))
+        .group_by(Enrollment.sequence_id, journal.step)
     ).all()
     for sequence, step, count in found:
         row(sequence, step).entered = count
 
 
-def _message_outcomes(session: Session, period: Period, schema: Schema, row: Any) -> None:
+def _message_outcomes(session: Session, period: Period, row: Any) -> None:
     """Messages per step (the idempotency key is `<workflow id>:step-<label>`), with their opens and clicks
     (`email_opened` / `email_clicked` events name their `message_id`)."""
     key = Message.idempotency_key
@@ -640,9 +639,11 @@ def _message_outcomes(session: Session, period: Period, schema: Schema, row: Any
         )
         for kind in ("email_opened", "email_clicked")
     }
-    undelivered: ColumnElement[bool] = Message.status.in_(BOUNCED_STATUSES)
-    if schema.has("messages", "delivery_status"):
-        undelivered = or_(undelivered, Message.__table__.c.delivery_status.in_(UNDELIVERED))
+    # Refused when sent (an SMTP bounce), or reported undelivered later (an SMS delivery report). Most
+    # messages have no delivery report: NULL must not make `~undelivered` unknown.
+    undelivered: ColumnElement[bool] = or_(
+        Message.status.in_(BOUNCED_STATUSES), func.coalesce(Message.delivery_status, "").in_(UNDELIVERED)
+    )
     sent = Message.status.in_(("sent", *BOUNCED_STATUSES))
     opened, clicked = engaged["email_opened"], engaged["email_clicked"]
     query = (
@@ -669,24 +670,22 @@ def _message_outcomes(session: Session, period: Period, schema: Schema, row: Any
 
 
 def _splits(session: Session, period: Period) -> list[SplitResult]:
-    """A/B splits from the enrollment journal (issue 4): each variant's enrollments and how many reached the
-    sequence's goal, the difference and a two-proportion z-test."""
-    from sqlalchemy import column, table
-
-    journal = table("enrollment_steps", column("workflow_id"), column("step"), column("detail"))
+    """A/B splits from the enrollment journal (`split: variant B` on the split step's label): each variant's
+    enrollments and how many reached the sequence's goal, the difference and a two-proportion z-test."""
+    journal = EnrollmentStep
     prefix = "split: variant "
-    variant = func.substr(journal.c.detail, len(prefix) + 1)
+    variant = func.substr(journal.detail, len(prefix) + 1)
     found = session.execute(
         select(
             Enrollment.sequence_id,
-            journal.c.step,
+            journal.step,
             variant,
             func.count(func.distinct(Enrollment.id)),
             func.count(func.distinct(case((Enrollment.status == "converted", Enrollment.id)))),
         )
-        .join(Enrollment, Enrollment.workflow_id == journal.c.workflow_id)
-        .where(period.holds(Enrollment.started_at), journal.c.detail.startswith(prefix))
-        .group_by(Enrollment.sequence_id, journal.c.step, variant)
+        .join(Enrollment, Enrollment.workflow_id == journal.workflow_id)
+        .where(period.holds(Enrollment.started_at), journal.detail.startswith(prefix))
+        .group_by(Enrollment.sequence_id, journal.step, variant)
     ).all()
     grouped: dict[tuple[str, str], list[Variant]] = {}
     for sequence, step, name, leads, converted in found:
@@ -971,7 +970,7 @@ def build_report(session: Session, period: Period) -> Report:
     return Report(
         period=period,
         funnel=funnel(session, period),
-        sequences=sequences(session, period, schema),
+        sequences=sequences(session, period),
         handoffs=handoffs(session, period, schema),
         scoring=scoring_health(session, period),
         hot_leads=hot_leads(session),

@@ -4,82 +4,41 @@ of each page (wide and narrow) goes to test-artifacts/ for a person to look at."
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from leadflow import clock
 from leadflow.api import create_app
 from leadflow.reports import Period, build_report
 from leadflow.runtime import Runtime
-from leadflow.settings import PROJECT_ROOT
+from tests import browser as browsers
+from tests.browser import needs_chromium, screenshot
 from tests.conftest import API_KEY, free_port
 from tests.report_data import NOW, SEQUENCE, seed
 
-# The same browser set-up as the tracking tests (issue 9); the lead may fold the two into one helper.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 NARROW = {"width": 390, "height": 844}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed (scripts/test installs Debian's package as root)"
-)
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # pytest owns the signals
+pytestmark = needs_chromium
 
 
 @contextlib.asynccontextmanager
 async def serving(runtime: Runtime) -> AsyncIterator[str]:
+    """The API (the dashboard with it) on a real port."""
     port = free_port()
-    server = _Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with browsers.serving(create_app(runtime), port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @contextlib.asynccontextmanager
 async def chromium(profile: Path) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
-    async with async_playwright() as driver:
-        context = await driver.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
-
-
-async def screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    async with async_playwright() as driver, browsers.chromium(driver, profile) as context:
+        yield context
 
 
 async def no_sideways_scroll(page: Any) -> bool:

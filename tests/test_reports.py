@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from leadflow import clock
@@ -25,6 +25,7 @@ from leadflow.reports import (
 )
 from leadflow.settings import get_settings
 from leadflow.store import Database
+from leadflow.store.models import Enrollment, EnrollmentStep, Lead
 from tests.report_data import CREATED, DAY, NOW, SEQUENCE, Seed, seed
 
 FUNNEL_STAGES = FUNNEL[1:]
@@ -253,50 +254,62 @@ def test_an_empty_store_and_an_empty_period_report_without_error(db: Database, c
 
 
 def test_a_b_split_difference_and_significance(db: Database, content: Any) -> None:
-    """With the enrollment journal (issue 4's `enrollment_steps`), each variant's goal rate is compared."""
-    created = _ensure_journal(db)
-    try:
-        seed(db, content, Seed(enrollments={}, messages={}, opened=(), clicked=(), handoffs={}))
-        outcomes = {"A": (40, 8), "B": (40, 18)}
-        with db.transaction() as session:
-            lead_ids = [row[0] for row in session.execute(text("SELECT id FROM leads ORDER BY id"))]
-            number = 0
-            for variant, (total, converted) in outcomes.items():
-                for index in range(total):
-                    lead = lead_ids[number % len(lead_ids)]
-                    wid = f"ab-{variant}-{index}"
-                    number += 1
-                    session.execute(
-                        text(
-                            "INSERT INTO enrollments (workflow_id, lead_id, sequence_id, sequence_version, definition,"
-                            " status, current_step, started_at) VALUES (:w, :l, 'ab', 'v', '{\"steps\": []}', :s, 1, :t)"
-                        ),
-                        {
-                            "w": wid,
-                            "l": lead,
-                            "s": "converted" if index < converted else "running",
-                            "t": _stored(db, CREATED),
-                        },
+    """From the enrollment journal as the sequence workflow writes it (the split step reached, its decision
+    `split: variant B` on the same label, then the variant's own steps `0.B.0`): each variant's goal rate is
+    compared, and the steps inside the split are counted once per enrollment."""
+    seed(db, content, Seed(enrollments={}, messages={}, opened=(), clicked=(), handoffs={}))
+    outcomes = {"A": (40, 8), "B": (40, 18)}
+    definition = {
+        "steps": [
+            {
+                "split": [
+                    {"name": name, "steps": [{"send": {"channel": "email", "template": f"ab_{name}"}}]}
+                    for name in outcomes
+                ]
+            }
+        ]
+    }
+    with db.transaction() as session:
+        lead_ids = list(session.scalars(select(Lead.id).order_by(Lead.id)))
+        number = 0
+        for variant, (total, converted) in outcomes.items():
+            for index in range(total):
+                lead, wid = lead_ids[number % len(lead_ids)], f"sequence-ab-{variant}-{index}"
+                number += 1
+                session.add(
+                    Enrollment(
+                        workflow_id=wid,
+                        lead_id=lead,
+                        sequence_id="ab",
+                        sequence_version="v",
+                        definition=definition,
+                        status="converted" if index < converted else "running",
+                        current_step=0,
+                        started_at=CREATED,
                     )
-                    session.execute(
-                        text(
-                            "INSERT INTO enrollment_steps (workflow_id, lead_id, step, kind, at, detail)"
-                            " VALUES (:w, :l, '0', 'split', :t, :d)"
-                        ),
-                        {"w": wid, "l": lead, "t": _stored(db, CREATED), "d": f"split: variant {variant}"},
+                )
+                for step, kind, detail in (
+                    ("0", "split", ""),
+                    ("0", "note", f"split: variant {variant}"),
+                    (f"0.{variant}.0", "send", ""),
+                ):
+                    session.add(
+                        EnrollmentStep(
+                            workflow_id=wid, lead_id=lead, step=step, kind=kind, at=CREATED, detail=detail
+                        )
                     )
-        (split,) = _report(db).sequences.splits
-        assert [(v.name, v.leads, v.converted) for v in split.variants] == [("A", 40, 8), ("B", 40, 18)]
-        assert split.difference == pytest.approx(18 / 40 - 8 / 40)
-        pooled = 26 / 80
-        z = (18 / 40 - 8 / 40) / (pooled * (1 - pooled) * (2 / 40)) ** 0.5
-        p = 2 * (1 - statistics.NormalDist().cdf(z))
-        assert split.z == pytest.approx(z) and split.p_value == pytest.approx(p)
-        assert split.significant is (p < 0.05) is True
-    finally:
-        if created:
-            with db.transaction() as session:
-                session.execute(text("DROP TABLE enrollment_steps"))
+    report = _report(db)
+    (split,) = report.sequences.splits
+    assert (split.sequence, split.step) == ("ab", "0")
+    assert [(v.name, v.leads, v.converted) for v in split.variants] == [("A", 40, 8), ("B", 40, 18)]
+    assert split.difference == pytest.approx(18 / 40 - 8 / 40)
+    pooled = 26 / 80
+    z = (18 / 40 - 8 / 40) / (pooled * (1 - pooled) * (2 / 40)) ** 0.5
+    p = 2 * (1 - statistics.NormalDist().cdf(z))
+    assert split.z == pytest.approx(z) and split.p_value == pytest.approx(p)
+    assert split.significant is (p < 0.05) is True
+    (ab,) = [s for s in report.sequences.sequences if s.sequence == "ab"]
+    assert [(row.step, row.entered) for row in ab.steps] == [("0", 80), ("0.A.0", 40), ("0.B.0", 40)]
 
 
 def test_two_proportion_test_against_a_textbook_example() -> None:
@@ -331,27 +344,3 @@ def test_report_command_prints_table_json_and_csv(
     assert "alice@sales.test" in as_table.stdout
     assert as_csv.exit_code == 0 and "Funnel (leads created in the period),MQL,7,70.0 %" in as_csv.stdout
     assert wrong.exit_code == 2 and "48h, 30d, 12w" in wrong.output
-
-
-def _stored(db: Database, moment: Any) -> Any:
-    """A time as the store keeps it (naive UTC), for raw inserts."""
-    return moment.replace(tzinfo=None)
-
-
-def _ensure_journal(db: Database) -> bool:
-    """Issue 4 adds `enrollment_steps`; until it is merged here, the test creates the same table itself."""
-    with db.transaction() as session:
-        from sqlalchemy import inspect
-
-        if "enrollment_steps" in inspect(session.connection()).get_table_names():
-            return False
-        identity = "INTEGER PRIMARY KEY" if db.dialect == "sqlite" else "BIGSERIAL PRIMARY KEY"
-        moment = "DATETIME" if db.dialect == "sqlite" else "TIMESTAMP"
-        session.execute(
-            text(
-                f"CREATE TABLE enrollment_steps (id {identity}, workflow_id VARCHAR(255) NOT NULL,"
-                f" lead_id BIGINT NOT NULL, step VARCHAR(100) NOT NULL, kind VARCHAR(32) NOT NULL,"
-                f" at {moment} NOT NULL, detail TEXT NOT NULL)"
-            )
-        )
-    return True

@@ -2,14 +2,14 @@
 time, events by type and time, enrollments and hand-offs by start, hot leads by score)
 
 Revision ID: 0007_reports
-Revises: 0002_scoring
+Revises: 0004_channels
 """
 
 from alembic import op
 
 revision = "0007_reports"
 # Chained after the newest migration of this branch so `upgrade head` has one head; the lead re-chains at merge.
-down_revision = "0002_scoring"
+down_revision = "0004_channels"
 branch_labels = None
 depends_on = None
 
