@@ -79,6 +79,8 @@ def worker() -> None:
 def api() -> None:
     """Serve the HTTP API alone (events are routed by the workers)."""
     import uvicorn
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
 
     from leadflow.api import create_app
     from leadflow.runtime import Runtime
@@ -87,7 +89,19 @@ def api() -> None:
     _content_or_exit(settings.content_dir)
     runtime = Runtime.from_settings(settings)
     runtime.db.upgrade()
-    uvicorn.run(create_app(runtime), host=settings.api_host, port=settings.api_port)
+
+    async def serve() -> None:
+        # Lazy: the API starts (and accepts events) while Temporal is down; the client connects on first use.
+        temporal = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+            lazy=True,
+        )
+        app = create_app(runtime, temporal=temporal)
+        await uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port)).serve()
+
+    asyncio.run(serve())
 
 
 @db_app.command("upgrade")

@@ -8,6 +8,7 @@ whether the provider took the message is unknown, and we choose never-twice over
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -31,14 +32,14 @@ class Delivery:
 
 
 def _claim(
-    runtime: Runtime, key: str, lead_id: int | None, template: str, recipient: str
+    runtime: Runtime, key: str, lead_id: int | None, channel: str, template: str, recipient: str
 ) -> tuple[int, str | None]:
     """Claim `key`; returns the message id and, when it was claimed before, the status it had."""
     with runtime.db.transaction() as session:
         row = {
             "idempotency_key": key,
             "lead_id": lead_id,
-            "channel": "email",
+            "channel": channel,
             "template": template,
             "recipient": recipient,
             "status": SENDING,
@@ -70,15 +71,32 @@ async def deliver_email_once(
 
     Raises TemporaryDeliveryError for the caller's retry policy; a permanent refusal returns `bounced`.
     """
-    message_id, earlier = await asyncio.to_thread(_claim, runtime, key, lead_id, template, to)
+    domain = runtime.settings.mail_from.rsplit("@", 1)[-1].rstrip(">")
+    email = OutgoingEmail(to, rendered.subject, rendered.text, rendered.html, f"<{uuid4().hex}@{domain}>")
+    return await deliver_once(
+        runtime, key, lead_id, "email", template, to, lambda: runtime.email.send(email), rendered.subject
+    )
+
+
+async def deliver_once(
+    runtime: Runtime,
+    key: str,
+    lead_id: int | None,
+    channel: str,
+    template: str,
+    recipient: str,
+    send: Callable[[], Awaitable[str]],
+    subject: str | None = None,
+) -> Delivery:
+    """Call `send` (which returns the provider's id) unless `key` was delivered, or possibly delivered,
+    before; one key per channel, so one channel failing never repeats or loses another."""
+    message_id, earlier = await asyncio.to_thread(_claim, runtime, key, lead_id, channel, template, recipient)
     if earlier in (SENT, BOUNCED):
         return Delivery("already_sent" if earlier == SENT else BOUNCED, message_id)
     if earlier in (SENDING, UNCERTAIN):
         return Delivery(UNCERTAIN, message_id)
-    domain = runtime.settings.mail_from.rsplit("@", 1)[-1].rstrip(">")
-    email = OutgoingEmail(to, rendered.subject, rendered.text, rendered.html, f"<{uuid4().hex}@{domain}>")
     try:
-        provider_id = await runtime.email.send(email)
+        provider_id = await send()
     except TemporaryDeliveryError as error:
         await asyncio.to_thread(_finish, runtime, message_id, status=DEFERRED, error=str(error))
         raise
@@ -91,7 +109,7 @@ async def deliver_email_once(
         message_id,
         status=SENT,
         provider_id=provider_id,
-        subject=rendered.subject,
+        subject=subject,
         sent_at=clock.now(),
         error=None,
     )

@@ -180,7 +180,7 @@ async def run_dev(settings: Settings, demo: bool = True) -> None:
                 def wake_router() -> None:
                     loop.call_soon_threadsafe(router.wake)
 
-                app = create_app(runtime, on_events_accepted=wake_router)
+                app = create_app(runtime, on_events_accepted=wake_router, temporal=client)
                 server = _QuietServer(
                     uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
                 )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from leadflow.channels.email import SmtpEmailChannel
+from leadflow.channels.webhook import WebhookChannel
 from leadflow.content.loader import Content, load_content
 from leadflow.settings import Settings
 from leadflow.store import Database
@@ -16,6 +17,10 @@ class Runtime:
     db: Database
     content: Content
     email: SmtpEmailChannel
+    webhooks: WebhookChannel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.webhooks = WebhookChannel(self.settings.webhook_secret, self.settings.webhook_timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -10,7 +10,14 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.sending import SendActivities
     from leadflow.content.models import SendStep, WaitStep
-    from leadflow.contracts import EnrollmentFinished, NewEvents, SendInput, SequenceInput, StepReached
+    from leadflow.contracts import (
+        HANDED_TO_SALES,
+        EnrollmentFinished,
+        NewEvents,
+        SendInput,
+        SequenceInput,
+        StepReached,
+    )
     from leadflow.segmentation import trigger_matches
 
 SEND_RETRY = RetryPolicy(
@@ -43,6 +50,8 @@ class SequenceWorkflow:
 
     @workflow.signal
     def exit(self, reason: str) -> None:
+        if reason == HANDED_TO_SALES and self.request.sequence.continue_after_handoff:
+            return  # this sequence keeps nurturing leads sales is working
         if self.outcome is None:
             self.outcome = (EXITED, reason)
 

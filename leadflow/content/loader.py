@@ -33,12 +33,16 @@ class Content:
     scoring: ScoringModel
     segments: dict[str, Segment]
     sequences: dict[str, Sequence]
-    salespeople: list[Salesperson]
+    sales: SalesTeam
     templates: TemplateLibrary
     sequence_by_segment: dict[str, Sequence] = field(init=False)
 
     def __post_init__(self) -> None:
         self.sequence_by_segment = {sequence.segment: sequence for sequence in self.sequences.values()}
+
+    @property
+    def salespeople(self) -> list[Salesperson]:
+        return self.sales.salespeople
 
 
 def load_content(directory: Path) -> Content:
@@ -78,7 +82,7 @@ def load_content(directory: Path) -> Content:
     if errors:
         raise ContentErrors(errors)
     assert scoring is not None and team is not None
-    return Content(directory, scoring[0], segments, sequences, team[0].salespeople, templates)
+    return Content(directory, scoring[0], segments, sequences, team[0], templates)
 
 
 def _parse(path: Path, model: type[Model], errors: list[ContentError]) -> tuple[Model, YamlFile] | None:
