@@ -179,9 +179,9 @@ class HandoffActivities:
     @activity.defn
     async def remind(self, step: FollowUpStep) -> FollowUpResult:
         """The salesperson has not accepted in time: remind them on every channel (once per round)."""
-        waiting = await asyncio.to_thread(self._stamp_if_waiting, step.handoff_id, "reminded_at")
-        if waiting is None:
-            return FollowUpResult(open=False)
+        waiting = await asyncio.to_thread(self._remind_if_waiting, step.handoff_id)
+        if isinstance(waiting, str):
+            return FollowUpResult(open=False, status=waiting)
         stage_change_id, person = waiting
         label = "Reminder: not accepted yet"
         if person.notify.email:
@@ -192,12 +192,13 @@ class HandoffActivities:
         notices = webhook_notices(person, stage_change_id, step.handoff_id, "reminder", label, step.round)
         return FollowUpResult(open=True, salesperson=person.email, webhooks=notices)
 
-    def _stamp_if_waiting(self, handoff_id: int, column: str) -> tuple[int, Salesperson] | None:
+    def _remind_if_waiting(self, handoff_id: int) -> tuple[int, Salesperson] | str:
+        """The hand-off's promotion and salesperson when it still waits; else its status (accepted, …)."""
         with self.runtime.db.transaction() as session:
             handoff = session.get_one(Handoff, handoff_id)
             if handoff.status != WAITING:
-                return None
-            setattr(handoff, column, clock.now())
+                return handoff.status
+            handoff.reminded_at = clock.now()
             return handoff.stage_change_id, salesperson(self.runtime.content.sales, handoff.salesperson)
 
     @activity.defn
@@ -207,11 +208,11 @@ class HandoffActivities:
         runtime = self.runtime
         follow_up = runtime.content.sales.follow_up
 
-        def apply() -> tuple[int, str, Salesperson | None] | None:
+        def apply() -> tuple[int, str, Salesperson | None] | str:
             with runtime.db.transaction() as session:
                 handoff = session.get_one(Handoff, step.handoff_id)
                 if handoff.status != WAITING:
-                    return None
+                    return handoff.status
                 previous = handoff.salesperson
                 handoff.escalated_at = clock.now()
                 lead = session.get_one(Lead, handoff.lead_id)
@@ -224,8 +225,8 @@ class HandoffActivities:
                 return handoff.stage_change_id, previous, person
 
         applied = await asyncio.to_thread(apply)
-        if applied is None:
-            return FollowUpResult(open=False)
+        if isinstance(applied, str):
+            return FollowUpResult(open=False, status=applied)
         stage_change_id, previous, person = applied
         overdue = f"Escalation: not accepted by {previous}"
         if follow_up.escalate_to:

@@ -112,6 +112,7 @@ class FollowUpStep:
 @dataclass
 class FollowUpResult:
     open: bool  # still waiting for the salesperson to accept
+    status: str = ""  # when not open: what sales answered (accepted, converted, rejected, recycled)
     salesperson: str = ""
     webhooks: list[WebhookNotice] = field(default_factory=list)  # to call now
     reassigned: bool = False

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -17,7 +18,8 @@ from temporalio.worker import Replayer
 
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
-from tests.conftest import Inbox, eventually
+from leadflow.store.models import Handoff
+from tests.conftest import Inbox, WebhookReceiver, eventually, running_stack
 from worker import WORKFLOWS, running_worker
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -63,5 +65,39 @@ async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime,
         await asyncio.sleep(0.5)
         lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
         for name, handle in (("lead_workflow", lead), ("sequence_workflow_exited", sequence)):
+            history = await handle.fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_handoff_histories(
+    skipping: WorkflowEnvironment, sales_runtime: Runtime, inbox: Inbox, receiver: WebhookReceiver
+) -> None:
+    """A demo request hands the lead off (email and two webhooks); nobody accepts: a reminder after 2 h, an
+    escalation with reassignment after 4 h, then the new salesperson accepts. Records the lead workflow
+    (with the hand-off follow-up patch) and the hand-off workflow."""
+    if sales_runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    email = "sla@hooli.test"
+    upsert_lead(sales_runtime.db, LeadIn(email=email, properties={"first_name": "Sla"}))
+    settings = sales_runtime.settings
+    async with running_stack(sales_runtime, skipping.client, inbox) as stack:
+        demo = EventIn(id="sla-1", type="demo_requested", email=email, properties={"form": "contact-sales"})
+        ingest_events(sales_runtime.db, [demo])
+        stack.router.wake()
+        await eventually(lambda: len(receiver.received) == 2)
+        await skipping.sleep(timedelta(hours=2, minutes=5))
+        await eventually(lambda: len(receiver.received) == 4)
+        await skipping.sleep(timedelta(hours=2))
+        await eventually(lambda: inbox.to("bob@sales.test"))
+        assert (
+            await stack.api.post(f"/v1/leads/{email}/handoff", json={"action": "accept"})
+        ).status_code == 200
+        with sales_runtime.db.read() as session:
+            [stage_change_id] = session.scalars(select(Handoff.stage_change_id)).all()
+        follow_up = skipping.client.get_workflow_handle(settings.handoff_workflow_id(stage_change_id))
+        assert await follow_up.result() == "accepted"
+        lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
+        for name, handle in (("lead_workflow_handoff", lead), ("handoff_workflow_sla", follow_up)):
             history = await handle.fetch_history()
             (HISTORIES / f"{name}.json").write_text(history.to_json())

@@ -85,7 +85,7 @@ class HandoffWorkflow:
     def _carry_on(self, result: FollowUpResult) -> bool:
         """Whether the hand-off still waits for sales (the store said so), after calling its webhooks."""
         if not result.open:
-            self.outcome = self.outcome or "answered"
+            self.outcome = self.outcome or result.status  # the answer's signal may have come too early
             return False
         self._call(result.webhooks)
         return True
