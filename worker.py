@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -45,12 +46,17 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             leads.assess_lead,
             leads.hand_off,
             sending.send_message,
+            sending.lead_snapshot,
+            sending.next_send_window,
             sending.record_step,
             sending.finish_enrollment,
             handoff.notify_webhook,
             handoff.remind,
             handoff.escalate,
         ],
+        # On shutdown, let activities in flight finish (a send in the middle of its provider call would
+        # otherwise be left `uncertain`, never retried).
+        graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
 
@@ -67,6 +73,7 @@ async def running_worker(client: Client, runtime: Runtime) -> AsyncIterator[Outb
         finally:
             stop.set()
             await routing
+            await runtime.close()
 
 
 async def main() -> None:

@@ -23,7 +23,7 @@ from leadflow.contracts import (
     WebhookNotice,
     WebhookTarget,
 )
-from leadflow.delivery import deliver_email_once, deliver_once
+from leadflow.delivery import Claim, deliver_once
 from leadflow.handoff import (
     NOTIFICATION_TEMPLATE,
     WAITING,
@@ -36,6 +36,7 @@ from leadflow.handoff import (
     salesperson,
     slack_payload,
 )
+from leadflow.outgoing import send_email
 from leadflow.runtime import Runtime
 from leadflow.store.models import Handoff, Lead, StageChange
 
@@ -130,9 +131,8 @@ class HandoffActivities:
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
         try:
-            delivery = await deliver_email_once(
-                runtime, key, None, recipient, NOTIFICATION_TEMPLATE, rendered
-            )
+            claim = Claim(key, None, "email", NOTIFICATION_TEMPLATE, recipient, rendered.subject)
+            delivery = await send_email(runtime, claim, rendered)
         except TemporaryDeliveryError as error:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
         if delivery.status == "sent":
@@ -162,12 +162,8 @@ class HandoffActivities:
         try:
             delivery = await deliver_once(
                 runtime,
-                notice.key,
-                None,
-                "webhook",
-                target.format,
-                target.url,
-                lambda: runtime.webhooks.post(target.url, payload, notice.key),
+                Claim(notice.key, None, "webhook", target.format, target.url),
+                lambda message_id: runtime.webhooks.post(target.url, payload, notice.key),
             )
         except TemporaryDeliveryError as error:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error

@@ -12,11 +12,19 @@ from temporalio import activity
 from activities.handoff import HandoffActivities
 from leadflow import clock
 from leadflow.content.models import Segment, Sequence
-from leadflow.contracts import AssessLeadInput, AssessLeadResult, HandOffInput, HandOffResult, SequenceStart
+from leadflow.contracts import (
+    AbsenceTimer,
+    AssessLeadInput,
+    AssessLeadResult,
+    HandOffInput,
+    HandOffResult,
+    SequenceStart,
+)
+from leadflow.leads import lead_temperature
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
 from leadflow.scoring import EventFact
-from leadflow.segmentation import segments_entered
+from leadflow.segmentation import LeadFacts, SegmentChanges, absence_windows, evaluate_segments
 from leadflow.store.models import Enrollment, Event, Handoff, Lead, SegmentMembership, StageChange
 from leadflow.store.upsert import insert_ignoring_conflicts
 
@@ -37,12 +45,28 @@ class LeadActivities:
         # The later of the two clocks: the workflow's (which the time-skipping server moves) and ours.
         now = max(clock.now(), request.as_of) if request.as_of else clock.now()
         with self.runtime.db.transaction() as session:
+            merged_into = session.scalar(select(Lead.merged_into_id).where(Lead.id == request.lead_id))
+            if merged_into is not None:  # merged into another lead on identify: that lead carries on
+                merged = session.get_one(Lead, request.lead_id)
+                return AssessLeadResult(score=merged.score, stage=merged.stage, merged_into=merged_into)
             rescored = rescore(session, request.lead_id, content.scoring, now)
             if rescored is None:
                 return AssessLeadResult(score=0, stage="erased")
             lead = rescored.lead
-            entered = segments_entered(content.segments.values(), _events(session, lead, request.event_ids))
-            self._enroll(session, lead, entered, now)
+            events = _all_events(session, lead)
+            new_ids = set(request.event_ids)
+            facts = LeadFacts(
+                now=now,
+                events=tuple(events),
+                new_event_ids=frozenset(new_ids),
+                closed_windows=frozenset(request.closed_windows),
+                properties=lead.properties,
+                score=lead.score,
+                temperature=lead_temperature(lead, content.scoring.thresholds),
+                stage=lead.stage,
+            )
+            changes = self._update_memberships(session, lead.id, facts)
+            self._enroll(session, lead, changes.entered, now)
             session.flush()
             to_start = [
                 SequenceStart(e.workflow_id, Sequence.model_validate(e.definition))
@@ -60,27 +84,46 @@ class LeadActivities:
                 temperature=rescored.result.temperature,
                 next_rescore_at=rescored.result.next_change_at,
                 rescore_lead_workflows=[settings.lead_workflow_id(i) for i in rescored.colleagues_to_rescore],
+                left_segments=changes.left,
+                absence_timers=[
+                    AbsenceTimer(window.event_id, window.closes_at)
+                    for window in absence_windows(
+                        content.segments.values(), (e for e in events if e.id in new_ids), now
+                    )
+                ],
             )
+
+    def _update_memberships(self, session: Session, lead_id: int, facts: LeadFacts) -> SegmentChanges:
+        memberships = {
+            m.segment_id: m
+            for m in session.scalars(select(SegmentMembership).where(SegmentMembership.lead_id == lead_id))
+        }
+        members = {segment_id for segment_id, m in memberships.items() if m.left_at is None}
+        changes = evaluate_segments(self.runtime.content.segments.values(), members, facts)
+        for segment_id in changes.joined:
+            if segment_id in memberships:  # coming back: one row per lead and segment, reopened
+                memberships[segment_id].entered_at, memberships[segment_id].left_at = facts.now, None
+            else:
+                session.add(SegmentMembership(lead_id=lead_id, segment_id=segment_id, entered_at=facts.now))
+        for segment_id in changes.left:
+            memberships[segment_id].left_at = facts.now
+        return changes
 
     def _enroll(self, session: Session, lead: Lead, entered: list[Segment], now: datetime) -> None:
         content = self.runtime.content
         for segment in entered:
-            insert_ignoring_conflicts(
-                session,
-                SegmentMembership,
-                [{"lead_id": lead.id, "segment_id": segment.id, "entered_at": now}],
-                ["lead_id", "segment_id"],
-            )
             sequence = content.sequence_by_segment.get(segment.id)
-            if sequence is None or lead.stage in SALES_STAGES:
+            if sequence is None or (lead.stage in SALES_STAGES and sequence.exit_when.handed_to_sales):
                 continue
-            # Re-enrollment is "never" for now: the workflow id is unique per lead and sequence.
+            workflow_id = self._new_enrollment_id(session, lead.id, sequence, now)
+            if workflow_id is None:
+                continue
             insert_ignoring_conflicts(
                 session,
                 Enrollment,
                 [
                     {
-                        "workflow_id": self.runtime.settings.sequence_workflow_id(sequence.id, lead.id),
+                        "workflow_id": workflow_id,
                         "lead_id": lead.id,
                         "sequence_id": sequence.id,
                         "sequence_version": sequence.version,
@@ -92,6 +135,27 @@ class LeadActivities:
                 ],
                 ["workflow_id"],
             )
+
+    def _new_enrollment_id(
+        self, session: Session, lead_id: int, sequence: Sequence, now: datetime
+    ) -> str | None:
+        """The workflow id of a new enrollment, or None when the re-enrollment rule says no: never twice, or
+        not before the cool-down after the previous enrollment ended; never while one is running."""
+        previous = session.scalars(
+            select(Enrollment)
+            .where(Enrollment.lead_id == lead_id, Enrollment.sequence_id == sequence.id)
+            .order_by(Enrollment.id.desc())
+        ).all()
+        first = self.runtime.settings.sequence_workflow_id(sequence.id, lead_id)
+        if not previous:
+            return first
+        latest = previous[0]
+        if latest.status == "running" or sequence.reenroll == "never" or latest.finished_at is None:
+            return None
+        assert not isinstance(sequence.reenroll, str)
+        if latest.finished_at + sequence.reenroll.after > now:
+            return None
+        return f"{first}-{len(previous) + 1}"
 
     @staticmethod
     def _pending_handoff(session: Session, lead_id: int) -> int | None:
@@ -114,10 +178,7 @@ class LeadActivities:
         return await HandoffActivities(self.runtime).hand_off(request)
 
 
-def _events(session: Session, lead: Lead, event_ids: list[int]) -> list[EventFact]:
-    if not event_ids:
-        return []
-    query = select(Event.id, Event.type, Event.occurred_at, Event.properties).where(
-        Event.id.in_(event_ids), Event.lead_id == lead.id
-    )
+def _all_events(session: Session, lead: Lead) -> list[EventFact]:
+    """Every event of the lead: segment rules count over windows and look for absences."""
+    query = select(Event.id, Event.type, Event.occurred_at, Event.properties).where(Event.lead_id == lead.id)
     return [EventFact(*row) for row in session.execute(query)]

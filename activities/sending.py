@@ -1,25 +1,70 @@
-"""Activities for sequence workflows: send a step's message once, and keep the enrollment's record."""
+"""Activities for sequence workflows: send a step's message once (the one place for send-time checks), read
+what branches and send windows need about the lead, and keep the enrollment's record and journal."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from leadflow import clock
 from leadflow.channels import TemporaryDeliveryError
+from leadflow.consent import SUPPRESSED
 from leadflow.content.templates import TemplateRenderError
-from leadflow.contracts import EnrollmentFinished, SendInput, SendResult, StepReached
-from leadflow.delivery import deliver_email_once
-from leadflow.leads import template_context
+from leadflow.contracts import (
+    EnrollmentFinished,
+    LeadSnapshot,
+    LeadSnapshotInput,
+    SendInput,
+    SendResult,
+    SendWindowInput,
+    StepReached,
+)
+from leadflow.delivery import Claim, Delivery
+from leadflow.leads import lead_temperature, template_context
+from leadflow.outgoing import (
+    Recipient,
+    email_with_unsubscribe,
+    message_context,
+    policy_gate,
+    push_recipient_label,
+    recipient_of,
+    send_email,
+    send_push,
+    send_sms,
+)
+from leadflow.pacing import lead_zone, next_window_opening
 from leadflow.runtime import Runtime
-from leadflow.store.models import Enrollment, Event, Lead
+from leadflow.store.models import Enrollment, EnrollmentStep, Lead
 
-OPT_OUT_EVENTS = ("unsubscribed",)
+HEARTBEAT_SECONDS = 2.0
+T = TypeVar("T")
+
+
+def send_time() -> datetime:
+    """Now, for the send-time policy and the message's stamps: never earlier than when Temporal scheduled
+    this attempt, so sending hours and caps follow the server's clock (also when a test server skips time)."""
+    scheduled = activity.info().current_attempt_scheduled_time if activity.in_activity() else None
+    now = clock.now()
+    return max(now, scheduled) if scheduled else now
+
+
+async def heartbeating(work: Awaitable[T]) -> T:
+    """Await `work`, heartbeating meanwhile: should this worker die during a provider call, Temporal sees
+    the silence within the heartbeat timeout and retries elsewhere, instead of waiting out the whole
+    start-to-close timeout."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+        if done:
+            return task.result()
+        if activity.in_activity():
+            activity.heartbeat()
 
 
 class SendActivities:
@@ -28,40 +73,100 @@ class SendActivities:
 
     @activity.defn
     async def send_message(self, request: SendInput) -> SendResult:
-        """Render and send one step's message, unless the lead opted out or it was sent already."""
-        runtime = self.runtime
+        """Render and send one step's message, unless the policy says no (or not now) or it was sent already."""
+        runtime, now = self.runtime, send_time()
 
-        def prepare() -> tuple[str | None, dict[str, Any] | None]:
+        def prepare() -> tuple[Recipient, dict[str, Any]] | None:
             with runtime.db.read() as session:
                 lead = session.get(Lead, request.lead_id)
-                if lead is None or not lead.email or self._opted_out(session, lead):
-                    return None, None
-                return lead.email, template_context(session, lead)
+                if lead is None:
+                    return None
+                return recipient_of(session, lead), template_context(session, lead)
 
-        recipient, context = await asyncio.to_thread(prepare)
-        if recipient is None or context is None:
-            return SendResult(status="suppressed")
+        prepared = await asyncio.to_thread(prepare)
+        if prepared is None:
+            return SendResult(status=SUPPRESSED, reason="the lead was erased")
+        recipient, context = prepared
         try:
-            rendered = runtime.content.templates.render_email(request.template, context)
+            delivery = await heartbeating(
+                self._deliver(request, recipient, message_context(runtime, context, recipient.lead_id), now)
+            )
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
-        try:
-            delivery = await deliver_email_once(
-                runtime, request.idempotency_key, request.lead_id, recipient, request.template, rendered
-            )
         except TemporaryDeliveryError as error:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
-        return SendResult(status=delivery.status, message_id=delivery.message_id)
-
-    @staticmethod
-    def _opted_out(session: Session, lead: Lead) -> bool:
-        return (
-            bool(lead.properties.get("email_opt_out"))
-            or session.scalars(
-                select(Event.id).where(Event.lead_id == lead.id, Event.type.in_(OPT_OUT_EVENTS)).limit(1)
-            ).first()
-            is not None
+        return SendResult(
+            status=delivery.status,
+            message_id=delivery.message_id,
+            reason=delivery.reason,
+            hold_until=delivery.hold_until,
         )
+
+    async def _deliver(
+        self, request: SendInput, recipient: Recipient, context: dict[str, Any], now: datetime
+    ) -> Delivery:
+        runtime, channel, templates = self.runtime, request.channel, self.runtime.content.templates
+        gate = policy_gate(runtime, recipient, channel, now)
+
+        def claim(address: str | None, subject: str | None = None) -> Claim:
+            return Claim(
+                request.idempotency_key, recipient.lead_id, channel, request.template, address or "", subject
+            )
+
+        if channel == "email":
+            unsubscribe = context["unsubscribe_url"]
+            rendered = email_with_unsubscribe(templates.render_email(request.template, context), unsubscribe)
+            return await send_email(
+                runtime,
+                claim(recipient.email, rendered.subject),
+                rendered,
+                request.sender,
+                request.reply_to,
+                gate,
+                now,
+            )
+        if channel == "sms":
+            return await send_sms(
+                runtime, claim(recipient.phone), templates.render_sms(request.template, context), gate, now
+            )
+        if channel == "push":
+            rendered_push = templates.render_push(request.template, context)
+            label = push_recipient_label(recipient.push)
+            return await send_push(
+                runtime, claim(label, rendered_push.title), rendered_push, recipient.push, gate, now
+            )
+        raise ApplicationError(f"unknown channel {channel!r}", type="UnknownChannel", non_retryable=True)
+
+    @activity.defn
+    async def lead_snapshot(self, request: LeadSnapshotInput) -> LeadSnapshot:
+        """What a branch reads about the lead besides its events: properties, score, temperature, stage."""
+
+        def read() -> LeadSnapshot:
+            with self.runtime.db.read() as session:
+                lead = session.get(Lead, request.lead_id)
+                if lead is None:
+                    return LeadSnapshot(stage="erased")
+                return LeadSnapshot(
+                    properties=dict(lead.properties),
+                    score=lead.score,
+                    temperature=lead_temperature(lead, self.runtime.content.scoring.thresholds),
+                    stage=lead.stage,
+                )
+
+        return await asyncio.to_thread(read)
+
+    @activity.defn
+    async def next_send_window(self, request: SendWindowInput) -> datetime:
+        """When the window next opens in the lead's timezone (`after` itself when it is open)."""
+
+        def read() -> dict[str, Any]:
+            with self.runtime.db.read() as session:
+                lead = session.get(Lead, request.lead_id)
+                return dict(lead.properties) if lead else {}
+
+        properties = await asyncio.to_thread(read)
+        zone = lead_zone(properties, self.runtime.content.sending)
+        return next_window_opening(request.window, zone, request.after)
 
     @activity.defn
     async def record_step(self, step: StepReached) -> None:
@@ -72,6 +177,17 @@ class SendActivities:
                     .where(Enrollment.workflow_id == step.workflow_id)
                     .values(current_step=step.step)
                 )
+                if step.lead_id is not None:
+                    session.add(
+                        EnrollmentStep(
+                            workflow_id=step.workflow_id,
+                            lead_id=step.lead_id,
+                            step=step.label or str(step.step),
+                            kind=step.kind or "step",
+                            at=clock.not_before(step.at),
+                            detail=step.detail,
+                        )
+                    )
 
         await asyncio.to_thread(write)
 
@@ -83,7 +199,9 @@ class SendActivities:
                     update(Enrollment)
                     .where(Enrollment.workflow_id == finished.workflow_id)
                     .values(
-                        status=finished.status, exit_reason=finished.reason or None, finished_at=clock.now()
+                        status=finished.status,
+                        exit_reason=finished.reason or None,
+                        finished_at=clock.not_before(finished.at),
                     )
                 )
 

@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
+from temporalio.client import Client
 
 from leadflow.api import create_app
 from leadflow.dev import connect_when_ready, temporal_dev_server
@@ -127,7 +128,14 @@ async def embedded_stack(workdir: Path, arrivals: Arrivals) -> AsyncIterator[htt
             client = await connect_when_ready(settings)
             async with running_worker(client, runtime) as router:
                 loop = asyncio.get_running_loop()
-                app = create_app(runtime, lambda: loop.call_soon_threadsafe(router.wake), temporal=client)
+
+                async def temporal_client() -> Client:
+                    return client
+
+                def wake_router() -> None:
+                    loop.call_soon_threadsafe(router.wake)
+
+                app = create_app(runtime, wake_router, temporal=temporal_client)
                 server = uvicorn.Server(uvicorn.Config(app, port=api_port, log_level="warning"))
                 serving = asyncio.create_task(server.serve())
                 while not server.started:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from uuid import uuid4
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -17,14 +20,22 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from leadflow import clock
+from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
+from leadflow.erasure import cancel_workflows, erase_lead
 from leadflow.handoff import HandoffRefused, SalesAnswer, answer, close_open_handoff, handoff_document
+from leadflow.identity import identify_visitor
 from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
 from leadflow.leads import find_lead, lead_document
+from leadflow.push import PushSubscriptionIn, save_subscription
 from leadflow.qualification import NotRecyclable, recycle, score_at
 from leadflow.router import outbox_status
 from leadflow.runtime import Runtime
+from leadflow.settings import Channel
+from leadflow.tracking.routes import tracking_routes
+from leadflow.webhooks import public_routes
 
 bearer = HTTPBearer(auto_error=False)
+log = logging.getLogger(__name__)
 
 
 class Accepted(BaseModel):
@@ -35,6 +46,7 @@ class Accepted(BaseModel):
 class LeadSaved(BaseModel):
     id: int
     email: str
+    phone: str | None = None
     created: bool
 
 
@@ -64,15 +76,43 @@ class HandoffAnswerIn(BaseModel):
         return self
 
 
+class IdentifyRequest(LeadIn):
+    """A visitor known by an anonymous id (the snippet's `lf_aid` cookie) told us their email."""
+
+    anonymous_id: str = Field(min_length=1, max_length=200)
+
+
+class IdentifyResult(BaseModel):
+    lead_id: int
+    outcome: str
+    merged_lead_id: int | None = None
+    events_moved: int = 0
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["granted", "withdrawn"]
+    source: str = Field(min_length=1, max_length=500, description="where it was given: a form, a call, …")
+
+
+class Erased(BaseModel):
+    erased: int
+    addresses_suppressed: int
+    workflows_cancelled: int
+
+
 def create_app(
     runtime: Runtime,
     on_events_accepted: Callable[[], None] | None = None,
-    temporal: Client | None = None,
+    temporal: Callable[[], Awaitable[Client]] | None = None,
 ) -> FastAPI:
     """The API over `runtime`; `on_events_accepted` lets an in-process router start routing at once;
-    `temporal` lets sales' answers stop a hand-off's follow-up timers at once (without it, the follow-up
-    notices the answer in the store when its next timer fires)."""
+    `temporal` gives the client (connected on first use) that cancels an erased lead's workflows and lets
+    sales' answers stop a hand-off's follow-up timers at once (without it, the follow-up notices the answer
+    in the store when its next timer fires)."""
     app = FastAPI(title="Leadflow", version="0.1.0", description="Events in, qualified conversations out.")
+    app.include_router(public_routes(runtime, on_events_accepted))
 
     def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         supplied = credentials.credentials.encode() if credentials else b""
@@ -107,7 +147,7 @@ def create_app(
     async def save_lead(lead_in: LeadIn) -> JSONResponse:
         """Create a lead by email, or merge the given properties into the existing one."""
         lead, created = await asyncio.to_thread(upsert_lead, runtime.db, lead_in)
-        body = LeadSaved(id=lead.id, email=lead.email or "", created=created).model_dump()
+        body = LeadSaved(id=lead.id, email=lead.email or "", phone=lead.phone, created=created).model_dump()
         return JSONResponse(body, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @app.post("/v1/events", dependencies=v1, status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
@@ -123,6 +163,17 @@ def create_app(
         return HTTPException(
             status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}"
         )
+
+    @app.post("/v1/identify", dependencies=v1, response_model=IdentifyResult)
+    async def identify(request: IdentifyRequest) -> IdentifyResult:
+        """Attach an anonymous id to the lead with this email, merging the anonymous visitor's history into
+        it (see the identity rules in the README); `properties` are merged into the lead like POST /v1/leads."""
+        identified = await asyncio.to_thread(
+            identify_visitor, runtime.db, request.anonymous_id, request.email, request.properties
+        )
+        if on_events_accepted:
+            on_events_accepted()
+        return IdentifyResult(**asdict(identified))
 
     @app.get("/v1/leads/{reference}", dependencies=v1)
     async def get_lead(reference: str) -> dict[str, Any]:
@@ -169,7 +220,16 @@ def create_app(
     async def stop_follow_up(stage_change_id: int, outcome: str) -> None:
         if temporal is None:
             return
-        handle = temporal.get_workflow_handle(runtime.settings.handoff_workflow_id(stage_change_id))
+        try:
+            client = await temporal()
+        except (
+            Exception
+        ) as error:  # Temporal down: the follow-up sees the answer in the store at its next timer
+            log.warning(
+                "hand-off %s %s; its follow-up was not told at once: %s", stage_change_id, outcome, error
+            )
+            return
+        handle = client.get_workflow_handle(runtime.settings.handoff_workflow_id(stage_change_id))
         try:
             await handle.signal("closed", outcome)
         except RPCError:
@@ -236,6 +296,74 @@ def create_app(
             )
         return document
 
+    def lead_id_of(reference: str) -> int:
+        with runtime.db.read() as session:
+            lead = find_lead(session, reference)
+        if lead is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}"
+            )
+        return lead.id
+
+    @app.put("/v1/leads/{reference}/consent/{channel}", dependencies=v1)
+    async def set_consent(reference: str, channel: Channel, consent_in: ConsentIn) -> dict[str, Any]:
+        """Record that the lead granted or withdrew consent for a channel, with where it happened. Stored
+        as a `subscribed` / `unsubscribed` event, so the lead's workflow sees it (an opt-out exits its
+        sequences); answers the channel's consent with its history."""
+        lead_id = await asyncio.to_thread(lead_id_of, reference)
+        kind = next(event for event, state in CONSENT_EVENTS.items() if state == consent_in.status)
+        event = EventIn(
+            id=f"lf-consent-{uuid4().hex}",
+            type=kind,
+            lead_id=lead_id,
+            properties={"channel": channel, "source": consent_in.source},
+        )
+        await asyncio.to_thread(ingest_events, runtime.db, [event])
+        if on_events_accepted:
+            on_events_accepted()
+
+        def read() -> dict[str, Any]:
+            with runtime.db.read() as session:
+                return dict(consent_document(session, lead_id)[channel])
+
+        return await asyncio.to_thread(read)
+
+    @app.delete("/v1/leads/{reference}", dependencies=v1, response_model=Erased)
+    async def erase(reference: str) -> Erased:
+        """Erase the lead (GDPR): events, messages, scores and everything else about it, keeping only a
+        hash of its addresses on the suppression list; its workflows are cancelled."""
+        lead_id = await asyncio.to_thread(lead_id_of, reference)
+        erasure = await asyncio.to_thread(erase_lead, runtime.db, runtime.settings, lead_id, clock.now())
+        if erasure is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"lead {lead_id} was erased meanwhile")
+        cancelled = 0
+        if temporal is not None:
+            try:
+                cancelled = await cancel_workflows(await temporal(), erasure.workflow_ids)
+            except Exception as error:  # Temporal down: the workflows find the lead gone at their next step
+                log.warning("erased lead %s; its workflows were not cancelled: %s", lead_id, error)
+        return Erased(
+            erased=lead_id, addresses_suppressed=erasure.addresses_suppressed, workflows_cancelled=cancelled
+        )
+
+    @app.post("/v1/push/subscriptions", dependencies=v1, status_code=status.HTTP_201_CREATED)
+    async def subscribe_push(subscription_in: PushSubscriptionIn) -> dict[str, Any]:
+        """Store a browser's PushSubscription for a lead (by `email` or `lead_id`); subscribing is the
+        lead's consent to push, recorded as a `subscribed` event."""
+        saved = await asyncio.to_thread(save_subscription, runtime.db, subscription_in)
+        if saved.consent_recorded and on_events_accepted:
+            on_events_accepted()
+        return {"id": saved.subscription_id, "lead_id": saved.lead_id, "consent": GRANTED}
+
+    @app.get("/v1/push/key", dependencies=v1)
+    async def push_key() -> dict[str, str]:
+        """The VAPID public key a web page passes to `pushManager.subscribe` as `applicationServerKey`."""
+        if runtime.push is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, "web push is not configured (LEADFLOW_VAPID_PRIVATE_KEY)"
+            )
+        return {"public_key": runtime.push.keys.public_key}
+
     @app.get("/v1/health", dependencies=v1)
     async def health() -> dict[str, Any]:
         """Liveness plus the outbox: events waiting to be routed and the routing lag."""
@@ -245,6 +373,7 @@ def create_app(
             "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)},
         }
 
+    app.include_router(tracking_routes(runtime, on_events_accepted))
     return app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 leads_app = typer.Typer(help="Look at leads.", no_args_is_help=True)
+keys_app = typer.Typer(help="Generate keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(leads_app, name="leads")
 scoring_app = typer.Typer(
@@ -80,28 +82,34 @@ def api() -> None:
     """Serve the HTTP API alone (events are routed by the workers)."""
     import uvicorn
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
 
     from leadflow.api import create_app
     from leadflow.runtime import Runtime
+    from worker import connect
 
     settings = get_settings()
     _content_or_exit(settings.content_dir)
     runtime = Runtime.from_settings(settings)
     runtime.db.upgrade()
+    clients: list[Client] = []
 
-    async def serve() -> None:
-        # Lazy: the API starts (and accepts events) while Temporal is down; the client connects on first use.
-        temporal = await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
-            lazy=True,
-        )
-        app = create_app(runtime, temporal=temporal)
-        await uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port)).serve()
+    async def temporal_client() -> Client:  # connected on first use: the API serves while Temporal is down
+        if not clients:
+            clients.append(await connect(settings))
+        return clients[0]
 
-    asyncio.run(serve())
+    uvicorn.run(create_app(runtime, temporal=temporal_client), host=settings.api_host, port=settings.api_port)
+
+
+@keys_app.command("vapid")
+def keys_vapid() -> None:
+    """Generate a VAPID key pair for web push: the private key goes into LEADFLOW_VAPID_PRIVATE_KEY, the
+    public one is the applicationServerKey your web page subscribes with (also at GET /v1/push/key)."""
+    from leadflow.channels.webpush import generate_vapid_keys
+
+    keys = generate_vapid_keys()
+    console.print(f"LEADFLOW_VAPID_PRIVATE_KEY={keys.private_key}", highlight=False, soft_wrap=True)
+    console.print(f"# applicationServerKey (public): {keys.public_key}", highlight=False, soft_wrap=True)
 
 
 @db_app.command("upgrade")
@@ -120,13 +128,137 @@ def check(
         Path | None, typer.Argument(help="Content directory (default: LEADFLOW_CONTENT_DIR).")
     ] = None,
 ) -> None:
-    """Check every content file (scoring model, segments, sequences, templates, sales team)."""
+    """Check every content file (scoring model, segments, sequences, templates, sales team, sites)."""
     directory = directory or get_settings().content_dir
     content = _content_or_exit(directory)
     console.print(
         f"[green]ok[/] {directory}: scoring model {content.scoring.version}, {len(content.segments)} segment(s), "
-        f"{len(content.sequences)} sequence(s), {len(content.salespeople)} salespeople"
+        f"{len(content.sequences)} sequence(s), {len(content.salespeople)} salespeople, "
+        f"{len(content.sites)} site(s)"
     )
+
+
+@app.command()
+def preview(
+    template: Annotated[str, typer.Argument(help="CHANNEL/NAME (email/webinar_invite), or NAME for email.")],
+    lead: Annotated[
+        str | None, typer.Option("--lead", help="Render for this lead (id, email, anonymous id).")
+    ] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option("--sample", help="Render for the lead in this YAML/JSON file (its properties)."),
+    ] = None,
+) -> None:
+    """Render a message template the way a lead would receive it: subject, text and HTML (or SMS / push)."""
+    from leadflow.content.templates import TemplateRenderError
+
+    channel, _, name = template.rpartition("/")
+    channel = channel or "email"
+    settings = get_settings()
+    content = _content(settings.content_dir)
+    problem = content.templates.problem_with(channel, name) if channel in ("email", "sms", "push") else None
+    if channel not in ("email", "sms", "push") or problem:
+        errors.print(
+            problem or f"unknown channel {channel!r}: email, sms or push", highlight=False, markup=False
+        )
+        raise typer.Exit(1)
+    if (lead is None) == (sample is None):
+        errors.print("give one of --lead EMAIL or --sample FILE")
+        raise typer.Exit(2)
+    context = _lead_context(lead) if lead else _sample_context(sample)  # type: ignore[arg-type]
+    try:
+        parts = content.templates.render(channel, name, context)
+    except TemplateRenderError as error:
+        errors.print(f"cannot render: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    for part, text in parts.items():
+        console.rule(f"[bold]{part}[/]", align="left")
+        console.print(text, highlight=False, markup=False)
+
+
+def _lead_context(reference: str) -> dict[str, Any]:
+    from leadflow.leads import find_lead, template_context
+    from leadflow.store import Database
+
+    db = Database(get_settings().resolved_database_url)
+    with db.read() as session:
+        found = find_lead(session, reference)
+        if found is None:
+            errors.print(f"no lead {reference!r}")
+            raise typer.Exit(1)
+        return template_context(session, found)
+
+
+def _sample_context(path: Path) -> dict[str, Any]:
+    """A sample lead file: its properties, plus email / stage / score when given (defaults otherwise)."""
+    from leadflow.content.yamlfile import YamlFile
+
+    try:
+        data = YamlFile(path).data
+    except (ContentError, OSError) as problem:
+        errors.print(str(problem), highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    if not isinstance(data, dict):
+        errors.print(f"{path}: a sample is a mapping of lead properties (first_name: Ada, …)")
+        raise typer.Exit(1)
+    lead = {"id": 0, "email": "sample@example.com", "stage": "lead", "score": 0, "company": None, **data}
+    return {"lead": lead}
+
+
+@app.command()
+def simulate(
+    sequence: Annotated[str, typer.Argument(help="The sequence id (templates/sequences/ID.yaml).")],
+    events: Annotated[Path, typer.Option("--events", help="The script: what leads do and when (YAML/JSON).")],
+    leads: Annotated[int, typer.Option("--leads", min=1, help="How many leads play the script.")] = 1,
+    timelines: Annotated[int, typer.Option(help="Print the timelines of this many leads.")] = 10,
+) -> None:
+    """Run a sequence on the real workflows, on a time-skipping Temporal server: every lead's timeline and
+    the totals, in seconds, before the campaign touches a real lead."""
+    from leadflow.simulation import load_script
+    from leadflow.simulation import simulate as run_simulation
+
+    settings = get_settings()
+    content = _content(settings.content_dir)
+    if sequence not in content.sequences:
+        errors.print(f"unknown sequence {sequence!r} (known: {', '.join(sorted(content.sequences))})")
+        raise typer.Exit(1)
+    try:
+        script = load_script(events)
+    except (ContentError, ContentErrors) as problem:
+        for line in str(problem).splitlines():
+            errors.print(line, highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("temporalio").setLevel(logging.ERROR)
+    report = asyncio.run(
+        run_simulation(content, sequence, script, leads, lambda line: errors.print(line, highlight=False))
+    )
+    for timeline in report.leads[:timelines]:
+        table = Table("when", "what", title=f"{timeline.email}: {timeline.outcome}", title_justify="left")
+        for entry in timeline.entries:
+            table.add_row(_offset(entry.at - report.started_at), entry.what)
+        console.print(table)
+    totals = Table(
+        "total", "count", title=f"{sequence}: {len(report.leads)} lead(s), {report.horizon.days} days"
+    )
+    for name in ("leads", "enrolled", "enrollments"):
+        totals.add_row(name, str(report.totals[name]))
+    for group in ("outcomes", "messages", "decisions"):
+        for key, count in report.totals[group].items():
+            totals.add_row(f"{group[:-1]}: {key}", str(count))
+    console.print(totals)
+    console.print(f"simulated in {report.wall_seconds:.1f}s of real time")
+
+
+def _offset(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    return f"day {days} {rest // 3600:02d}:{rest % 3600 // 60:02d}"
+
+
+def _content(directory: Path) -> Content:
+    _content_or_exit(directory)
+    return load_content(directory)
 
 
 @app.command()

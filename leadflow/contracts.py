@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.content.models import Sequence
+from leadflow.content.models import SendWindow, Sequence
 
 HANDED_TO_SALES = "handed to sales"  # the reason running sequences are told to exit
+OPTED_OUT = "opted out"
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class NewEvents:
     events: list[EventRef]
 
 
+@dataclass(frozen=True)
+class AbsenceTimer:
+    """An absence window a lead's event opened (form started: submitted within 30 minutes?), closed by a
+    durable timer in the lead workflow, which then asks the segments again."""
+
+    event_id: int
+    closes_at: datetime
+
+
 @dataclass
 class LeadWorkflowInput:
     lead_id: int
@@ -34,6 +44,8 @@ class LeadWorkflowInput:
     recent_event_ids: list[int] = field(default_factory=list)
     next_rescore_at: datetime | None = None  # the cooling timer: a quiet lead's score or temperature moves
     rescore_requested: bool = False  # a colleague made the account hot, or the model changed
+    merged_into: int | None = None  # set once the lead was merged into another: the workflow winds down
+    absence_timers: list[AbsenceTimer] = field(default_factory=list)
 
 
 @dataclass
@@ -41,7 +53,8 @@ class AssessLeadInput:
     lead_id: int
     event_ids: list[int]
     started_sequences: list[str] = field(default_factory=list)
-    as_of: datetime | None = None  # the workflow's time (decay follows it on the time-skipping server too)
+    closed_windows: list[int] = field(default_factory=list)  # trigger event ids whose absence window ended
+    as_of: datetime | None = None  # the workflow's time; None: the clock's
 
 
 @dataclass
@@ -60,6 +73,9 @@ class AssessLeadResult:
     temperature: str = ""
     next_rescore_at: datetime | None = None
     rescore_lead_workflows: list[str] = field(default_factory=list)  # colleagues of a newly hot account
+    merged_into: int | None = None  # the lead was merged into this one: its workflow stops
+    left_segments: list[str] = field(default_factory=list)
+    absence_timers: list[AbsenceTimer] = field(default_factory=list)
 
 
 @dataclass
@@ -132,18 +148,53 @@ class SendInput:
     template: str
     sequence_id: str
     step: int
+    at: datetime | None = None  # the workflow's time, for quiet hours and caps; None: the clock's
+    sender: str = ""  # the sequence's From for emails; empty: the installation's
+    reply_to: str = ""
 
 
 @dataclass
 class SendResult:
-    status: str  # sent, already_sent, uncertain, suppressed
+    # sent, already_sent, uncertain, bounced; suppressed (opted out: leave the sequence), skipped (this
+    # channel cannot reach the lead: go on), held (not now: wait until `hold_until`, then ask again)
+    status: str
     message_id: int | None = None
+    reason: str = ""
+    hold_until: datetime | None = None
+    retry_at: datetime | None = None  # "deferred" results recorded before held existed: read like hold_until
 
 
 @dataclass
 class StepReached:
     workflow_id: str
     step: int
+    label: str = ""  # "4.then.0" for nested steps; empty: str(step)
+    kind: str = ""
+    detail: str = ""
+    lead_id: int | None = None
+    at: datetime | None = None
+
+
+@dataclass
+class LeadSnapshotInput:
+    lead_id: int
+
+
+@dataclass
+class LeadSnapshot:
+    """What a branch condition reads about the lead besides events."""
+
+    properties: dict[str, Any] = field(default_factory=dict)
+    score: int = 0
+    temperature: str = "cold"
+    stage: str = "lead"
+
+
+@dataclass
+class SendWindowInput:
+    lead_id: int
+    window: SendWindow
+    after: datetime
 
 
 @dataclass
@@ -151,3 +202,4 @@ class EnrollmentFinished:
     workflow_id: str
     status: str  # completed, converted, exited
     reason: str = ""
+    at: datetime | None = None  # the workflow's time

@@ -1,8 +1,11 @@
-"""Sending a message exactly once per idempotency key.
+"""Sending a message exactly once per idempotency key, on any channel.
 
 The key is claimed in the store (unique constraint) before the provider is called, so a retried or replayed
 activity never sends twice. A claim left in `sending` means an earlier attempt died during the provider call:
 whether the provider took the message is unknown, and we choose never-twice over maybe-once (`uncertain`).
+
+The send-time policy (consent, suppression, sending hours, frequency caps: leadflow.consent) is asked inside
+the claiming transaction, so what it counts and what is claimed cannot drift apart.
 """
 
 from __future__ import annotations
@@ -10,107 +13,145 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-from uuid import uuid4
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
-from leadflow import clock
-from leadflow.channels import OutgoingEmail, PermanentDeliveryError, TemporaryDeliveryError
-from leadflow.content.templates import RenderedEmail
+from leadflow import clock, consent
+from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError
+from leadflow.consent import HOLD, SEND, Verdict
 from leadflow.runtime import Runtime
-from leadflow.store.models import Message
+from leadflow.store.models import Lead, Message, PushSubscription
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 SENT, SENDING, DEFERRED, BOUNCED, UNCERTAIN = "sent", "sending", "deferred", "bounced", "uncertain"
+ALREADY_SENT, HELD = "already_sent", "held"
+SUPPRESSING = {"bounce": "bounce", "invalid_number": "invalid_number", "opted_out": "opt_out"}
+
+Gate = Callable[[Session], Verdict]
+Send = Callable[[int], Awaitable[str]]  # gets the claimed message's id, returns the provider's id
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    lead_id: int | None
+    channel: str
+    template: str
+    recipient: str
+    subject: str | None = None
+
+
+# Asked inside the claim's transaction, before claiming: None to go ahead, or when the message may go out.
+PacingCheck = Callable[[Session], datetime | None]
 
 
 @dataclass(frozen=True)
 class Delivery:
-    status: str  # sent, already_sent, uncertain, bounced
-    message_id: int
+    """sent, already_sent, uncertain, bounced; or what the policy decided: suppressed, skipped, held."""
+
+    status: str
+    message_id: int | None = None
+    reason: str = ""
+    hold_until: datetime | None = None
 
 
-def _claim(
-    runtime: Runtime, key: str, lead_id: int | None, channel: str, template: str, recipient: str
-) -> tuple[int, str | None]:
-    """Claim `key`; returns the message id and, when it was claimed before, the status it had."""
-    with runtime.db.transaction() as session:
-        row = {
-            "idempotency_key": key,
-            "lead_id": lead_id,
-            "channel": channel,
-            "template": template,
-            "recipient": recipient,
-            "status": SENDING,
-            "created_at": clock.now(),
-        }
-        inserted = insert_ignoring_conflicts(
-            session, Message, [row], ["idempotency_key"], returning=(Message.id,)
-        )
-        if inserted:
-            return inserted[0][0], None
-        message = session.execute(select(Message).where(Message.idempotency_key == key)).scalar_one()
-        earlier = message.status
-        if earlier == DEFERRED:  # the provider refused it for now: nothing went out, try again
-            message.status = SENDING
-        elif earlier == SENDING:
+def _claim(claim: Claim, gate: Gate | None, now: datetime, session: Session) -> Delivery | int:
+    """The claimed message's id when the provider must be called now; else the Delivery to report."""
+    message = session.scalars(select(Message).where(Message.idempotency_key == claim.key)).first()
+    if message is not None and message.status not in (DEFERRED,):
+        if message.status == SENDING:
             message.status = UNCERTAIN
-        return message.id, earlier
-
-
-def _finish(runtime: Runtime, message_id: int, **values: Any) -> None:
-    with runtime.db.transaction() as session:
-        session.execute(update(Message).where(Message.id == message_id).values(**values))
-
-
-async def deliver_email_once(
-    runtime: Runtime, key: str, lead_id: int | None, to: str, template: str, rendered: RenderedEmail
-) -> Delivery:
-    """Send `rendered` to `to` unless `key` was sent (or possibly sent) before.
-
-    Raises TemporaryDeliveryError for the caller's retry policy; a permanent refusal returns `bounced`.
-    """
-    domain = runtime.settings.mail_from.rsplit("@", 1)[-1].rstrip(">")
-    email = OutgoingEmail(to, rendered.subject, rendered.text, rendered.html, f"<{uuid4().hex}@{domain}>")
-    return await deliver_once(
-        runtime, key, lead_id, "email", template, to, lambda: runtime.email.send(email), rendered.subject
+        status = {SENT: ALREADY_SENT, SENDING: UNCERTAIN}.get(message.status, message.status)
+        return Delivery(status, message.id, message.error or "")
+    # New, or refused for now last time (nothing went out): the policy decides again, it may have changed.
+    verdict = gate(session) if gate else Verdict(SEND)
+    if verdict.outcome == HOLD:
+        return Delivery(HELD, message.id if message else None, verdict.reason, verdict.hold_until)
+    status = SENDING if verdict.outcome == SEND else verdict.outcome
+    if message is not None:
+        message.status, message.error = status, verdict.reason or message.error
+        return message.id if status == SENDING else Delivery(status, message.id, verdict.reason)
+    row = {
+        "idempotency_key": claim.key,
+        "lead_id": claim.lead_id,
+        "channel": claim.channel,
+        "template": claim.template,
+        "recipient": claim.recipient,
+        "subject": claim.subject,
+        "status": status,
+        "error": verdict.reason or None,
+        "created_at": now,
+    }
+    inserted = insert_ignoring_conflicts(
+        session, Message, [row], ["idempotency_key"], returning=(Message.id,)
     )
+    if not inserted:  # another attempt claimed it between our read and our insert: it owns the send
+        return Delivery(UNCERTAIN, None, "claimed concurrently")
+    message_id = int(inserted[0][0])
+    return message_id if status == SENDING else Delivery(status, message_id, verdict.reason)
+
+
+def _record_outcome(
+    runtime: Runtime, claim: Claim, message_id: int, now: datetime, error: Exception | None, **values: object
+) -> None:
+    with runtime.db.transaction() as session:
+        message = session.get_one(Message, message_id)
+        message.error = str(error) if error else None
+        for name, value in values.items():
+            setattr(message, name, value)
+        if isinstance(error, PermanentDeliveryError):
+            _consequences(session, claim, error.reason, str(error), now)
+
+
+def _consequences(session: Session, claim: Claim, reason: str, error: str, now: datetime) -> None:
+    """What a permanent refusal means for the address: suppressed, or (push) the subscription removed."""
+    if reason == "subscription_gone":
+        session.execute(delete(PushSubscription).where(PushSubscription.endpoint == claim.recipient))
+        return
+    if reason not in SUPPRESSING:
+        return
+    consent.suppress(session, claim.channel, claim.recipient, SUPPRESSING[reason], error, now)
+    lead = session.get(Lead, claim.lead_id) if claim.lead_id else None
+    if reason == "opted_out" and lead is not None:
+        consent.record_consent(session, lead, claim.channel, consent.WITHDRAWN, f"provider: {error}", now)
 
 
 async def deliver_once(
-    runtime: Runtime,
-    key: str,
-    lead_id: int | None,
-    channel: str,
-    template: str,
-    recipient: str,
-    send: Callable[[], Awaitable[str]],
-    subject: str | None = None,
+    runtime: Runtime, claim: Claim, send: Send, gate: Gate | None = None, now: datetime | None = None
 ) -> Delivery:
-    """Call `send` (which returns the provider's id) unless `key` was delivered, or possibly delivered,
-    before; one key per channel, so one channel failing never repeats or loses another."""
-    message_id, earlier = await asyncio.to_thread(_claim, runtime, key, lead_id, channel, template, recipient)
-    if earlier in (SENT, BOUNCED):
-        return Delivery("already_sent" if earlier == SENT else BOUNCED, message_id)
-    if earlier in (SENDING, UNCERTAIN):
-        return Delivery(UNCERTAIN, message_id)
+    """Call `send` unless `claim.key` was sent (or possibly sent) before or `gate` says not now.
+
+    Raises TemporaryDeliveryError for the caller's retry policy; a permanent refusal returns `bounced`.
+    """
+    now = now or clock.now()
+
+    def claim_in_store() -> Delivery | int:
+        with runtime.db.transaction() as session:
+            return _claim(claim, gate, now, session)
+
+    claimed = await asyncio.to_thread(claim_in_store)
+    if isinstance(claimed, Delivery):
+        return claimed
+    message_id = claimed
     try:
-        provider_id = await send()
+        provider_id = await send(message_id)
     except TemporaryDeliveryError as error:
-        await asyncio.to_thread(_finish, runtime, message_id, status=DEFERRED, error=str(error))
+        await asyncio.to_thread(_record_outcome, runtime, claim, message_id, now, error, status=DEFERRED)
         raise
     except PermanentDeliveryError as error:
-        await asyncio.to_thread(_finish, runtime, message_id, status=BOUNCED, error=str(error))
-        return Delivery(BOUNCED, message_id)
+        await asyncio.to_thread(_record_outcome, runtime, claim, message_id, now, error, status=BOUNCED)
+        return Delivery(BOUNCED, message_id, str(error))
     await asyncio.to_thread(
-        _finish,
+        _record_outcome,
         runtime,
+        claim,
         message_id,
+        now,
+        None,
         status=SENT,
         provider_id=provider_id,
-        subject=subject,
-        sent_at=clock.now(),
-        error=None,
+        sent_at=now,
     )
     return Delivery(SENT, message_id)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from leadflow import clock
+from leadflow.consent import CONSENT_EVENTS, apply_consent_event, channel_of
 from leadflow.content.models import EVENT_TYPE
+from leadflow.settings import CHANNELS
 from leadflow.store import Database
 from leadflow.store.models import Account, Event, Identity, Lead, Outbox
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -20,6 +24,7 @@ from leadflow.store.upsert import insert_ignoring_conflicts
 MAX_PROPERTIES_BYTES = 16_384
 MAX_FUTURE = timedelta(days=1)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
 FREE_MAIL_DOMAINS = frozenset(
     [
         "gmail.com",
@@ -48,9 +53,27 @@ FREE_MAIL_DOMAINS = frozenset(
 )
 
 
-def _small_properties(properties: dict[str, Any]) -> dict[str, Any]:
-    if len(json.dumps(properties, default=str)) > MAX_PROPERTIES_BYTES:
-        raise ValueError(f"properties are larger than {MAX_PROPERTIES_BYTES} bytes")
+def properties_at_most(limit: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A validator refusing properties larger than `limit` bytes of JSON."""
+
+    def check(properties: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(properties, default=str)) > limit:
+            raise ValueError(f"properties are larger than {limit} bytes")
+        return properties
+
+    return check
+
+
+_small_properties = properties_at_most(MAX_PROPERTIES_BYTES)
+
+
+def _known_timezone(properties: dict[str, Any]) -> dict[str, Any]:
+    zone = properties.get("timezone")
+    if zone is not None:
+        try:
+            ZoneInfo(str(zone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {zone!r} is not an IANA time zone such as Europe/Paris") from None
     return properties
 
 
@@ -58,9 +81,11 @@ class LeadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +14155550100")
     properties: dict[str, Any] = Field(default_factory=dict)
 
     _check_properties = field_validator("properties")(_small_properties)
+    _check_timezone = field_validator("properties")(_known_timezone)
 
     @field_validator("email")
     @classmethod
@@ -97,6 +122,16 @@ class EventIn(BaseModel):
             raise ValueError("timestamp is more than a day in the future")
         return timestamp
 
+    @field_validator("properties")
+    @classmethod
+    def _consent_channel(cls, properties: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.data.get("type")
+        if kind in CONSENT_EVENTS and channel_of(properties) not in CHANNELS:
+            raise ValueError(
+                f"channel of a {kind} event must be one of {', '.join(CHANNELS)} (default email)"
+            )
+        return properties
+
     @model_validator(mode="after")
     def _one_identity(self) -> Self:
         given = [name for name in ("email", "lead_id", "anonymous_id") if getattr(self, name) is not None]
@@ -112,8 +147,8 @@ class EventBatchIn(BaseModel):
 
 
 class UnknownLead(LookupError):
-    def __init__(self, lead_id: int, where: str) -> None:
-        super().__init__(f"{where}: lead {lead_id} does not exist")
+    def __init__(self, lead: int | str, where: str) -> None:
+        super().__init__(f"{where}: lead {lead!r} does not exist")
 
 
 @dataclass(frozen=True)
@@ -136,16 +171,19 @@ def account_domain(email: str | None, properties: dict[str, Any]) -> str | None:
 def upsert_lead(db: Database, lead_in: LeadIn) -> tuple[Lead, bool]:
     """The lead with this email, created or with `properties` merged in; and whether it was created."""
     with db.transaction() as session:
-        lead_ids = _leads_by_email(session, {lead_in.email: lead_in.properties})
+        lead_ids = lead_ids_by_email(session, {lead_in.email: lead_in.properties})
         lead = session.get_one(Lead, lead_ids[lead_in.email][0])
         created = lead_ids[lead_in.email][1]
         if not created and lead_in.properties:
             lead.properties = {**lead.properties, **lead_in.properties}
             lead.updated_at = clock.now()
+        if lead_in.phone and lead.phone != lead_in.phone:
+            lead.phone = lead_in.phone
+            lead.updated_at = clock.now()
         return lead, created
 
 
-def _leads_by_email(
+def lead_ids_by_email(
     session: Session, properties_by_email: dict[str, dict[str, Any]]
 ) -> dict[str, tuple[int, bool]]:
     now = clock.now()
@@ -153,7 +191,9 @@ def _leads_by_email(
     existing = dict(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(emails))).all())
     missing = [email for email in emails if email not in existing]
     if missing:
-        accounts = _account_ids(session, {e: account_domain(e, properties_by_email[e]) for e in missing})
+        accounts = account_ids_by_email(
+            session, {e: account_domain(e, properties_by_email[e]) for e in missing}
+        )
         rows = [
             {
                 "email": email,
@@ -175,7 +215,7 @@ def _leads_by_email(
     }
 
 
-def _account_ids(session: Session, domain_by_email: dict[str, str | None]) -> dict[str, int]:
+def account_ids_by_email(session: Session, domain_by_email: dict[str, str | None]) -> dict[str, int]:
     domains = {domain for domain in domain_by_email.values() if domain}
     if not domains:
         return {}
@@ -211,52 +251,81 @@ def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
 
     All or nothing: an unknown lead id anywhere refuses the whole batch before anything is written.
     """
-    now = clock.now()
     with db.transaction() as session:
-        by_id = {event.lead_id for event in events if event.lead_id is not None}
-        known = set(session.scalars(select(Lead.id).where(Lead.id.in_(by_id)))) if by_id else set()
-        for index, event in enumerate(events):
-            if event.lead_id is not None and event.lead_id not in known:
-                raise UnknownLead(event.lead_id, f"events[{index}].lead_id" if len(events) > 1 else "lead_id")
-        emails: dict[str, dict[str, Any]] = {event.email: {} for event in events if event.email}
-        lead_by_email = (
-            {e: lead_id for e, (lead_id, _) in _leads_by_email(session, emails).items()} if emails else {}
-        )
-        anonymous = {event.anonymous_id for event in events if event.anonymous_id}
-        lead_by_anonymous = _leads_by_anonymous_id(session, anonymous) if anonymous else {}
+        return store_events(session, events)
 
-        def lead_of(event: EventIn) -> int:
-            if event.email:
-                return lead_by_email[event.email]
-            if event.anonymous_id:
-                return lead_by_anonymous[event.anonymous_id]
-            assert event.lead_id is not None
-            return event.lead_id
 
-        rows: list[dict[str, Any]] = [
-            {
-                "key": event.id,
-                "lead_id": lead_of(event),
-                "type": event.type,
-                "occurred_at": event.timestamp or now,
-                "received_at": now,
-                "properties": event.properties,
-            }
-            for event in _first_of_each_key(events)
-        ]
-        inserted = insert_ignoring_conflicts(
-            session, Event, rows, ["key"], returning=(Event.id, Event.lead_id)
+def store_events(session: Session, events: list[EventIn]) -> IngestResult:
+    """`ingest_events` inside the caller's transaction (the tracker, the unsubscribe link and webhooks use it)."""
+    now = clock.now()
+    by_id = {event.lead_id for event in events if event.lead_id is not None}
+    known = set(session.scalars(select(Lead.id).where(Lead.id.in_(by_id)))) if by_id else set()
+    for index, event in enumerate(events):
+        if event.lead_id is not None and event.lead_id not in known:
+            raise UnknownLead(event.lead_id, f"events[{index}].lead_id" if len(events) > 1 else "lead_id")
+    emails: dict[str, dict[str, Any]] = {event.email: {} for event in events if event.email}
+    lead_by_email = (
+        {e: lead_id for e, (lead_id, _) in lead_ids_by_email(session, emails).items()} if emails else {}
+    )
+    anonymous = {event.anonymous_id for event in events if event.anonymous_id}
+    lead_by_anonymous = _leads_by_anonymous_id(session, anonymous) if anonymous else {}
+
+    def lead_of(event: EventIn) -> int:
+        if event.email:
+            return lead_by_email[event.email]
+        if event.anonymous_id:
+            return lead_by_anonymous[event.anonymous_id]
+        assert event.lead_id is not None
+        return event.lead_id
+
+    unique = _first_of_each_key(events)
+    survivor = surviving_leads(session, {lead_of(event) for event in unique})
+    rows: list[dict[str, Any]] = [
+        {
+            "key": event.id,
+            "lead_id": survivor[lead_of(event)],
+            "type": event.type,
+            "occurred_at": event.timestamp or now,
+            "received_at": now,
+            "properties": event.properties,
+        }
+        for event in unique
+    ]
+    inserted = insert_ignoring_conflicts(
+        session, Event, rows, ["key"], returning=(Event.id, Event.lead_id, Event.key)
+    )
+    if inserted:
+        session.execute(
+            insert(Outbox),
+            [
+                {"lead_id": lead_id, "event_id": event_id, "created_at": now}
+                for event_id, lead_id, _ in inserted
+            ],
         )
-        if inserted:
-            session.execute(
-                insert(Outbox),
-                [
-                    {"lead_id": lead_id, "event_id": event_id, "created_at": now}
-                    for event_id, lead_id in inserted
-                ],
+    new_keys = {key for _, _, key in inserted}
+    for row in rows:
+        if row["key"] in new_keys and row["type"] in CONSENT_EVENTS:
+            apply_consent_event(
+                session, row["lead_id"], row["type"], row["properties"], row["occurred_at"], row["key"]
             )
-        lead_ids = sorted({int(row["lead_id"]) for row in rows})
+    lead_ids = sorted({int(row["lead_id"]) for row in rows})
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted), lead_ids=lead_ids)
+
+
+def surviving_leads(session: Session, lead_ids: set[int]) -> dict[int, int]:
+    """Each lead id mapped to the lead its events belong to: itself, or the lead it was merged into.
+
+    The rows are share-locked (PostgreSQL) so an identity merge running at the same moment either waits for
+    these events and moves them too, or has finished and its survivor is read here; nothing lands on a
+    tombstone. A merged lead is never merged again (only anonymous leads are), so one hop suffices.
+    """
+    rows = session.execute(
+        select(Lead.id, Lead.merged_into_id)
+        .where(Lead.id.in_(lead_ids))
+        .order_by(Lead.id)
+        .with_for_update(read=True)
+    ).all()
+    return {lead_id: merged_into or lead_id for lead_id, merged_into in rows}
 
 
 def _first_of_each_key(events: list[EventIn]) -> list[EventIn]:

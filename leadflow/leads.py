@@ -7,14 +7,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leadflow.consent import addresses, consent_document
+from leadflow.content.models import Thresholds
 from leadflow.scoring import tidy
+from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
     Account,
     Enrollment,
+    EnrollmentStep,
     Event,
     Handoff,
     Identity,
     Lead,
+    LeadMerge,
     Message,
     ScoreSnapshot,
     SegmentMembership,
@@ -22,17 +27,36 @@ from leadflow.store.models import (
 )
 
 TIMELINE_LENGTH = 50
+# What a template's `lead` always has, and the properties leads are known to carry (see DESIGN.md): a
+# template reading any other property, or one of these without `| default(...)`, fails for some leads.
+LEAD_FIELDS_ALWAYS = ("id", "email", "stage", "score", "company")
+LEAD_PROPERTIES_KNOWN = (
+    "first_name",
+    "last_name",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+    "timezone",
+    "phone",
+    "utm_source",
+    "ebook_title",
+)
 
 
 def find_lead(session: Session, reference: str) -> Lead | None:
-    """A lead by id, email or anonymous id."""
+    """A lead by id, email or anonymous id; a lead merged into another is found as the one it joined."""
     if reference.isdigit():
-        return session.get(Lead, int(reference))
-    if "@" in reference:
-        return session.scalars(select(Lead).where(Lead.email == reference.strip().lower())).first()
-    return session.scalars(
-        select(Lead).join(Identity, Identity.lead_id == Lead.id).where(Identity.anonymous_id == reference)
-    ).first()
+        lead = session.get(Lead, int(reference))
+    elif "@" in reference:
+        lead = session.scalars(select(Lead).where(Lead.email == reference.strip().lower())).first()
+    else:
+        lead = session.scalars(
+            select(Lead).join(Identity, Identity.lead_id == Lead.id).where(Identity.anonymous_id == reference)
+        ).first()
+    if lead is not None and lead.merged_into_id is not None:
+        return session.get(Lead, lead.merged_into_id)
+    return lead
 
 
 def latest_score(session: Session, lead_id: int) -> ScoreSnapshot | None:
@@ -55,6 +79,12 @@ def recent_events(session: Session, lead_id: int, limit: int = TIMELINE_LENGTH) 
     )
 
 
+def lead_temperature(lead: Lead, thresholds: Thresholds) -> str:
+    """The lead's temperature as scoring recorded it (a column or a property), else derived from its score."""
+    known = getattr(lead, "temperature", None) or lead.properties.get("temperature")
+    return temperature_of(known, lead.score, thresholds)
+
+
 def template_context(session: Session, lead: Lead) -> dict[str, Any]:
     """What a message template can use: `lead` (email, id, stage, score and every property)."""
     account = session.get(Account, lead.account_id) if lead.account_id else None
@@ -63,6 +93,7 @@ def template_context(session: Session, lead: Lead) -> dict[str, Any]:
             **lead.properties,
             "id": lead.id,
             "email": lead.email,
+            "phone": lead.phone,
             "stage": lead.stage,
             "score": lead.score,
             "company": lead.properties.get("company") or (account.name if account else None),
@@ -88,6 +119,15 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
     messages = session.scalars(
         select(Message).where(Message.lead_id == lead.id).order_by(Message.id.desc()).limit(TIMELINE_LENGTH)
     ).all()
+    decisions: dict[str, list[dict[str, Any]]] = {}
+    for step in session.scalars(
+        select(EnrollmentStep)
+        .where(EnrollmentStep.lead_id == lead.id, EnrollmentStep.detail != "")
+        .order_by(EnrollmentStep.id)
+    ):
+        decisions.setdefault(step.workflow_id, []).append(
+            {"at": step.at, "step": step.step, "what": step.detail}
+        )
     timeline: list[dict[str, Any]] = [
         {"at": e.occurred_at, "kind": "event", "type": e.type, "id": e.key, "properties": e.properties}
         for e in recent_events(session, lead.id)
@@ -106,7 +146,25 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
     return {
         "id": lead.id,
         "email": lead.email,
+        "phone": lead.phone,
         "properties": lead.properties,
+        "source": {"first_touch": lead.first_touch, "last_touch": lead.last_touch},
+        "anonymous_ids": list(
+            session.scalars(
+                select(Identity.anonymous_id).where(Identity.lead_id == lead.id).order_by(Identity.created_at)
+            )
+        ),
+        "merged_leads": [
+            {
+                "id": m.merged_lead_id,
+                "anonymous_id": m.anonymous_id,
+                "events_moved": m.events_moved,
+                "at": m.merged_at,
+            }
+            for m in session.scalars(
+                select(LeadMerge).where(LeadMerge.into_lead_id == lead.id).order_by(LeadMerge.merged_at)
+            )
+        ],
         "account": _account(account),
         "owner": lead.owner,
         "stage": lead.stage,
@@ -125,10 +183,13 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
                 "exit_reason": e.exit_reason,
                 "started_at": e.started_at,
                 "finished_at": e.finished_at,
+                "decisions": decisions.get(e.workflow_id, []),  # branches taken, variant drawn, sends held
             }
             for e in enrollments
         ],
         "handoffs": _handoffs(session, lead),
+        "consent": consent_document(session, lead.id),
+        "push_subscriptions": len(addresses(session, lead, "push")),
         "timeline": timeline[:TIMELINE_LENGTH],
         "created_at": lead.created_at,
         "last_activity_at": lead.last_activity_at,

@@ -37,6 +37,7 @@ from leadflow.store.models import (
     StageChange,
 )
 from leadflow.store.upsert import insert_ignoring_conflicts
+from leadflow.tracking.attribution import first_and_last_touch
 
 
 @dataclass
@@ -79,6 +80,7 @@ def rescore_many(
         account = accounts.get(lead.account_id) if lead.account_id else None
         activity = account.activity_without(lead.id) if account else None
         result = score_lead(model, lead.properties, events[lead.id], now, activity, since=lead.scoring_since)
+        lead.first_touch, lead.last_touch = first_and_last_touch(events[lead.id])
         ledger.record(lead, result, now, activity)
         now_rule = hand_off_now_rule(model, events[lead.id], now, since=lead.scoring_since)
         changes = _stamp_stages(session, lead, result.score, model, now, now_rule)

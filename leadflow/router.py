@@ -52,15 +52,18 @@ class OutboxRouter:
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self.settings.router_poll_seconds
         while not stop.is_set():
+            failing = False
             try:
                 routed = await self.drain_once()
                 backoff = self.settings.router_poll_seconds
             except Exception as error:  # the store or Temporal is down: keep the rows, try again later
                 log.warning("outbox routing paused: %s", error)
-                routed, backoff = 0, min(backoff * 2, 5.0)
+                routed, backoff, failing = 0, min(backoff * 2, 5.0), True
             if routed < self.batch_size:
                 self._wake.clear()
-                waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+                # While failing, new events must not cut the backoff short (they would retry every signal).
+                wakers = [stop.wait()] if failing else [self._wake.wait(), stop.wait()]
+                waits = [asyncio.ensure_future(waker) for waker in wakers]
                 await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
                 for waiting in waits:
                     waiting.cancel()

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import re
+import secrets
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+
+
+Channel = Literal["email", "sms", "push"]
+CHANNELS: tuple[Channel, ...] = ("email", "sms", "push")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class FrequencyCap(BaseModel):
+    """At most `day` messages in any 24 hours and `week` in any 7 days, on one channel, across sequences."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: int | None = Field(default=None, ge=1)
+    week: int | None = Field(default=None, ge=1)
+
+
+def _default_caps() -> dict[Channel, FrequencyCap]:
+    return {
+        "email": FrequencyCap(day=3, week=10),
+        "sms": FrequencyCap(day=1, week=3),
+        "push": FrequencyCap(day=2, week=7),
+    }
 
 
 class Settings(BaseSettings):
@@ -31,6 +56,27 @@ class Settings(BaseSettings):
     router_poll_seconds: float = 0.05
     webhook_secret: str = ""  # signs hand-off webhooks (HMAC-SHA256); webhooks are refused while empty
     webhook_timeout_seconds: float = 10.0
+    secret_key: str = ""  # signs tracking and unsubscribe links; empty: generated once into data_dir
+    # Email: DKIM signing when a key is given (a PEM file's path, or the PEM itself).
+    dkim_private_key: str = ""
+    dkim_selector: str = "leadflow"
+    dkim_domain: str = ""  # empty: the domain of the From address
+    # SMS over Twilio; `twilio_api_base` is where the REST API lives (a proxy, or a test double).
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from: str = ""  # a number in E.164 form, or leave empty and give a messaging service
+    twilio_messaging_service_sid: str = ""
+    twilio_api_base: str = "https://api.twilio.com"
+    sms_help_reply: str = "Leadflow: marketing messages. Reply STOP to opt out, START to opt back in."
+    # Web push: VAPID key pair from `leadflow keys vapid`.
+    vapid_private_key: str = ""
+    vapid_subject: str = "mailto:marketing@leadflow.localhost"
+    # Consent policy, checked at every send.
+    consent_required: list[Channel] = Field(default_factory=lambda: ["sms", "push"])  # type: ignore[arg-type]
+    sending_hours: str = "08:00-21:00"  # in the lead's time zone; outside it messages wait
+    sending_hours_channels: list[Channel] = Field(default_factory=lambda: ["sms", "push"])  # type: ignore[arg-type]
+    default_timezone: str = "UTC"  # for leads without a `timezone` property
+    frequency_caps: dict[Channel, FrequencyCap] = Field(default_factory=_default_caps)
     workflow_id_prefix: str = ""  # lets several installations (or test runs) share one Temporal namespace
 
     @field_validator("api_keys", mode="before")
@@ -39,6 +85,31 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("sending_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        if not _HOURS.match(value):
+            raise ValueError(f"sending_hours must look like 08:00-21:00, not {value!r}")
+        return value
+
+    @property
+    def sending_window(self) -> tuple[time, time]:
+        start, end = self.sending_hours.split("-")
+        return time.fromisoformat(start), time.fromisoformat(end)
+
+    @property
+    def resolved_secret_key(self) -> str:
+        """The configured secret, else one generated on first use and kept in the data folder, so links in
+        emails already sent keep working across restarts."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     @property
     def resolved_database_url(self) -> str:

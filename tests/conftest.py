@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +36,7 @@ from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
 from leadflow.store import Database
 from leadflow.store.models import Base
+from tests.peers import VAPID, PushService, TwilioApi, serve
 from worker import running_worker
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -104,11 +105,15 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.raw: list[bytes] = []  # as received, for checks on the exact bytes (DKIM)
+        self.peers: list[tuple[str, int]] = []  # the client's address per message: one per connection
         self.reply: str | None = None  # set to refuse every message with this SMTP reply
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.reply:
             return self.reply
+        self.raw.append(envelope.original_content or envelope.content)
+        self.peers.append(session.peer)
         self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
         return "250 OK"
 
@@ -129,8 +134,45 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
 def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
     inbox, _ = smtp_server
     inbox.messages.clear()
+    inbox.raw.clear()
+    inbox.peers.clear()
     inbox.reply = None
     return inbox
+
+
+# --- Twilio and a push service, over loopback HTTP ------------------------------------------------------
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[TwilioApi]:
+    api = TwilioApi()
+    runner, api.port = await serve(api.app())
+    yield api
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def push_service() -> AsyncIterator[PushService]:
+    service = PushService(vapid_public_key=VAPID.public_key)
+    runner, service.port = await serve(service.app())
+    yield service
+    await runner.cleanup()
+
+
+def channel_settings(twilio: TwilioApi | None = None) -> dict[str, Any]:
+    """Settings that point SMS at the loopback Twilio and give web push its VAPID key."""
+    values: dict[str, Any] = {
+        "vapid_private_key": VAPID.private_key,
+        "vapid_subject": "mailto:ops@leadflow.test",
+    }
+    if twilio is not None:
+        values |= {
+            "twilio_account_sid": twilio.account_sid,
+            "twilio_auth_token": twilio.auth_token,
+            "twilio_from": "+15005550006",
+            "twilio_api_base": f"http://127.0.0.1:{twilio.port}",
+        }
+    return values
 
 
 # --- runtime, Temporal, API -------------------------------------------------------------------------
@@ -139,13 +181,7 @@ def inbox(smtp_server: tuple[Inbox, int]) -> Inbox:
 @pytest.fixture
 def content_dir(tmp_path: Path) -> Path:
     """A copy of the shipped content that a test may break."""
-    for part in ("scoring.yaml", "sales.yaml", "segments", "templates"):
-        source = PROJECT_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part)
-        else:
-            shutil.copy(source, tmp_path / part)
-    return tmp_path
+    return copy_content(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -154,25 +190,39 @@ def content():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def runtime(db: Database, smtp_server: tuple[Inbox, int], inbox: Inbox, content: Any) -> Runtime:
-    from leadflow.channels.email import SmtpEmailChannel
+def settings_overrides() -> dict[str, Any]:
+    """Settings a test module changes by overriding this fixture (e.g. to point SMS at the loopback Twilio)."""
+    return channel_settings()
 
+
+@pytest.fixture
+async def runtime(
+    db: Database,
+    smtp_server: tuple[Inbox, int],
+    inbox: Inbox,
+    content: Any,
+    settings_overrides: dict[str, Any],
+) -> AsyncIterator[Runtime]:
+    runtime = Runtime.assemble(settings_for_test(db, smtp_server[1], **settings_overrides), db, content)
+    yield runtime
+    await runtime.close()
+
+
+def settings_for_test(db: Database, smtp_port: int, **overrides: Any) -> Settings:
+    """Settings for one test: its own task queue and workflow ids, the test SMTP server, a fixed secret."""
     unique = uuid.uuid4().hex[:8]
-    settings = Settings(
-        database_url=db.url,
-        smtp_url=f"smtp://127.0.0.1:{smtp_server[1]}",
-        content_dir=PROJECT_ROOT,
-        api_keys=[API_KEY],
-        task_queue=f"test-{unique}",
-        workflow_id_prefix=f"t{unique}-",
-        router_poll_seconds=0.02,
-    )
-    return Runtime(
-        settings=settings,
-        db=db,
-        content=content,
-        email=SmtpEmailChannel(settings.smtp_url, settings.mail_from),
-    )
+    values: dict[str, Any] = {
+        "database_url": db.url,
+        "smtp_url": f"smtp://127.0.0.1:{smtp_port}",
+        "content_dir": PROJECT_ROOT,
+        "api_keys": [API_KEY],
+        "task_queue": f"test-{unique}",
+        "workflow_id_prefix": f"t{unique}-",
+        "router_poll_seconds": 0.02,
+        "secret_key": f"test-secret-{unique}",
+        "public_url": "http://leadflow.test",
+    }
+    return Settings(**{**values, **overrides})
 
 
 def temporal_cli(name: str) -> str:
@@ -195,14 +245,28 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest.fixture
+@pytest.fixture  # one per test: a worker stopped on a shared time-skipping server can hang the next sleep
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: days pass in moments while a test sleeps on it."""
+    """The time-skipping test server: days of nurture in seconds."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
     )
     yield env
     await env.shutdown()
+
+
+CONTENT_PARTS = ("scoring.yaml", "sales.yaml", "sending.yaml", "sites.yaml", "segments", "templates")
+
+
+def copy_content(destination: Path) -> Path:
+    """A copy of the shipped content to edit in a test."""
+    for part in CONTENT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, destination / part)
+        else:
+            shutil.copy(source, destination / part)
+    return destination
 
 
 @dataclass
@@ -226,7 +290,11 @@ async def stack(runtime: Runtime, temporal: WorkflowEnvironment, inbox: Inbox) -
 async def running_stack(runtime: Runtime, client: Client, inbox: Inbox) -> AsyncIterator[Stack]:
     """API, worker and router over `runtime` until the block ends (a test may stop and start it again)."""
     async with running_worker(client, runtime) as router:
-        app = create_app(runtime, on_events_accepted=router.wake, temporal=client)
+
+        async def temporal_client() -> Client:
+            return client
+
+        app = create_app(runtime, on_events_accepted=router.wake, temporal=temporal_client)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport,
@@ -351,4 +419,4 @@ def sales_runtime(runtime: Runtime, content_dir: Path, receiver: WebhookReceiver
     settings = runtime.settings.model_copy(
         update={"webhook_secret": WEBHOOK_SECRET, "content_dir": content_dir}
     )
-    return Runtime(settings=settings, db=runtime.db, content=load_content(content_dir), email=runtime.email)
+    return replace(runtime, settings=settings, content=load_content(content_dir))

@@ -42,6 +42,10 @@ async def test_malformed_json_is_a_400_naming_the_problem(stack: Stack) -> None:
         ({"id": "e1", "type": "page_viewed"}, "body"),
         ({"id": "e1", "type": "page_viewed", "email": "a@b.test", "lead_id": 3}, "body"),
         ({"type": "page_viewed", "email": "a@b.test"}, "id"),
+        (
+            {"id": "e1", "type": "unsubscribed", "email": "a@b.test", "properties": {"channel": "fax"}},
+            "properties",
+        ),
     ],
 )
 async def test_an_invalid_event_is_a_422_naming_the_field(stack: Stack, event: dict, field: str) -> None:
@@ -105,3 +109,38 @@ async def test_an_oversized_batch_is_refused(stack: Stack) -> None:
 async def test_openapi_describes_the_api(stack: Stack) -> None:
     spec = (await stack.api.get("/openapi.json")).json()
     assert {"/v1/events", "/v1/leads", "/v1/leads/{reference}"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize(
+    ("lead", "field"),
+    [
+        ({"email": "a@b.test", "phone": "0415 555 0100"}, "phone"),
+        ({"email": "a@b.test", "properties": {"timezone": "Mars/Olympus"}}, "properties"),
+    ],
+)
+async def test_a_lead_with_a_bad_phone_or_time_zone_is_refused(stack: Stack, lead: dict, field: str) -> None:
+    response = await stack.api.post("/v1/leads", json=lead)
+    assert response.status_code == 422, response.text
+    assert field in [problem["field"] for problem in response.json()["detail"]]
+    assert _counts(stack) == (0, 0, 0)
+
+
+async def test_consent_is_recorded_with_its_source_and_history(stack: Stack) -> None:
+    created = await stack.api.post("/v1/leads", json={"email": "a@b.test", "phone": "+14155550100"})
+    assert created.json()["phone"] == "+14155550100"
+    for status in ("granted", "withdrawn"):
+        response = await stack.api.put(
+            "/v1/leads/a@b.test/consent/sms", json={"status": status, "source": f"call {status}"}
+        )
+        assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["status"], body["source"]) == ("withdrawn", "call withdrawn")
+    assert [h["status"] for h in body["history"]] == ["granted", "withdrawn"]
+    bad = [
+        ("/v1/leads/a@b.test/consent/fax", {"status": "granted", "source": "x"}, 422),
+        ("/v1/leads/a@b.test/consent/sms", {"status": "maybe", "source": "x"}, 422),
+        ("/v1/leads/a@b.test/consent/sms", {"status": "granted"}, 422),
+        ("/v1/leads/nobody@b.test/consent/sms", {"status": "granted", "source": "x"}, 404),
+    ]
+    for path, body, expected in bad:
+        assert (await stack.api.put(path, json=body)).status_code == expected, path

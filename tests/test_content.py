@@ -17,7 +17,7 @@ from leadflow.settings import PROJECT_ROOT
 def test_the_shipped_content_is_valid() -> None:
     result = CliRunner().invoke(app, ["check", str(PROJECT_ROOT)])
     assert result.exit_code == 0, result.output
-    assert "1 sequence(s)" in result.output
+    assert "3 sequence(s)" in result.output
 
 
 def test_every_mistake_is_reported_with_file_and_line(content_dir: Path) -> None:
@@ -31,7 +31,7 @@ def test_every_mistake_is_reported_with_file_and_line(content_dir: Path) -> None
     sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
     sequence.write_text(
         sequence.read_text()
-        .replace("wait: 3d", "wait: three days")
+        .replace("wait: 3d", "wait: three days", 1)
         .replace("- send: {channel: email, template: webinar_invite}", "- sned: {}")
     )
     (content_dir / "segments/broken.yaml").write_text("id: broken\nname: [unclosed\n")
@@ -65,7 +65,10 @@ def test_a_sequence_for_an_unknown_segment_and_unknown_fields_are_refused(conten
     with pytest.raises(ContentErrors) as refused:
         load_content(content_dir)
     messages = [str(error) for error in refused.value.errors]
-    assert any(":3: unknown segment 'nobody' (known: ebook_downloaders)" in m for m in messages), messages
+    assert any(
+        ":3: unknown segment 'nobody' (known: abandoned_form, ebook_downloaders, event_page_regulars)" in m
+        for m in messages
+    ), messages
     assert any(":9: no email template 'ebook_tipz'" in m for m in messages), messages
     sequence.write_text(
         sequence.read_text().replace("segment: nobody", "segment: ebook_downloaders\ncolour: red")
@@ -98,3 +101,31 @@ def test_templates_render_in_a_sandbox_with_strict_variables(tmp_path: Path) -> 
     rendered = library.render_email("typo", {"lead": {"frist_name": "Ada", "bio": "<script>x</script>"}})
     assert rendered.html == "<p>&lt;script&gt;x&lt;/script&gt;</p>"  # HTML is escaped, the text part is not
     assert rendered.text == "<script>x</script>"
+
+
+def test_sms_and_push_templates_are_checked_whether_used_or_not(content_dir: Path) -> None:
+    (content_dir / "templates/sms/no_body.j2").write_text("{% block text %}hi{% endblock %}\n")
+    (content_dir / "templates/push/broken.j2").write_text(
+        "{% block title %}x{% endblock %}\n{% block body %}{{ oops( {% endblock %}\n"
+    )
+    with pytest.raises(ContentErrors) as raised:
+        load_content(content_dir)
+    messages = [str(error) for error in raised.value.errors]
+    assert any(
+        m.startswith(f"{content_dir}/templates/sms/no_body.j2: lacks the block(s) body") for m in messages
+    ), messages
+    assert any(
+        m.startswith(f"{content_dir}/templates/push/broken.j2:2: does not compile") for m in messages
+    ), messages
+
+
+def test_a_sequence_sender_must_be_an_address(content_dir: Path) -> None:
+    sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
+    sequence.write_text(
+        sequence.read_text().replace(
+            "segment: ebook_downloaders", "segment: ebook_downloaders\nsender: Ada from marketing"
+        )
+    )
+    with pytest.raises(ContentErrors) as raised:
+        load_content(content_dir)
+    assert ":4: sender: 'Ada from marketing' is not an address" in str(raised.value)

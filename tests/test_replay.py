@@ -5,9 +5,11 @@ patched (workflow.patched) change, and keep the old files."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -16,11 +18,25 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from leadflow.content.loader import load_content
+from leadflow.contracts import EventRef, NewEvents, SequenceInput
+from leadflow.identity import identify_visitor
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
+from leadflow.store import Database
 from leadflow.store.models import Handoff
-from tests.conftest import Inbox, WebhookReceiver, eventually, running_stack
+from tests.conftest import (
+    Inbox,
+    WebhookReceiver,
+    channel_settings,
+    eventually,
+    running_stack,
+    settings_for_test,
+)
+from tests.peers import TwilioApi
+from tests.stories import play, trial_content
 from worker import WORKFLOWS, running_worker
+from workflows.sequence import SequenceWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDING = os.environ.get("LEADFLOW_RECORD_HISTORIES") == "1"
@@ -33,7 +49,22 @@ async def test_recorded_history_replays_on_current_code(path: Path) -> None:
 
 
 def test_histories_are_kept() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 2
+    names = {path.stem for path in HISTORIES.glob("*.json")}
+    assert {
+        "lead_workflow",
+        "sequence_workflow_exited",
+    } <= names  # recorded before absence rules and branches
+    assert {"lead_workflow_absence", "sequence_abandoned_form", "sequence_trial_nurture"} <= names
+    assert {"sequence_ebook_follow_up"} <= names
+    assert {"sequence_workflow_held_skipped_opted_out"} <= names  # sending hours, skips, opt-out exit
+    assert {"lead_workflow_handoff", "handoff_workflow_sla"} <= names  # hand-off webhooks and follow-up SLA
+
+
+def _keep(name: str, history: WorkflowHistory) -> None:
+    """Write a new recording; never replace an old one (it guards the code paths of its time)."""
+    path = HISTORIES / f"{name}.json"
+    if not path.exists():
+        path.write_text(history.to_json())
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
@@ -65,8 +96,7 @@ async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime,
         await asyncio.sleep(0.5)
         lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
         for name, handle in (("lead_workflow", lead), ("sequence_workflow_exited", sequence)):
-            history = await handle.fetch_history()
-            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            _keep(name, await handle.fetch_history())
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
@@ -99,5 +129,105 @@ async def test_record_handoff_histories(
         assert await follow_up.result() == "accepted"
         lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
         for name, handle in (("lead_workflow_handoff", lead), ("handoff_workflow_sla", follow_up)):
-            history = await handle.fetch_history()
-            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            _keep(name, await handle.fetch_history())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_merged_lead_history(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+) -> None:
+    """An anonymous visitor's lead workflow, merged into a known lead when the visitor identifies: it ends."""
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    upsert_lead(runtime.db, LeadIn(email="known@hooli.test"))
+    async with running_worker(skipping.client, runtime) as router:
+        [visitor] = ingest_events(
+            runtime.db,
+            [
+                EventIn(
+                    id="anon-1", type="page_viewed", anonymous_id="cookie-1", properties={"url": "/pricing"}
+                )
+            ],
+        ).lead_ids
+        router.wake()
+        await eventually(lambda: router.routed >= 1)
+        identify_visitor(runtime.db, "cookie-1", "known@hooli.test", {})
+        router.wake()
+        handle = skipping.client.get_workflow_handle(runtime.settings.lead_workflow_id(visitor))
+        await handle.result()
+        _keep("lead_workflow_merged", await handle.fetch_history())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_histories_of_every_step_kind(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, tmp_path: Path
+) -> None:
+    """One lead through three sequences: an absence timer in the lead workflow, a send window, branches on
+    an event, a property and the temperature, an A/B split, sends deferred by a frequency cap and skipped for
+    an unavailable channel, a goal step, a goal event and a segment exit."""
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    trial = dataclasses.replace(runtime, content=load_content(trial_content(tmp_path)))
+    await play(
+        skipping,
+        trial,
+        "trial_nurture",
+        {
+            "lead": {"first_name": "Rec", "sms_consent": True},
+            "horizon": "16d",
+            "events": [
+                {"at": "0m", "type": "trial_started"},
+                {"at": "0m", "type": "ebook_downloaded"},
+                {"at": "0m", "type": "form_started", "properties": {"form": "demo"}},
+                {"at": "2d", "type": "form_submitted", "properties": {"form": "demo"}},
+                {"at": "8d", "type": "webinar_registered"},
+            ],
+        },
+        leads=1,
+    )
+    settings = trial.settings
+    client = skipping.client
+    _keep(
+        "lead_workflow_absence",
+        await client.get_workflow_handle(settings.lead_workflow_id(1)).fetch_history(),
+    )
+    for sequence in ("abandoned_form", "trial_nurture", "ebook_follow_up"):
+        handle = client.get_workflow_handle(settings.sequence_workflow_id(sequence, 1))
+        _keep(f"sequence_{sequence}", await handle.fetch_history())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_held_skipped_and_opted_out_history(
+    skipping: WorkflowEnvironment,
+    db: Database,
+    smtp_server: tuple[Inbox, int],
+    twilio: TwilioApi,
+    content: Any,
+) -> None:
+    """An SMS held until the lead's morning, a push step skipped (no subscription), then an opt-out event
+    during a wait: the sequence leaves at once."""
+    if db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    from tests.test_send_policy_timing import PUSH, SMS, sequence, sms_lead, zone_where_it_is_late_evening
+
+    runtime = Runtime.assemble(settings_for_test(db, smtp_server[1], **channel_settings(twilio)), db, content)
+    lead_id = sms_lead(
+        runtime, "rec@hooli.test", zone_where_it_is_late_evening(await skipping.get_current_time())
+    )
+    steps = sequence(
+        "held", SMS, PUSH, {"wait": "3d"}, {"send": {"channel": "email", "template": "ebook_tips"}}
+    )
+    async with running_worker(skipping.client, runtime):
+        handle = await skipping.client.start_workflow(
+            SequenceWorkflow.run,
+            SequenceInput(lead_id, steps),
+            id="sequence-held-lead-1",
+            task_queue=runtime.settings.task_queue,
+        )
+        await skipping.sleep(timedelta(hours=12))
+        await eventually(lambda: twilio.messages)
+        opted_out = EventRef(7, "unsubscribed", await skipping.get_current_time(), {"channel": "sms"})
+        await handle.signal(SequenceWorkflow.lead_events, NewEvents([opted_out]))
+        assert await handle.result() == "exited"
+        _keep("sequence_workflow_held_skipped_opted_out", await handle.fetch_history())
+    await runtime.close()

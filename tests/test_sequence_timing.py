@@ -3,19 +3,16 @@ seconds, with the real activities, store and SMTP server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from leadflow.contracts import EventRef, NewEvents, SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment
-from tests.conftest import Inbox, eventually, temporal_cli
+from tests.conftest import Inbox, eventually
 from worker import running_worker
 from workflows.sequence import SequenceWorkflow
 
@@ -24,19 +21,11 @@ EBOOK_MAILS = [
     "Your ebook: The Nurture Playbook",
     "3 tips from the Nurture Playbook",
     "Mo, join our live webinar on lead nurturing",
+    "Last call: the nurture webinar is on Thursday",
 ]
 
 
-@pytest.fixture(scope="module")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    yield env
-    await env.shutdown()
-
-
-async def test_the_ebook_sequence_waits_three_then_four_days_between_emails(
+async def test_the_ebook_sequence_waits_three_four_then_three_days_between_emails(
     skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
 ) -> None:
     upsert_lead(runtime.db, LeadIn(email=LEAD, properties={"first_name": "Mo"}))
@@ -47,25 +36,25 @@ async def test_the_ebook_sequence_waits_three_then_four_days_between_emails(
         workflow_id = await eventually(lambda: _enrollment_id(runtime), message="lead was not enrolled")
         await eventually(lambda: inbox.to(LEAD), message="the ebook email never arrived")
         # The lead workflow started the sequence, so time skips only while the test sleeps on the server.
-        await skipping.sleep(timedelta(days=8))
+        await skipping.sleep(timedelta(days=15))
         status = await skipping.client.get_workflow_handle(workflow_id).result()
     assert status == "completed"
     assert [message["Subject"] for message in inbox.to(LEAD)] == EBOOK_MAILS
-    assert await skipping.get_current_time() - started >= timedelta(days=7)
+    assert await skipping.get_current_time() - started >= timedelta(days=14)
     with runtime.db.read() as session:
         enrollment = session.scalars(select(Enrollment)).one()
     assert (enrollment.status, enrollment.current_step, enrollment.finished_at is not None) == (
         "completed",
-        4,
+        6,
         True,
     )
 
 
-async def test_the_goal_event_ends_the_sequence_as_converted_before_the_next_email(
+async def test_the_goal_event_ends_the_sequence_as_converted_before_the_next_step(
     skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
 ) -> None:
     lead, _ = upsert_lead(runtime.db, LeadIn(email=LEAD, properties={"first_name": "Mo"}))
-    sequence = runtime.content.sequences["ebook_follow_up"]
+    sequence = runtime.content.sequences["abandoned_form"]
     async with running_worker(skipping.client, runtime):
         handle = await skipping.client.start_workflow(
             SequenceWorkflow.run,
@@ -74,12 +63,21 @@ async def test_the_goal_event_ends_the_sequence_as_converted_before_the_next_ema
             task_queue=runtime.settings.task_queue,
         )
         await eventually(lambda: inbox.to(LEAD), message="the first email never arrived")
-        registered = EventRef(
-            event_id=1, type="webinar_registered", occurred_at=await skipping.get_current_time()
+
+        async def waiting_a_day() -> bool:
+            return await handle.query(SequenceWorkflow.current_step) == 1
+
+        await eventually(waiting_a_day, message="the sequence never reached its one-day wait")
+        submitted = EventRef(
+            event_id=1,
+            type="form_submitted",
+            occurred_at=await skipping.get_current_time(),
+            properties={"form": "demo"},
         )
-        await handle.signal(SequenceWorkflow.lead_events, NewEvents([registered]))
+        await handle.signal(SequenceWorkflow.lead_events, NewEvents([submitted]))
         assert await handle.result() == "converted"
-    assert [message["Subject"] for message in inbox.to(LEAD)] == EBOOK_MAILS[:1]
+        assert await handle.query(SequenceWorkflow.current_step) == 1  # still in the wait, never at the SMS
+    assert [message["Subject"] for message in inbox.to(LEAD)] == ["Mo, you were almost done"]
 
 
 def _enrollment_id(runtime: Runtime) -> str | None:

@@ -1,34 +1,75 @@
-"""The sequence workflow: interprets the snapshot of a sequence taken at enrollment, one branch per step kind."""
+"""The sequence workflow: interprets the snapshot of a sequence taken at enrollment, one branch per step kind.
+
+Steps run in order; `branch` and `split` run their nested steps, then the sequence goes on after them. The
+lead workflow forwards the lead's events (goals, branches, opt-out), hand-offs and segment exits as signals.
+Every step is journaled (activity `record_step`) so a lead's timeline shows what happened and why.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.sending import SendActivities
-    from leadflow.content.models import SendStep, WaitStep
+    from leadflow.content.models import (
+        BranchStep,
+        EventTrigger,
+        GoalStep,
+        SendStep,
+        SplitStep,
+        Step,
+        Variant,
+        WaitStep,
+        WaitUntilStep,
+    )
     from leadflow.contracts import (
         HANDED_TO_SALES,
+        OPTED_OUT,
         EnrollmentFinished,
+        EventRef,
+        LeadSnapshotInput,
         NewEvents,
         SendInput,
+        SendWindowInput,
         SequenceInput,
         StepReached,
     )
-    from leadflow.segmentation import trigger_matches
+    from leadflow.scoring import EventFact
+    from leadflow.segmentation import LeadFacts, holds, trigger_matches
 
+OPT_OUT_EVENTS = ("unsubscribed",)
+EXIT_ON_OPT_OUT = "exit-on-opt-out"
+CHANNEL_UNAVAILABLE = "ChannelUnavailable"  # raised by workers before SMS and push existed (old histories)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=30),
-    non_retryable_error_types=["TemplateRenderError"],
+    non_retryable_error_types=["TemplateRenderError", CHANNEL_UNAVAILABLE],
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+# The send activity heartbeats during the provider call: a worker that died mid-send is noticed this fast.
+SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+EVENTS_REMEMBERED = 500  # what branches can look back on; older events of a long enrollment are dropped
 
 COMPLETED, CONVERTED, EXITED = "completed", "converted", "exited"
+# Waits end on a whole minute: leads enrolled within the same minute wake together, so a time-skipping
+# server (leadflow simulate) runs them as one batch instead of one by one. A minute late is nothing in a
+# nurture sequence. Histories recorded before this change keep their exact timers.
+WAITS_END_ON_THE_MINUTE = "waits-end-on-the-minute"
+
+
+# Short reads and writes of our own store run as local activities: no round trip through the server each.
+LOCAL_BOOKKEEPING = "journal-as-local-activity"
+
+
+def on_the_minute(moment: datetime) -> datetime:
+    """`moment`, or the next whole minute after it."""
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(minutes=1)
 
 
 @workflow.defn
@@ -38,22 +79,34 @@ class SequenceWorkflow:
         self.request = request
         self.step = 0
         self.outcome: tuple[str, str] | None = None  # (status, reason) once the lead must leave
+        self.goals: list[EventTrigger] = [request.sequence.goal] if request.sequence.goal else []
+        self.seen: list[EventRef] = []  # the lead's events since enrollment
 
     @workflow.signal
     def lead_events(self, batch: NewEvents) -> None:
-        goal = self.request.sequence.goal
-        if goal and self.outcome is None:
-            for event in batch.events:
-                if trigger_matches(goal, event.type, event.properties):
-                    self.outcome = (CONVERTED, f"goal {goal.event} reached")
-                    return
+        self.seen = (self.seen + batch.events)[-EVENTS_REMEMBERED:]
+        for event in batch.events:
+            self._check_goals(event)
+            if self.outcome is None and event.type in OPT_OUT_EVENTS:
+                # The send-time check would stop the next message anyway; leaving now also ends the waits.
+                # (Histories recorded while this exit was new carry its patch marker: consume it.)
+                workflow.patched(EXIT_ON_OPT_OUT)
+                self.outcome = (EXITED, f"{OPTED_OUT} of {event.properties.get('channel') or 'email'}")
 
     @workflow.signal
     def exit(self, reason: str) -> None:
-        if reason == HANDED_TO_SALES and self.request.sequence.continue_after_handoff:
-            return  # this sequence keeps nurturing leads sales is working
+        sequence = self.request.sequence
+        keeps_going = sequence.continue_after_handoff or not sequence.exit_when.handed_to_sales
+        if reason == HANDED_TO_SALES and keeps_going:
+            return  # this sequence keeps nurturing leads that sales works on
         if self.outcome is None:
             self.outcome = (EXITED, reason)
+
+    @workflow.signal
+    def segments_left(self, segment_ids: list[str]) -> None:
+        sequence = self.request.sequence
+        if self.outcome is None and sequence.exit_when.left_segment and sequence.segment in segment_ids:
+            self.outcome = (EXITED, f"left the segment {sequence.segment}")
 
     @workflow.query
     def current_step(self) -> int:
@@ -62,54 +115,183 @@ class SequenceWorkflow:
     @workflow.run
     async def run(self, request: SequenceInput) -> str:
         workflow_id = workflow.info().workflow_id
-        for index, step in enumerate(request.sequence.steps):
-            if self.outcome:
-                break
-            self.step = index
-            await workflow.execute_activity_method(
-                SendActivities.record_step,
-                StepReached(workflow_id, index),
-                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            )
-            if isinstance(step, SendStep):
-                await self._send(workflow_id, index, step)
-            elif isinstance(step, WaitStep):
-                await self._wait(step)
+        await self._run_steps(request.sequence.steps, "")
         status, reason = self.outcome or (COMPLETED, "")
         await workflow.execute_activity_method(
             SendActivities.finish_enrollment,
-            EnrollmentFinished(workflow_id, status, reason),
+            EnrollmentFinished(workflow_id, status, reason, at=workflow.now()),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
         )
         parent = workflow.info().parent
         if parent:
             # The lead workflow may have continued as new: address its latest run, not the one that started us.
-            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                "sequence_finished", EnrollmentFinished(workflow_id, status, reason)
-            )
+            try:
+                await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                    "sequence_finished", EnrollmentFinished(workflow_id, status, reason)
+                )
+            except Exception:
+                # The lead workflow has ended (its lead was merged into another): nobody to tell.
+                workflow.logger.info("lead workflow %s has ended", parent.workflow_id)
         return status
 
-    async def _send(self, workflow_id: str, index: int, step: SendStep) -> None:
-        result = await workflow.execute_activity_method(
-            SendActivities.send_message,
-            SendInput(
-                lead_id=self.request.lead_id,
-                idempotency_key=f"{workflow_id}:step-{index}",
-                channel=step.send.channel,
-                template=step.send.template,
-                sequence_id=self.request.sequence.id,
-                step=index,
-            ),
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=SEND_RETRY,
-        )
-        if result.status == "suppressed" and self.outcome is None:
-            self.outcome = (EXITED, "opted out")
-        elif result.status == "bounced" and self.outcome is None:
-            self.outcome = (EXITED, "email bounced")
+    async def _run_steps(self, steps: list[Step], prefix: str) -> None:
+        for index, step in enumerate(steps):
+            if self.outcome:
+                return
+            label = f"{prefix}{index}"
+            if not prefix:
+                self.step = index
+            await self._journal(label, step, "")
+            if isinstance(step, SendStep):
+                await self._send(label, step)
+            elif isinstance(step, WaitStep):
+                await self._sleep(step.wait)
+            elif isinstance(step, WaitUntilStep):
+                await self._wait_until(step)
+            elif isinstance(step, BranchStep):
+                await self._branch(label, step)
+            elif isinstance(step, SplitStep):
+                await self._split(label, step)
+            elif isinstance(step, GoalStep):
+                self._arm_goal(step.goal)
 
-    async def _wait(self, step: WaitStep) -> None:
+    async def _journal(self, label: str, step: Step | None, detail: str) -> None:
+        kind = _kind(step) if step is not None else "note"
+        reached = StepReached(
+            workflow.info().workflow_id,
+            self.step,
+            label=label,
+            kind=kind,
+            detail=detail,
+            lead_id=self.request.lead_id,
+            at=workflow.now(),
+        )
+        if workflow.patched(LOCAL_BOOKKEEPING):
+            await workflow.execute_local_activity_method(
+                SendActivities.record_step, reached, start_to_close_timeout=BOOKKEEPING_TIMEOUT
+            )
+        else:
+            await workflow.execute_activity_method(
+                SendActivities.record_step, reached, start_to_close_timeout=BOOKKEEPING_TIMEOUT
+            )
+
+    async def _note(self, label: str, detail: str) -> None:
+        """A send's decision, kept in the lead's journal; histories from before the journal record none."""
+        if workflow.patched(LOCAL_BOOKKEEPING):
+            await self._journal(label, None, detail)
+
+    async def _send(self, label: str, step: SendStep) -> None:
+        workflow_id = workflow.info().workflow_id
+        while self.outcome is None:
+            try:
+                result = await workflow.execute_activity_method(
+                    SendActivities.send_message,
+                    SendInput(
+                        lead_id=self.request.lead_id,
+                        idempotency_key=f"{workflow_id}:step-{label}",
+                        channel=step.send.channel,
+                        template=step.send.template,
+                        sequence_id=self.request.sequence.id,
+                        step=self.step,
+                        at=workflow.now(),
+                        sender=self.request.sequence.sender or "",
+                        reply_to=self.request.sequence.reply_to or "",
+                    ),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
+                    retry_policy=SEND_RETRY,
+                )
+            except ActivityError as error:
+                cause = error.cause
+                if isinstance(cause, ApplicationError) and cause.type == CHANNEL_UNAVAILABLE:
+                    await self._journal(
+                        label, None, f"skipped: the {step.send.channel} channel cannot send yet"
+                    )
+                    return
+                raise
+            later = result.hold_until or result.retry_at
+            if result.status in ("held", "deferred") and later is not None:
+                # Sending hours, quiet hours or a frequency cap: a durable timer, then the same step (same
+                # idempotency key) asks again; consent may have changed meanwhile. An exit ends the wait.
+                await self._note(label, f"deferred until {later.isoformat()}: {result.reason}")
+                await self._sleep_until(later)
+                continue
+            if result.status == "skipped":
+                await self._note(label, f"skipped: {result.reason}")
+            elif result.status == "suppressed" and self.outcome is None:
+                self.outcome = (EXITED, OPTED_OUT)
+            elif result.status == "bounced" and step.send.channel == "email" and self.outcome is None:
+                self.outcome = (EXITED, "email bounced")
+            return
+
+    async def _sleep(self, duration: timedelta) -> None:
+        if duration <= timedelta(0):
+            return
+        if workflow.patched(WAITS_END_ON_THE_MINUTE):
+            duration = on_the_minute(workflow.now() + duration) - workflow.now()
         try:
-            await workflow.wait_condition(lambda: self.outcome is not None, timeout=step.wait)
+            await workflow.wait_condition(lambda: self.outcome is not None, timeout=duration)
         except TimeoutError:
             pass  # the wait ran its full length: on to the next step
+
+    async def _sleep_until(self, moment: datetime) -> None:
+        await self._sleep(moment - workflow.now())
+
+    async def _wait_until(self, step: WaitUntilStep) -> None:
+        opens = await workflow.execute_local_activity_method(
+            SendActivities.next_send_window,
+            SendWindowInput(self.request.lead_id, step.wait_until, workflow.now()),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+        )
+        await self._sleep_until(opens)
+
+    async def _branch(self, label: str, step: BranchStep) -> None:
+        lead = await workflow.execute_local_activity_method(
+            SendActivities.lead_snapshot,
+            LeadSnapshotInput(self.request.lead_id),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+        )
+        facts = LeadFacts(
+            now=workflow.now(),
+            events=tuple(EventFact(e.event_id, e.type, e.occurred_at, e.properties) for e in self.seen),
+            new_event_ids=frozenset(e.event_id for e in self.seen),
+            properties=lead.properties,
+            score=lead.score,
+            temperature=lead.temperature,
+            stage=lead.stage,
+        )
+        taken = "then" if holds(step.branch.if_, facts) else "else"
+        await self._journal(label, None, f"branch: {taken}")
+        await self._run_steps(step.branch.then if taken == "then" else step.branch.else_, f"{label}.{taken}.")
+
+    async def _split(self, label: str, step: SplitStep) -> None:
+        # workflow.random() is seeded by the workflow: a replay draws the same variant for this lead.
+        chosen = pick_variant(step.split, workflow.random().random())
+        await self._journal(label, None, f"split: variant {chosen.name}")
+        await self._run_steps(chosen.steps, f"{label}.{chosen.name}.")
+
+    def _arm_goal(self, goal: EventTrigger) -> None:
+        self.goals.append(goal)
+        for event in self.seen:
+            self._check_goals(event)
+
+    def _check_goals(self, event: EventRef) -> None:
+        for goal in self.goals:
+            if self.outcome is None and trigger_matches(goal, event.type, event.properties):
+                self.outcome = (CONVERTED, f"goal {goal.event} reached")
+
+
+def pick_variant(variants: list[Variant], draw: float) -> Variant:
+    """The variant a uniform `draw` in [0, 1) falls on, each owning a share of [0, 1) by its weight."""
+    point = draw * sum(variant.weight for variant in variants)
+    for variant in variants:
+        point -= variant.weight
+        if point < 0:
+            return variant
+    return variants[-1]
+
+
+def _kind(step: Step) -> str:
+    return next(
+        name for name in ("send", "wait", "wait_until", "branch", "split", "goal") if hasattr(step, name)
+    )

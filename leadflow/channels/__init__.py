@@ -1,5 +1,8 @@
 """Channels deliver one rendered message to one recipient. Provider errors are classified here, once:
-TemporaryDeliveryError (retry with backoff) or PermanentDeliveryError (record, suppress, never retry)."""
+TemporaryDeliveryError (retry with backoff) or PermanentDeliveryError (record, suppress, never retry).
+
+One module per provider: `email` (SMTP with aiosmtplib), `sms` (Twilio), `webpush` (VAPID, pywebpush).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,17 @@ from dataclasses import dataclass, field
 
 
 class TemporaryDeliveryError(Exception):
-    """The provider may accept the message later (connection refused, 4xx)."""
+    """The provider may accept the message later (connection refused, 4xx, 429, 5xx from an HTTP API)."""
 
 
 class PermanentDeliveryError(Exception):
-    """The provider will never accept it (bad mailbox, 5xx)."""
+    """The provider will never accept it. `reason` says what that means for the address:
+    `bounce`, `invalid_number` and `opted_out` suppress it, `subscription_gone` removes a push subscription,
+    `rejected` (this message, not the address, was refused) changes nothing."""
+
+    def __init__(self, message: str, reason: str = "rejected") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -22,3 +31,5 @@ class OutgoingEmail:
     html: str
     message_id: str
     headers: dict[str, str] = field(default_factory=dict)
+    sender: str = ""  # empty: the channel's default From
+    reply_to: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from functools import cached_property
 from typing import Any
 
@@ -17,6 +18,7 @@ OPERATORS = (
     "in",
     "not_in",
     "matches",
+    "glob",
     "contains",
     "gt",
     "gte",
@@ -36,6 +38,7 @@ class PropertyTest(BaseModel):
     in_: list[Scalar] | None = None
     not_in: list[Scalar] | None = None
     matches: str | None = None  # regular expression, searched case-insensitively
+    glob: str | None = None  # shell-style pattern over the whole value, e.g. /events/*
     contains: str | None = None
     gt: float | None = None
     gte: float | None = None
@@ -54,9 +57,19 @@ class PropertyTest(BaseModel):
             raise ValueError(f"unknown operator {unknown[0]!r} (operators: {', '.join(OPERATORS)})")
         return data
 
+    @property
+    def tests_given(self) -> set[str]:
+        """The checks this test makes (a subclass's own fields, such as a rule's name, are not checks)."""
+        # A snapshot read back from JSON sets every field, most to None: only the given ones are checks.
+        return {
+            name
+            for name in self.model_fields_set & set(PropertyTest.model_fields)
+            if getattr(self, name) is not None
+        }
+
     @model_validator(mode="after")
     def _at_least_one(self) -> PropertyTest:
-        if not self.model_fields_set:
+        if not self.tests_given:
             raise ValueError(f"a property test needs one of: {', '.join(OPERATORS)}")
         return self
 
@@ -87,13 +100,14 @@ class PropertyTest(BaseModel):
         if self.exists is not None and (value is not None) != self.exists:
             return False
         if value is None:
-            return self.exists is False or (self.model_fields_set <= {"exists", "not_equals", "not_in"})
+            return self.exists is False or (self.tests_given <= {"exists", "not_equals", "not_in"})
         checks = (
             self.equals is None or _same(value, self.equals),
             self.not_equals is None or not _same(value, self.not_equals),
             self.in_ is None or _member(value, self._in_keys),
             self.not_in is None or not _member(value, self._not_in_keys),
             self._regex is None or bool(self._regex.search(str(value))),
+            self.glob is None or fnmatchcase(str(value).casefold(), self.glob.casefold()),
             self.contains is None or self.contains.lower() in str(value).lower(),
             self.gt is None or _number(value) > self.gt,
             self.gte is None or _number(value) >= self.gte,

@@ -9,22 +9,27 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from leadflow.content.lint import lint_segment, lint_sequence
 from leadflow.content.models import (
     Salesperson,
     SalesTeam,
     ScoringModel,
     Segment,
-    SendStep,
+    SendingPolicy,
     Sequence,
+    Site,
+    Sites,
     scoring_problems,
 )
-from leadflow.content.templates import TemplateLibrary
+from leadflow.content.templates import REQUIRED_BLOCKS, TemplateLibrary
 from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile
 
 Model = TypeVar("Model", bound=BaseModel)
 
 SCORING_FILE = "scoring.yaml"
 SALES_FILE = "sales.yaml"
+SITES_FILE = "sites.yaml"  # optional: websites allowed to send tracking events
+SENDING_FILE = "sending.yaml"  # optional: quiet hours, frequency caps, default timezone
 
 
 @dataclass
@@ -35,6 +40,8 @@ class Content:
     sequences: dict[str, Sequence]
     sales: SalesTeam
     templates: TemplateLibrary
+    sites: dict[str, Site] = field(default_factory=dict)  # by public key
+    sending: SendingPolicy = field(default_factory=SendingPolicy)
     sequence_by_segment: dict[str, Sequence] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -64,25 +71,64 @@ def load_content(directory: Path) -> Content:
             segment, document = parsed_segment
             if segment.id in segments:
                 errors.append(document.error(("id",), f"segment id {segment.id!r} is used by another file"))
+            errors.extend(lint_segment(segment, document))
             segments[segment.id] = segment
+
+    sending_path = directory / SENDING_FILE
+    parsed_policy = _parse(sending_path, SendingPolicy, errors) if sending_path.exists() else None
+    policy = parsed_policy[0] if parsed_policy else SendingPolicy()
 
     templates = TemplateLibrary(directory / "templates")
     sequences: dict[str, Sequence] = {}
     for path in sorted((directory / "templates" / "sequences").glob("*.y*ml")):
         if parsed_sequence := _parse_versioned(path, Sequence, errors):
             sequence, document = parsed_sequence
-            errors.extend(_check_sequence(sequence, document, segments, sequences, templates))
+            errors.extend(_check_sequence(sequence, document, segments, sequences))
+            errors.extend(
+                lint_sequence(sequence, document, segments.get(sequence.segment), templates, policy)
+            )
             sequences[sequence.id] = sequence
+
+    errors.extend(_check_templates(templates))
 
     sales_path = directory / SALES_FILE
     team = _parse(sales_path, SalesTeam, errors) if sales_path.exists() else None
     if not sales_path.exists():
         errors.append(ContentError(sales_path, None, "the sales team file is missing"))
 
+    sites_path = directory / SITES_FILE
+    sites = _parse(sites_path, Sites, errors) if sites_path.exists() else None
+
+    if errors:
+        raise ContentErrors(list({str(error): error for error in errors}.values()))  # one line per mistake
+    assert scoring is not None and team is not None
+    return Content(
+        directory,
+        scoring[0],
+        segments,
+        sequences,
+        team[0],
+        templates,
+        sites=_sites_by_key(*sites, errors) if sites else {},
+        sending=policy,
+    )
+
+
+def _sites_by_key(sites: Sites, document: YamlFile, errors: list[ContentError]) -> dict[str, Site]:
+    by_key: dict[str, Site] = {}
+    ids: set[str] = set()
+    for index, site in enumerate(sites.sites):
+        if site.key in by_key:
+            errors.append(
+                document.error(("sites", index, "key"), f"key {site.key!r} is used by another site")
+            )
+        if site.id in ids:
+            errors.append(document.error(("sites", index, "id"), f"site id {site.id!r} is used twice"))
+        by_key[site.key] = site
+        ids.add(site.id)
     if errors:
         raise ContentErrors(errors)
-    assert scoring is not None and team is not None
-    return Content(directory, scoring[0], segments, sequences, team[0], templates)
+    return by_key
 
 
 def _parse(path: Path, model: type[Model], errors: list[ContentError]) -> tuple[Model, YamlFile] | None:
@@ -113,7 +159,6 @@ def _check_sequence(
     document: YamlFile,
     segments: dict[str, Segment],
     seen: dict[str, Sequence],
-    templates: TemplateLibrary,
 ) -> list[ContentError]:
     errors = []
     if sequence.id in seen:
@@ -123,11 +168,6 @@ def _check_sequence(
         errors.append(document.error(("segment",), f"unknown segment {sequence.segment!r} (known: {known})"))
     elif any(other.segment == sequence.segment for other in seen.values()):
         errors.append(document.error(("segment",), f"segment {sequence.segment!r} already has a sequence"))
-    for index, step in enumerate(sequence.steps):
-        if isinstance(step, SendStep):
-            problem = templates.problem_with(step.send.channel, step.send.template)
-            if problem:
-                errors.append(document.error(("steps", index, "send", "template"), problem))
     return errors
 
 
@@ -140,6 +180,17 @@ def _scoring_problems(path: Path) -> list[ContentError]:
         document.error(where, f"{'.'.join(map(str, where))}: {reason}")
         for where, reason in scoring_problems(document.data)
     ]
+
+
+def _check_templates(templates: TemplateLibrary) -> list[ContentError]:
+    """Every message template compiles and has its channel's blocks, used by a sequence yet or not."""
+    errors = []
+    for channel in REQUIRED_BLOCKS:
+        for name in templates.names(channel):
+            problem = templates.problem_at(channel, name)
+            if problem:
+                errors.append(ContentError(*problem))
+    return errors
 
 
 def _digest(path: Path) -> str:

@@ -1,8 +1,10 @@
 """Message templates: Jinja2 in an immutable sandbox with StrictUndefined.
 
-An email template is one file, `templates/email/NAME.j2`, with the blocks `subject`, `html` and optionally
-`text` (a plain-text part is made from the HTML when it is absent). Shared pieces come in with
-`{% include %}` inside a block. The HTML block is autoescaped; subject and text are not.
+A template is one file per channel, `templates/CHANNEL/NAME.j2`, made of blocks:
+- email: `subject`, `html` and optionally `text` (a plain-text part is made from the HTML when absent);
+- sms: `body` (at most 1,600 characters);
+- push: `title`, `body` and optionally `url`.
+Shared pieces come in with `{% include %}` inside a block. The HTML block is autoescaped; the rest is not.
 """
 
 from __future__ import annotations
@@ -11,12 +13,20 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-EMAIL_BLOCKS = ("subject", "html")
+# channel: (required blocks, optional blocks)
+BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "email": (("subject", "html"), ("text",)),
+    "sms": (("body",), ()),
+    "push": (("title", "body"), ("url",)),
+}
+EMAIL_BLOCKS = BLOCKS["email"][0]
+REQUIRED_BLOCKS = {channel: blocks[0] for channel, blocks in BLOCKS.items()}
+SMS_MAX_LENGTH = 1600  # Twilio refuses longer bodies
 
 
 class TemplateRenderError(Exception):
@@ -28,6 +38,18 @@ class RenderedEmail:
     subject: str
     text: str
     html: str
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    body: str
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    title: str
+    body: str
+    url: str = ""
 
 
 class TemplateLibrary:
@@ -42,18 +64,26 @@ class TemplateLibrary:
 
     def problem_with(self, channel: str, name: str) -> str | None:
         """Why `name` cannot be used on `channel`, or None when it can."""
+        problem = self.problem_at(channel, name)
+        if problem is None:
+            return None
+        path, line, reason = problem
+        return reason if not path.exists() else f"template {path}{f':{line}' if line else ''} {reason}"
+
+    def problem_at(self, channel: str, name: str) -> tuple[Path, int | None, str] | None:
+        """(file, line, reason) when `name` cannot be used on `channel`, else None."""
         path = self.directory / channel / f"{name}.j2"
         if not path.exists():
             known = ", ".join(self.names(channel)) or "none"
-            return f"no {channel} template {name!r} (expected {path}; known: {known})"
+            return path, None, f"no {channel} template {name!r} (expected {path}; known: {known})"
         try:
             template = self._text.get_template(_relative(channel, name))
         except TemplateError as error:
             line = getattr(error, "lineno", None)
-            return f"template {path}{f':{line}' if line else ''} does not compile: {error}"
-        missing = [block for block in EMAIL_BLOCKS if block not in template.blocks]
+            return path, line, f"does not compile: {error}"
+        missing = [block for block in REQUIRED_BLOCKS[channel] if block not in template.blocks]
         if missing:
-            return f"template {path} lacks the block(s) {', '.join(missing)}"
+            return path, None, f"lacks the block(s) {', '.join(missing)}"
         return None
 
     def render_email(self, name: str, context: dict[str, Any]) -> RenderedEmail:
@@ -70,6 +100,103 @@ class TemplateLibrary:
         except TemplateError as error:
             raise TemplateRenderError(f"template email/{name}: {error}") from error
         return RenderedEmail(subject=subject, text=text, html=html)
+
+    def render(self, channel: str, name: str, context: dict[str, Any]) -> dict[str, str]:
+        """Every block of a template, rendered: what `leadflow preview` shows and SMS / push would send."""
+        if channel == "email":
+            email = self.render_email(name, context)
+            return {"subject": email.subject, "text": email.text, "html": email.html}
+        try:
+            template = self._text.get_template(_relative(channel, name))
+            required, optional = BLOCKS[channel]
+            return {
+                block: " ".join(_block(template, block, context).split())
+                for block in required + optional
+                if block in template.blocks
+            }
+        except TemplateError as error:
+            raise TemplateRenderError(f"template {channel}/{name}: {error}") from error
+
+    def render_sms(self, name: str, context: dict[str, Any]) -> RenderedSms:
+        try:
+            template = self._text.get_template(_relative("sms", name))
+            body = _block(template, "body", context).strip()
+        except TemplateError as error:
+            raise TemplateRenderError(f"template sms/{name}: {error}") from error
+        if not body or len(body) > SMS_MAX_LENGTH:
+            raise TemplateRenderError(
+                f"template sms/{name}: the body is {len(body)} characters; it must be 1 to {SMS_MAX_LENGTH}"
+            )
+        return RenderedSms(body)
+
+    def render_push(self, name: str, context: dict[str, Any]) -> RenderedPush:
+        try:
+            template = self._text.get_template(_relative("push", name))
+            title, body = (" ".join(_block(template, b, context).split()) for b in ("title", "body"))
+            url = _block(template, "url", context).strip() if "url" in template.blocks else ""
+        except TemplateError as error:
+            raise TemplateRenderError(f"template push/{name}: {error}") from error
+        if url and not url.startswith(("https://", "http://", "/")):
+            raise TemplateRenderError(f"template push/{name}: url {url!r} is not a web address")
+        return RenderedPush(title, body, url)
+
+    def lead_fields_used(self, channel: str, name: str) -> list[FieldUse]:
+        """Each `lead.X` a template reads, with its line and whether it is guarded (`| default`,
+        `is defined`), and every other top-level variable it reads (`FieldUse.variable`)."""
+        source = (self.directory / channel / f"{name}.j2").read_text(encoding="utf-8")
+        tree = self._text.parse(source)
+        guarded = {
+            cast(nodes.Getattr, node.node).attr
+            for node in tree.find_all(nodes.Test)
+            if node.name in ("defined", "undefined") and _is_lead_field(node.node)
+        }
+        local = {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
+        uses: list[FieldUse] = []
+        _collect_uses(tree, guarded, uses, defaulted=False)
+        uses = [use for use in uses if use.field is not None or use.variable not in local]
+        included = [
+            node.template.value
+            for node in tree.find_all(nodes.Include)
+            if isinstance(node.template, nodes.Const) and str(node.template.value).startswith(f"{channel}/")
+        ]
+        for path in included:
+            stem = str(path).removeprefix(f"{channel}/").removesuffix(".j2")
+            if (self.directory / channel / f"{stem}.j2").exists() and stem != name:
+                uses.extend(self.lead_fields_used(channel, stem))
+        return uses
+
+
+@dataclass(frozen=True)
+class FieldUse:
+    variable: str  # "lead" or another top-level name
+    field: str | None  # the X of lead.X
+    line: int
+    guarded: bool
+
+
+def _is_lead_field(node: nodes.Node) -> bool:
+    return (
+        isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "lead"
+    ) or (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "lead"
+        and isinstance(node.arg, nodes.Const)
+    )
+
+
+def _collect_uses(node: nodes.Node, guarded: set[str], uses: list[FieldUse], defaulted: bool) -> None:
+    if isinstance(node, nodes.Filter) and node.name == "default":
+        defaulted = True
+    if _is_lead_field(node):
+        field = node.attr if isinstance(node, nodes.Getattr) else str(node.arg.value)  # type: ignore[attr-defined]
+        uses.append(FieldUse("lead", field, node.lineno, defaulted or field in guarded))
+        return
+    if isinstance(node, nodes.Name) and node.ctx == "load":
+        uses.append(FieldUse(node.name, None, node.lineno, defaulted))
+        return
+    for child in node.iter_child_nodes():
+        _collect_uses(child, guarded, uses, defaulted)
 
 
 def _relative(channel: str, name: str) -> str:

@@ -72,6 +72,7 @@ class Lead(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)  # E.164, for SMS and its replies
     properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     stage: Mapped[str] = mapped_column(String(32), default="lead")
     score: Mapped[int] = mapped_column(Integer, default=0)
@@ -85,6 +86,24 @@ class Lead(Base):
     temperature: Mapped[str] = mapped_column(String(8), default="cold", server_default="cold")
     # Set when sales hands the lead back (recycled): only behavior from then on counts toward qualifying.
     scoring_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when this anonymous lead was merged into an identified one: a tombstone from then on (erasing the
+    # identified lead erases its tombstones too).
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    # Where the lead came from: the earliest and the latest visit with UTM parameters or an outside referrer.
+    first_touch: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    last_touch: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class LeadMerge(Base):
+    """An anonymous lead merged into an identified one when a visitor identified (the merge's audit record)."""
+
+    __tablename__ = "lead_merges"
+
+    merged_lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    into_lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    anonymous_id: Mapped[str] = mapped_column(String(200))
+    events_moved: Mapped[int] = mapped_column(Integer)
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Identity(Base):
@@ -196,6 +215,22 @@ class Enrollment(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class EnrollmentStep(Base):
+    """The journal of one enrollment: each step as it was reached, with what it decided (the branch taken,
+    the A/B variant drawn for this lead, a send deferred by quiet hours). Timeline and A/B reports read it."""
+
+    __tablename__ = "enrollment_steps"
+    __table_args__ = (Index("ix_enrollment_steps_workflow_id", "workflow_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(255))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(100))  # "3", or "4.then.0" inside a branch, "5.B.0" in a split
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # workflow time
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
 class Message(Base):
     """One message to one recipient. The idempotency key is claimed before the provider is called."""
 
@@ -208,8 +243,10 @@ class Message(Base):
     template: Mapped[str] = mapped_column(String(255))
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))  # sending, sent, failed, uncertain
-    provider_id: Mapped[str | None] = mapped_column(String(255))
+    # sending, sent, deferred, bounced, uncertain; suppressed / skipped when the policy decided not to send
+    status: Mapped[str] = mapped_column(String(16))
+    provider_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    delivery_status: Mapped[str | None] = mapped_column(String(32))  # what the provider reported later
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -274,3 +311,54 @@ class SegmentMembership(Base):
     segment_id: Mapped[str] = mapped_column(String(100))
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class _ConsentState:
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # granted, withdrawn
+    source: Mapped[str] = mapped_column(Text)  # where it was given or withdrawn: a form, a link, a keyword
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Consent(_ConsentState, Base):
+    """A lead's current consent for one channel; every change is in consent_changes."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("lead_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+
+
+class ConsentChange(_ConsentState, Base):
+    __tablename__ = "consent_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+
+
+class Suppression(Base):
+    """Addresses never to message, kept only as a hash (so an erased person leaves no address behind)."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("channel", "address_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))  # bounce, complaint, opt_out, invalid_number, erased
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PushSubscription(Base):
+    """A browser's PushSubscription (endpoint and encryption keys) for a lead."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

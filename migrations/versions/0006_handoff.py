@@ -1,7 +1,7 @@
 """hand-off: team, follow-up SLA stamps, outcome; the hand-off event log
 
 Revision ID: 0006_handoff
-Revises: 0002_scoring (the lead engineer re-chains migrations at merge)
+Revises: 0004_channels
 """
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 import leadflow.store.models
 
 revision = "0006_handoff"
-down_revision = "0002_scoring"
+down_revision = "0004_channels"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,243 @@
+"""Consent, suppression and the send-time policy: may this lead be messaged on this channel, now?
+
+Every send asks `send_verdict` inside the transaction that claims the message, so two sequences racing for
+the same lead see each other's messages (frequency caps hold across sequences) and an opt-out recorded a
+moment ago is never missed. Consent changes arrive as events (`unsubscribed` / `subscribed` with a
+`channel` property) through ingestion, so the lead's workflow sees them like any other event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from leadflow.settings import CHANNELS, Settings
+from leadflow.store.models import Consent, ConsentChange, Lead, Message, PushSubscription, Suppression
+from leadflow.store.upsert import insert_ignoring_conflicts
+
+GRANTED, WITHDRAWN = "granted", "withdrawn"
+OPT_OUT_EVENT, OPT_IN_EVENT = "unsubscribed", "subscribed"
+CONSENT_EVENTS = {OPT_OUT_EVENT: WITHDRAWN, OPT_IN_EVENT: GRANTED}
+# Suppressions a fresh opt-in lifts; a bounce, a complaint or an erasure stays.
+LIFTED_BY_OPT_IN = ("opt_out",)
+# Messages that count against a frequency cap: sent, or possibly sent.
+COUNTED = ("sent", "sending", "uncertain")
+CAP_WINDOWS = {"day": timedelta(days=1), "week": timedelta(days=7)}
+
+SEND, SUPPRESSED, SKIPPED, HOLD = "send", "suppressed", "skipped", "held"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`send`; `suppressed` (opted out or erased: the lead leaves its sequences); `skipped` (this channel
+    cannot reach the lead: no address, no consent, a bounced address); `held` until `hold_until`."""
+
+    outcome: str
+    reason: str = ""
+    hold_until: datetime | None = None
+
+
+def address_hash(channel: str, address: str) -> str:
+    normalised = address.strip().lower() if channel == "email" else address.strip()
+    return hashlib.sha256(normalised.encode()).hexdigest()
+
+
+def channel_of(properties: dict[str, Any]) -> str:
+    return str(properties.get("channel") or "email")
+
+
+# --- records -----------------------------------------------------------------------------------------
+
+
+def suppress(
+    session: Session, channel: str, address: str, reason: str, detail: str | None, now: datetime
+) -> None:
+    insert_ignoring_conflicts(
+        session,
+        Suppression,
+        [
+            {
+                "channel": channel,
+                "address_hash": address_hash(channel, address),
+                "reason": reason,
+                "detail": detail,
+                "created_at": now,
+            }
+        ],
+        ["channel", "address_hash"],
+    )
+
+
+def suppression_of(session: Session, channel: str, address: str) -> Suppression | None:
+    return session.scalars(
+        select(Suppression).where(
+            Suppression.channel == channel, Suppression.address_hash == address_hash(channel, address)
+        )
+    ).first()
+
+
+def lift_opt_out(session: Session, channel: str, address: str) -> None:
+    session.execute(
+        delete(Suppression).where(
+            Suppression.channel == channel,
+            Suppression.address_hash == address_hash(channel, address),
+            Suppression.reason.in_(LIFTED_BY_OPT_IN),
+        )
+    )
+
+
+def record_consent(
+    session: Session, lead: Lead, channel: str, status: str, source: str, at: datetime
+) -> None:
+    """Set the lead's consent for `channel` and append it to the history; an opt-out also suppresses the
+    address (so it holds even if the lead is later erased or recreated), an opt-in lifts that."""
+    current = session.scalars(
+        select(Consent).where(Consent.lead_id == lead.id, Consent.channel == channel)
+    ).first()
+    session.add(ConsentChange(lead_id=lead.id, channel=channel, status=status, source=source, changed_at=at))
+    if current is None:
+        session.add(Consent(lead_id=lead.id, channel=channel, status=status, source=source, changed_at=at))
+    elif current.changed_at <= at:
+        current.status, current.source, current.changed_at = status, source, at
+    else:
+        return  # an older change arriving late is history, not the current state
+    for address in addresses(session, lead, channel):
+        if status == WITHDRAWN:
+            suppress(session, channel, address, "opt_out", source, at)
+        else:
+            lift_opt_out(session, channel, address)
+
+
+def apply_consent_event(
+    session: Session, lead_id: int, event_type: str, properties: dict[str, Any], at: datetime, key: str
+) -> None:
+    """What an accepted `unsubscribed` / `subscribed` event does to the lead's consent."""
+    lead = session.get(Lead, lead_id)
+    if lead is None:
+        return
+    source = str(properties.get("source") or f"event {key}")
+    record_consent(session, lead, channel_of(properties), CONSENT_EVENTS[event_type], source, at)
+
+
+def addresses(session: Session, lead: Lead, channel: str) -> list[str]:
+    """Where `channel` reaches the lead: its email, its phone, or its browsers' push endpoints."""
+    if channel == "email":
+        return [lead.email] if lead.email else []
+    if channel == "sms":
+        return [lead.phone] if lead.phone else []
+    return list(session.scalars(select(PushSubscription.endpoint).where(PushSubscription.lead_id == lead.id)))
+
+
+def consent_document(session: Session, lead_id: int) -> dict[str, Any]:
+    current = {c.channel: c for c in session.scalars(select(Consent).where(Consent.lead_id == lead_id))}
+    history = session.scalars(
+        select(ConsentChange).where(ConsentChange.lead_id == lead_id).order_by(ConsentChange.id)
+    ).all()
+    return {
+        channel: {
+            "status": current[channel].status if channel in current else None,
+            "source": current[channel].source if channel in current else None,
+            "changed_at": current[channel].changed_at if channel in current else None,
+            "history": [
+                {"status": h.status, "source": h.source, "at": h.changed_at}
+                for h in history
+                if h.channel == channel
+            ],
+        }
+        for channel in CHANNELS
+    }
+
+
+# --- the send-time policy ------------------------------------------------------------------------------
+
+
+def send_verdict(
+    session: Session, settings: Settings, lead: Lead | None, channel: str, address: str | None, now: datetime
+) -> Verdict:
+    """Whether a message to `lead` on `channel` at `address` may go out at `now`, checked in this order:
+    erased, no address, suppression list, consent, sending hours, frequency caps."""
+    if lead is None:
+        return Verdict(SUPPRESSED, "the lead was erased")
+    if not address:
+        return Verdict(SKIPPED, f"the lead has no {_address_name(channel)}")
+    suppression = suppression_of(session, channel, address)
+    if suppression is not None:
+        outcome = SKIPPED if suppression.reason in ("bounce", "invalid_number") else SUPPRESSED
+        return Verdict(outcome, f"{_address_name(channel)} is on the suppression list ({suppression.reason})")
+    consent = session.scalars(
+        select(Consent.status).where(Consent.lead_id == lead.id, Consent.channel == channel)
+    ).first()
+    if consent == WITHDRAWN:
+        return Verdict(SUPPRESSED, f"the lead opted out of {channel}")
+    if consent != GRANTED and channel in settings.consent_required:
+        return Verdict(SKIPPED, f"no {channel} consent recorded for the lead")
+    if channel in settings.sending_hours_channels:
+        opens = next_sending_time(now, lead_timezone(lead, settings), settings)
+        if opens is not None:
+            return Verdict(HOLD, f"outside sending hours {settings.sending_hours} for the lead", opens)
+    cap_lifts = frequency_cap_lifts(session, settings, lead.id, channel, now)
+    if cap_lifts is not None:
+        return Verdict(HOLD, f"{channel} frequency cap reached", cap_lifts)
+    return Verdict(SEND)
+
+
+def lead_timezone(lead: Lead, settings: Settings) -> ZoneInfo:
+    for name in (lead.properties.get("timezone"), settings.default_timezone):
+        if isinstance(name, str) and name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def next_sending_time(now: datetime, zone: ZoneInfo, settings: Settings) -> datetime | None:
+    """None when `now` is inside the sending hours in `zone`, else when they next open."""
+    start, end = settings.sending_window
+    local = now.astimezone(zone)
+    moment = local.time()
+    inside = start <= moment < end if start < end else (moment >= start or moment < end)
+    if inside:
+        return None
+    day = local.date() if moment < start else local.date() + timedelta(days=1)
+    return datetime.combine(day, start, tzinfo=zone).astimezone(now.tzinfo)
+
+
+def frequency_cap_lifts(
+    session: Session, settings: Settings, lead_id: int, channel: str, now: datetime
+) -> datetime | None:
+    """None when another message on `channel` stays within the caps, else when the cap next allows one."""
+    cap = settings.frequency_caps.get(channel)  # type: ignore[call-overload]
+    if cap is None:
+        return None
+    lifts: list[datetime] = []
+    for name, window in CAP_WINDOWS.items():
+        limit = getattr(cap, name)
+        if limit is None:
+            continue
+        recent = list(
+            session.scalars(
+                select(Message.created_at)
+                .where(
+                    Message.lead_id == lead_id,
+                    Message.channel == channel,
+                    Message.status.in_(COUNTED),
+                    Message.created_at > now - window,
+                )
+                .order_by(Message.created_at)
+            )
+        )
+        if len(recent) >= limit:
+            # The window frees a place when enough of the oldest messages have aged out of it.
+            lifts.append(recent[len(recent) - limit] + window)
+    return max(lifts) if lifts else None
+
+
+def _address_name(channel: str) -> str:
+    return {"email": "email address", "sms": "phone number", "push": "push subscription"}[channel]

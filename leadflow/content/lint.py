@@ -1,0 +1,253 @@
+"""What `leadflow check` finds beyond the schema: templates a step cannot use, template variables a lead
+cannot provide, steps no lead can reach, waits that never end, rules that can never match. Each finding is a
+ContentError at the file and line to fix, saying how."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
+
+from leadflow.content.conditions import PropertyTest
+from leadflow.content.models import (
+    STAGES,
+    TEMPERATURES,
+    AbsenceRule,
+    AllRule,
+    AnyRule,
+    BranchStep,
+    EventRule,
+    NotRule,
+    PropertyRule,
+    QuietHours,
+    Rule,
+    ScoreRule,
+    Segment,
+    SendingPolicy,
+    SendStep,
+    SendWindow,
+    Sequence,
+    StageRule,
+    TemperatureRule,
+    WaitStep,
+    WaitUntilStep,
+    walk_steps,
+)
+from leadflow.content.templates import TemplateLibrary
+from leadflow.content.yamlfile import ContentError, Location, YamlFile
+from leadflow.leads import LEAD_FIELDS_ALWAYS, LEAD_PROPERTIES_KNOWN
+
+LONGEST_WAIT = timedelta(days=366)
+
+
+# --- rules that can never match -------------------------------------------------------------------
+
+
+def _test_contradiction(test: PropertyTest, allowed: tuple[str, ...] | None = None) -> str | None:
+    lows = [v for v in (test.gt, test.gte) if v is not None]
+    highs = [v for v in (test.lt, test.lte) if v is not None]
+    if lows and highs and (max(lows) > min(highs) or (test.gt is not None and test.gt >= min(highs))):
+        return f"no value is above {max(lows)} and below {min(highs)}"
+    if test.equals is not None and test.in_ is not None and test.equals not in test.in_:
+        return f"equals {test.equals!r} but must be in {test.in_}"
+    if test.equals is not None and test.equals == test.not_equals:
+        return f"equals and not_equals are both {test.equals!r}"
+    if test.exists is False and test.tests_given - {"exists", "not_equals", "not_in"}:
+        return "exists: false with a test on the value"
+    if allowed is not None:
+        options = [test.equals] if test.equals is not None else test.in_
+        if options is not None and not any(str(o).lower() in allowed for o in options):
+            return f"{', '.join(map(str, options))} is none of {', '.join(allowed)}"
+    return None
+
+
+def never_matches(rule: Rule) -> str | None:
+    """Why `rule` can hold for no lead, or None."""
+    match rule:
+        case PropertyRule():
+            return _test_contradiction(rule)
+        case ScoreRule(score=PropertyTest() as test):
+            return _test_contradiction(test)
+        case TemperatureRule(temperature=PropertyTest() as test):
+            return _test_contradiction(test, TEMPERATURES)
+        case StageRule(stage=PropertyTest() as test):
+            return _test_contradiction(test, STAGES)
+        case AbsenceRule(absence=spec) if spec.after == spec.missing and not spec.same:
+            return (
+                "the trigger is its own follow-up, so it is never missing (name another event, or use same:)"
+            )
+        case AllRule():
+            reasons = [reason for part in rule.all if (reason := never_matches(part))]
+            if reasons:
+                return reasons[0]
+            if any(NotRule.model_validate({"not": part}) in rule.all for part in rule.all):
+                return "it asks for a rule and its `not` at once"
+            for kind, attribute in ((StageRule, "stage"), (TemperatureRule, "temperature")):
+                wanted = {getattr(p, attribute) for p in rule.all if isinstance(p, kind)}
+                if len({w for w in wanted if isinstance(w, str)}) > 1:
+                    return f"a lead has one {attribute}, not {' and '.join(sorted(map(str, wanted)))} at once"
+            return None
+        case AnyRule():
+            why_not = [never_matches(part) for part in rule.any]
+            return "; ".join(r for r in why_not if r) if all(why_not) else None
+    return None
+
+
+def _rule_errors(document: YamlFile, rule: Rule | None, at: Location, what: str) -> list[ContentError]:
+    reason = never_matches(rule) if rule is not None else None
+    if reason is None:
+        return []
+    return [document.error(at, f"{what} can never match: {reason}. Fix the rule so some lead can meet it")]
+
+
+def lint_segment(segment: Segment, document: YamlFile) -> list[ContentError]:
+    return _rule_errors(document, segment.entry, ("entry",), "the entry rule") + _rule_errors(
+        document, segment.exit, ("exit",), "the exit rule"
+    )
+
+
+# --- sequences --------------------------------------------------------------------------------------
+
+
+def lint_sequence(
+    sequence: Sequence,
+    document: YamlFile,
+    segment: Segment | None,
+    templates: TemplateLibrary,
+    policy: SendingPolicy,
+) -> list[ContentError]:
+    errors: list[ContentError] = []
+    if segment is not None and sequence.exit_when.left_segment and segment.exit is None:
+        errors.append(
+            document.error(
+                ("exit_when", "left_segment"),
+                f"segment {segment.id!r} has no exit rule, so no lead ever leaves it; add `exit:` to the "
+                "segment or drop left_segment",
+            )
+        )
+    for at, step in walk_steps(sequence.steps):
+        if isinstance(step, SendStep):
+            errors.extend(_template_errors(document, at, step, templates, sequence))
+        elif isinstance(step, WaitStep) and step.wait > LONGEST_WAIT:
+            errors.append(
+                document.error(
+                    (*at, "wait"),
+                    f"a wait of {step.wait.days} days never ends within a campaign (longest: "
+                    f"{LONGEST_WAIT.days} days); shorten it",
+                )
+            )
+        elif (
+            isinstance(step, WaitUntilStep)
+            and policy.quiet_hours
+            and _inside(step.wait_until, policy.quiet_hours)
+        ):
+            quiet = policy.quiet_hours
+            errors.append(
+                document.error(
+                    (*at, "wait_until"),
+                    f"the window {step.wait_until.start:%H:%M}-{step.wait_until.end:%H:%M} lies inside the quiet "
+                    f"hours {quiet.start:%H:%M}-{quiet.end:%H:%M} (sending.yaml): no message can go out in it; "
+                    "move it to the day",
+                )
+            )
+        elif isinstance(step, BranchStep):
+            errors.extend(_branch_errors(document, at, step, sequence))
+    return errors
+
+
+def _branch_errors(
+    document: YamlFile, at: Location, step: BranchStep, sequence: Sequence
+) -> list[ContentError]:
+    condition = step.branch.if_
+    if reason := never_matches(condition):
+        if step.branch.then:
+            return [
+                document.error(
+                    (*at, "branch", "then"),
+                    f"unreachable: the branch condition can never match ({reason}); fix the `if:`",
+                )
+            ]
+        return []
+    goal = sequence.goal
+    if (
+        goal
+        and step.branch.then
+        and any(
+            isinstance(rule, EventRule) and rule.event == goal.event and not goal.where
+            for rule in _required(condition)
+        )
+    ):
+        return [
+            document.error(
+                (*at, "branch", "then"),
+                f"unreachable: the sequence's goal {goal.event!r} ends it as soon as that event happens, so no "
+                f"lead who did it gets here; drop the sequence `goal:` and put a `goal` step after this branch",
+            )
+        ]
+    return []
+
+
+def _required(rule: Rule) -> Iterator[Rule]:
+    """The rules that must all hold for `rule` to hold."""
+    yield rule
+    if isinstance(rule, AllRule):
+        for part in rule.all:
+            yield from _required(part)
+
+
+def _inside(window: SendWindow, quiet: QuietHours) -> bool:
+    def minutes(moment: time) -> int:
+        return moment.hour * 60 + moment.minute
+
+    def quiet_at(minute: int) -> bool:
+        start, end = minutes(quiet.start), minutes(quiet.end)
+        return start <= minute < end if start < end else minute >= start or minute < end
+
+    start = datetime.combine(date.min, window.start)
+    length = (minutes(window.end) - minutes(window.start)) % (24 * 60)
+    return all(quiet_at(minutes((start + timedelta(minutes=m)).time())) for m in range(0, length, 5))
+
+
+def _template_errors(
+    document: YamlFile, at: Location, step: SendStep, templates: TemplateLibrary, sequence: Sequence
+) -> list[ContentError]:
+    channel, name = step.send.channel, step.send.template
+    problem = templates.problem_with(channel, name)
+    if problem:
+        return [document.error((*at, "send", "template"), problem)]
+    path = templates.directory / channel / f"{name}.j2"
+    where = f"(sent by sequence {sequence.id!r})"
+    errors = []
+    for use in templates.lead_fields_used(channel, name):
+        if use.variable != "lead":
+            errors.append(
+                ContentError(
+                    path,
+                    use.line,
+                    f"`{use.variable}` is not something a sequence message knows {where}; the only variable is "
+                    "`lead` (lead.first_name, lead.company, …)",
+                )
+            )
+        elif use.field in LEAD_FIELDS_ALWAYS or use.guarded:
+            continue
+        elif use.field in LEAD_PROPERTIES_KNOWN:
+            errors.append(
+                ContentError(
+                    path,
+                    use.line,
+                    f"not every lead has `lead.{use.field}` {where}: write "
+                    f"{{{{ lead.{use.field} | default('…') }}}}",
+                )
+            )
+        else:
+            close = difflib.get_close_matches(str(use.field), LEAD_FIELDS_ALWAYS + LEAD_PROPERTIES_KNOWN, 1)
+            hint = f"did you mean lead.{close[0]}? " if close else ""
+            errors.append(
+                ContentError(
+                    path,
+                    use.line,
+                    f"`lead.{use.field}` is not a property leads are known to have {where}: {hint}or give it a "
+                    f"default: {{{{ lead.{use.field} | default('…') }}}}",
+                )
+            )
+    return errors

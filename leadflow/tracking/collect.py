@@ -1,0 +1,92 @@
+"""What the snippet sends to `POST /t/collect`, and storing it: an identify and events, in one transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from leadflow import clock
+from leadflow.content.models import EVENT_TYPE, Site
+from leadflow.identity import Identified, fill_blank_properties, identify
+from leadflow.ingest import EventIn, IngestResult, LeadIn, properties_at_most, store_events
+from leadflow.store import Database
+
+# The snippet's own event types; a site may allow more (`events:` in sites.yaml).
+TRACKER_EVENTS = frozenset(
+    ["page_viewed", "scrolled", "clicked", "form_started", "form_submitted", "form_abandoned", "page_left"]
+)
+MAX_BODY_BYTES = 32_768  # a beacon may carry 64 KiB; a batch of 50 small events is far below this
+MAX_EVENTS = 50
+MAX_PROPERTIES_BYTES = 4_096
+MAX_AGE = timedelta(days=1)
+CLIENT_ID = r"^[A-Za-z0-9_-]{8,64}$"
+
+
+_small = properties_at_most(MAX_PROPERTIES_BYTES)
+
+
+class TrackedEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=CLIENT_ID, description="random per event: a resent batch is stored once")
+    type: str = Field(pattern=EVENT_TYPE, max_length=100)
+    age_ms: int = Field(
+        default=0, ge=0, le=int(MAX_AGE.total_seconds() * 1000), description="ms before sending"
+    )
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    _check_properties = field_validator("properties")(_small)
+
+    @field_validator("type")
+    @classmethod
+    def _allowed_for_site(cls, event_type: str, info: ValidationInfo) -> str:
+        site: Site | None = (info.context or {}).get("site")
+        if site is not None and event_type not in TRACKER_EVENTS and event_type not in site.events:
+            allowed = ", ".join(sorted(TRACKER_EVENTS | set(site.events)))
+            raise ValueError(f"site {site.id!r} may not send {event_type!r} events (allowed: {allowed})")
+        return event_type
+
+
+class CollectIn(BaseModel):
+    """One request from the snippet: the site key, the browser's anonymous id, and what happened."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: str = Field(max_length=100)
+    anonymous_id: str = Field(pattern=CLIENT_ID)
+    consent: bool = False
+    identify: LeadIn | None = Field(default=None, description="who the visitor is: email and properties")
+    events: list[TrackedEvent] = Field(default_factory=list, max_length=MAX_EVENTS)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.events and self.identify is None:
+            raise ValueError("send at least one event or an identify")
+        return self
+
+
+def store_collected(db: Database, site: Site, body: CollectIn) -> tuple[IngestResult, Identified | None]:
+    """The identify first (so this batch's events land on the surviving lead), then the events; all or nothing.
+
+    Event ids are namespaced by site (`web:<site id>:<id>`), so a public key cannot collide with, and so
+    suppress, events that other sources send."""
+    now = clock.now()
+    events = [
+        EventIn(
+            id=f"web:{site.id}:{event.id}",
+            type=event.type,
+            anonymous_id=body.anonymous_id,
+            timestamp=now - timedelta(milliseconds=event.age_ms),
+            properties=event.properties,
+        )
+        for event in body.events
+    ]
+    with db.transaction() as session:
+        identified = None
+        if body.identify is not None:
+            identified = identify(session, body.anonymous_id, body.identify.email)
+            fill_blank_properties(session, identified.lead_id, body.identify.properties)
+        result = store_events(session, events) if events else IngestResult(0, 0, [])
+    return result, identified

@@ -1,0 +1,200 @@
+"""The public tracking routes: the snippet (`GET /t/leadflow.js`) and what it sends (`POST /t/collect`).
+
+They take a public site key (sites.yaml), never a server-side API key, and can only write: the answer to a
+collect says how many events were accepted, nothing about any lead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from leadflow.content.models import RateLimit, Site
+from leadflow.runtime import Runtime
+from leadflow.tracking.collect import MAX_BODY_BYTES, CollectIn, store_collected
+from leadflow.tracking.ratelimit import RateLimiter, retry_after_header
+
+SNIPPET = Path(__file__).with_name("leadflow.js")
+CONFIG_MARKER = "/*CONFIG*/"
+SNIPPET_MAX_AGE = 300  # seconds browsers may cache the snippet (a settings change shows within 5 minutes)
+
+
+class Refused(Exception):
+    def __init__(self, status_code: int, detail: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(str(detail))
+        self.status_code, self.detail, self.headers = status_code, detail, headers or {}
+
+
+def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | None = None) -> APIRouter:
+    router = APIRouter(prefix="/t", tags=["tracking (public site keys)"])
+    limiter = RateLimiter(time.monotonic)
+
+    def site_of(key: str) -> Site | None:
+        return runtime.content.sites.get(key)
+
+    @router.get("/leadflow.js", response_class=Response)
+    async def snippet(request: Request, site: str = "") -> Response:
+        """The tracking snippet with the site's settings in it. Paste
+        `<script async src="…/t/leadflow.js?site=KEY"></script>` into the site's pages."""
+        found = site_of(site)
+        if found is None:
+            return Response(
+                "console.warn('leadflow: unknown site key: see sites.yaml');\n",
+                status.HTTP_404_NOT_FOUND,
+                media_type="text/javascript",
+            )
+        body, encoding = snippet_for(found), {}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            body, encoding = gzip.compress(body, mtime=0), {"Content-Encoding": "gzip"}
+        return Response(
+            body,
+            media_type="text/javascript",
+            headers={
+                "Cache-Control": f"public, max-age={SNIPPET_MAX_AGE}",
+                "Vary": "Accept-Encoding",
+                **encoding,
+            },
+        )
+
+    @router.options("/collect", include_in_schema=False)
+    async def preflight(request: Request) -> Response:
+        # The snippet sends text/plain (no preflight); this serves clients that send application/json.
+        origin = request.headers.get("origin", "")
+        if not any(site.allows_origin(origin) for site in runtime.content.sites.values()):
+            return Response(status_code=status.HTTP_403_FORBIDDEN)
+        return Response(
+            status_code=status.HTTP_204_NO_CONTENT,
+            headers={
+                **cors(origin),
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+
+    @router.post("/collect", status_code=status.HTTP_202_ACCEPTED)
+    async def collect(request: Request) -> Response:
+        """Events (and an identify) from the snippet, for one site key and one browser's anonymous id.
+        Refused: unknown key or origin (403), over the rate limits (429), too large (413), invalid (422)."""
+        origin = request.headers.get("origin", "")
+        allowed: dict[str, str] = {}
+        try:
+            raw = await read_limited(request)
+            data = parse_json(raw)
+            site = site_of(str(data.get("site", "")))
+            if site is None:
+                raise Refused(status.HTTP_403_FORBIDDEN, "unknown site key")
+            if not site.allows_origin(origin):
+                raise Refused(
+                    status.HTTP_403_FORBIDDEN,
+                    f"origin {origin or '(none)'!r} may not send events for this site",
+                )
+            allowed = cors(origin)
+            client = request.client.host if request.client else "unknown"
+            check_rate(limiter, f"key:{site.key}", site.per_key, "this site key")
+            check_rate(limiter, f"ip:{site.key}:{client}", site.per_ip, "this address")
+            if site.honor_do_not_track and request.headers.get("dnt") == "1":
+                return Response(status_code=status.HTTP_204_NO_CONTENT, headers=allowed)
+            body = validate(data, site)
+            if site.consent == "required" and not body.consent:
+                raise Refused(status.HTTP_403_FORBIDDEN, "this site requires the visitor's consent")
+        except Refused as refused:
+            return JSONResponse(
+                {"detail": refused.detail}, refused.status_code, headers={**allowed, **refused.headers}
+            )
+        result, _ = await asyncio.to_thread(store_collected, runtime.db, site, body)
+        if result.accepted and on_events_accepted:
+            on_events_accepted()
+        return JSONResponse(
+            {"accepted": result.accepted, "duplicates": result.duplicates},
+            status.HTTP_202_ACCEPTED,
+            headers=allowed,
+        )
+
+    return router
+
+
+@cache
+def _snippet_source() -> str:
+    return SNIPPET.read_text(encoding="utf-8")
+
+
+def snippet_for(site: Site) -> bytes:
+    """The snippet with this site's settings written into its CONFIG line."""
+    config = {
+        "site": site.key,
+        "consent": site.consent,
+        "honor_do_not_track": site.honor_do_not_track,
+        "flush_seconds": site.flush_seconds,
+    }
+    source = _snippet_source()
+    start = source.index(CONFIG_MARKER)
+    end = source.index(";", start)
+    return (source[:start] + json.dumps(config) + source[end:]).encode()
+
+
+def cors(origin: str) -> dict[str, str]:
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+async def read_limited(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise Refused(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"a request may carry at most {MAX_BODY_BYTES} bytes"
+        )
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > MAX_BODY_BYTES:
+            raise Refused(
+                status.HTTP_413_CONTENT_TOO_LARGE, f"a request may carry at most {MAX_BODY_BYTES} bytes"
+            )
+    return bytes(received)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError as error:
+        raise Refused(status.HTTP_400_BAD_REQUEST, f"malformed JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise Refused(status.HTTP_400_BAD_REQUEST, "the body must be a JSON object")
+    return data
+
+
+def check_rate(limiter: RateLimiter, bucket: str, limit: RateLimit, whom: str) -> None:
+    wait = limiter.retry_after(bucket, limit)
+    if wait:
+        raise Refused(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many requests from {whom}: at most {limit.per_minute} a minute",
+            {"Retry-After": retry_after_header(wait)},
+        )
+
+
+def validate(data: dict[str, Any], site: Site) -> CollectIn:
+    try:
+        return CollectIn.model_validate(data, context={"site": site})
+    except ValidationError as invalid:
+        raise Refused(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [
+                {
+                    "field": ".".join(str(part) for part in problem["loc"]) or "body",
+                    "message": problem["msg"].removeprefix("Value error, "),
+                    "type": problem["type"],
+                }
+                for problem in invalid.errors()
+            ],
+        ) from None

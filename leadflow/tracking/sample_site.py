@@ -1,0 +1,48 @@
+"""The sample landing site `leadflow dev` serves at /sample/: an ebook form, an event page and a pricing page,
+each carrying the snippet, so the whole loop can be watched: browse → events → score → sequence → email.
+
+The same pages can be served from another origin (the browser tests do) by giving the snippet's full URL.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+SAMPLE_DIR = Path(__file__).with_name("sample")
+SAMPLE_SITE_KEY = "pk_dev_sample_site"  # the `sample` site of the shipped sites.yaml
+PAGES = frozenset(["index.html", "events.html", "pricing.html", "thanks.html"])
+
+
+def sample_site(snippet_src: str) -> Starlette:
+    """The sample pages with `<script src="{snippet_src}">`. Forms post to thanks.html, which answers POST."""
+
+    async def page(request: Request) -> Response:
+        name = request.path_params.get("page", "index.html")
+        if name not in PAGES:
+            return PlainTextResponse("no such page", 404)
+        return HTMLResponse(render(name, snippet_src))
+
+    methods = ["GET", "POST"]
+    return Starlette(routes=[Route("/", page, methods=methods), Route("/{page}", page, methods=methods)])
+
+
+def render(name: str, snippet_src: str) -> str:
+    first_line, _, content = _read(name).partition("\n")
+    title = first_line.removeprefix("<!-- title:").removesuffix("-->").strip()
+    return (
+        _read("_layout.html")
+        .replace("{{TITLE}}", title)
+        .replace("{{SNIPPET_SRC}}", snippet_src)
+        .replace("{{CONTENT}}", content)
+    )
+
+
+@cache
+def _read(name: str) -> str:
+    return (SAMPLE_DIR / name).read_text(encoding="utf-8")

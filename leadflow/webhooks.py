@@ -1,0 +1,249 @@
+"""Routes people and providers reach without an API key, each authenticated by a signature instead:
+the open pixel, click redirects and the unsubscribe link (HMAC-signed tokens: leadflow.links), and
+Twilio's inbound-message and status webhooks (X-Twilio-Signature, checked with Twilio's RequestValidator).
+
+Everything they learn becomes an event through the normal ingestion path (stored once, with its outbox row,
+so the lead's workflow sees it): email_opened, email_clicked, unsubscribed, subscribed, sms_replied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+from uuid import uuid4
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select, update
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from leadflow import clock, consent
+from leadflow.channels.sms import PERMANENT_CODES
+from leadflow.delivery import SUPPRESSING
+from leadflow.ingest import EventIn, store_events
+from leadflow.links import PIXEL_GIF
+from leadflow.runtime import Runtime
+from leadflow.store.models import Consent, Lead, Message
+
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
+START_WORDS = {"START", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+NOT_FOUND = "no such link"
+NO_CACHE = {"Cache-Control": "no-store, max-age=0"}
+
+
+def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | None) -> APIRouter:
+    router = APIRouter(include_in_schema=True, tags=["public"])
+    tracker = runtime.tracker
+
+    async def record(events: list[EventIn], also: Callable[[Any], None] | None = None) -> None:
+        """Store `events` (and `also`'s writes) in one transaction, then let the router deliver them."""
+
+        def write() -> int:
+            with runtime.db.transaction() as session:
+                if also:
+                    also(session)
+                return store_events(session, events).accepted if events else 0
+
+        if await asyncio.to_thread(write) and on_events_accepted:
+            on_events_accepted()
+
+    def message_of(message_id: int, lead_id: int) -> Message | None:
+        with runtime.db.read() as session:
+            message = session.get(Message, message_id)
+            return message if message is not None and message.lead_id == lead_id else None
+
+    @router.get("/t/o/{token}", response_class=Response)
+    async def email_opened(token: str) -> Response:
+        """The open pixel: records `email_opened` once per message, answers a transparent GIF."""
+        opened = tracker.read_open(token)
+        message = await asyncio.to_thread(message_of, opened.message_id, opened.lead_id) if opened else None
+        if opened is None or message is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+        properties = {"message_id": message.id, "template": message.template}
+        await record(
+            [
+                EventIn(
+                    id=f"lf-open-{message.id}",
+                    type="email_opened",
+                    lead_id=opened.lead_id,
+                    properties=properties,
+                )
+            ]
+        )
+        return Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
+
+    @router.get("/t/c/{token}")
+    async def email_clicked(token: str) -> RedirectResponse:
+        """A tracked link: records `email_clicked` (once per link of a message) and redirects to its page."""
+        clicked = tracker.read_click(token)
+        if not clicked:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+        message = await asyncio.to_thread(message_of, clicked.message_id, clicked.lead_id)
+        if message is not None:  # an erased lead's old email still leads to the page, unrecorded
+            properties = {"message_id": message.id, "template": message.template, "url": clicked.url}
+            event_id = f"lf-click-{message.id}-{clicked.link}"
+            await record(
+                [EventIn(id=event_id, type="email_clicked", lead_id=clicked.lead_id, properties=properties)]
+            )
+        return RedirectResponse(clicked.url, status.HTTP_302_FOUND, headers=NO_CACHE)
+
+    def unsubscribe_target(token: str) -> tuple[int, str]:
+        target = tracker.read_unsubscribe(token)
+        if target is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+        return target.lead_id, target.channel
+
+    @router.get("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe_page(token: str) -> HTMLResponse:
+        """The body link: a page with one button. Opening a link changes nothing, because mail scanners
+        open links too; the button (and mail clients, via RFC 8058) POST to the same address."""
+        unsubscribe_target(token)
+        return HTMLResponse(
+            _page("Unsubscribe", '<form method="post"><button type="submit">Unsubscribe me</button></form>')
+        )
+
+    @router.post("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe(token: str) -> HTMLResponse:
+        """One-click unsubscribe (RFC 8058 `List-Unsubscribe=One-Click`, or the page's button): the opt-out
+        is stored before the answer, and the lead's sequences exit when its workflow sees the event."""
+        lead_id, channel = unsubscribe_target(token)
+
+        def already_out() -> bool | None:
+            with runtime.db.read() as session:
+                if session.get(Lead, lead_id) is None:
+                    return None
+                current = session.scalars(
+                    select(Consent.status).where(Consent.lead_id == lead_id, Consent.channel == channel)
+                ).first()
+                return current == consent.WITHDRAWN
+
+        out = await asyncio.to_thread(already_out)
+        if out is False:
+            properties = {"channel": channel, "source": "unsubscribe link"}
+            await record(
+                [
+                    EventIn(
+                        id=f"lf-unsubscribe-{uuid4().hex}",
+                        type="unsubscribed",
+                        lead_id=lead_id,
+                        properties=properties,
+                    )
+                ]
+            )
+        return HTMLResponse(
+            _page("Unsubscribed", f"You will receive no more {html.escape(channel)} messages from us.")
+        )
+
+    # --- Twilio -------------------------------------------------------------------------------------
+
+    async def twilio_form(request: Request) -> dict[str, str]:
+        """The webhook's parameters, once its X-Twilio-Signature proves Twilio sent them (else 403)."""
+        if not runtime.settings.twilio_auth_token:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "SMS is not configured")
+        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        # Twilio signs the URL it was configured with: our public URL, not whatever a proxy forwarded.
+        url = runtime.settings.resolved_public_url + request.url.path
+        if request.url.query:
+            url += f"?{request.url.query}"
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not RequestValidator(runtime.settings.twilio_auth_token).validate(url, params, signature):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid X-Twilio-Signature")
+        return params
+
+    def leads_with_phone(phone: str) -> list[int]:
+        with runtime.db.read() as session:
+            return list(session.scalars(select(Lead.id).where(Lead.phone == phone).order_by(Lead.id)))
+
+    @router.post("/webhooks/twilio/sms", response_class=Response)
+    async def sms_received(request: Request) -> Response:
+        """A reply to our number: STOP words opt out, START words opt back in, HELP answers; anything else
+        becomes an `sms_replied` event of every lead with that number."""
+        params = await twilio_form(request)
+        phone, body, sid = params.get("From", ""), params.get("Body", ""), params.get("MessageSid", "")
+        keyword = body.strip().upper()
+        lead_ids = await asyncio.to_thread(leads_with_phone, phone)
+        now = clock.now()
+        reply = MessagingResponse()
+        if keyword in STOP_WORDS or keyword in START_WORDS:
+            opting_out = keyword in STOP_WORDS
+            kind = "unsubscribed" if opting_out else "subscribed"
+            properties = {"channel": "sms", "source": f"SMS reply {keyword}"}
+            events = [
+                EventIn(
+                    id=f"lf-sms-{sid or uuid4().hex}-{lead_id}",
+                    type=kind,
+                    lead_id=lead_id,
+                    properties=properties,
+                )
+                for lead_id in lead_ids
+            ]
+
+            def the_number_itself(session: Any) -> None:
+                # Also for a number we know no lead by: a STOP must hold for whoever texts from it later.
+                if opting_out:
+                    consent.suppress(session, "sms", phone, "opt_out", f"SMS reply {keyword}", now)
+                else:
+                    consent.lift_opt_out(session, "sms", phone)
+
+            await record(events, the_number_itself)
+        elif keyword in HELP_WORDS:
+            reply.message(runtime.settings.sms_help_reply)
+        elif lead_ids:
+            properties = {"body": body, "message_sid": sid}
+            await record(
+                [
+                    EventIn(
+                        id=f"lf-sms-{sid or uuid4().hex}-{lead_id}",
+                        type="sms_replied",
+                        lead_id=lead_id,
+                        properties=properties,
+                    )
+                    for lead_id in lead_ids
+                ]
+            )
+        return Response(str(reply), media_type="application/xml")
+
+    @router.post("/webhooks/twilio/status", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+    async def sms_status(request: Request) -> Response:
+        """Delivery reports: the message's delivery status; a number that cannot receive is suppressed."""
+        params = await twilio_form(request)
+        sid, state = params.get("MessageSid", ""), params.get("MessageStatus", "")
+        code = int(params["ErrorCode"]) if params.get("ErrorCode", "").isdigit() else None
+
+        def write() -> None:
+            with runtime.db.transaction() as session:
+                session.execute(
+                    update(Message)
+                    .where(Message.provider_id == sid, Message.channel == "sms")
+                    .values(delivery_status=state, error=f"Twilio error {code}" if code else Message.error)
+                )
+                reason = PERMANENT_CODES.get(code) if code and state in ("failed", "undelivered") else None
+                if reason:
+                    message = session.scalars(select(Message).where(Message.provider_id == sid)).first()
+                    if message is not None:
+                        consent.suppress(
+                            session,
+                            "sms",
+                            message.recipient,
+                            SUPPRESSING[reason],
+                            f"Twilio error {code}",
+                            clock.now(),
+                        )
+
+        await asyncio.to_thread(write)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    return router
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width"><title>{title}</title></head>'
+        f'<body style="font-family:sans-serif;max-width:32em;margin:4em auto"><h1>{title}</h1><p>{body}</p></body></html>'
+    )

@@ -1,0 +1,144 @@
+"""The three shipped campaigns as stories, played on the time-skipping server with the real workflows,
+activities, store (SQLite and PostgreSQL) and SMTP server: weeks of nurture in seconds."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from temporalio.testing import WorkflowEnvironment
+
+from leadflow.runtime import Runtime
+from leadflow.store.models import SegmentMembership
+from tests.conftest import Inbox
+from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects
+
+
+async def test_abandoned_form_reminds_by_email_then_sms_and_stops_on_submit(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+) -> None:
+    """1 abandons the form (SMS consent), 2 submits within the 30 minutes, 3 submits after the reminder."""
+    report = await play(
+        skipping,
+        runtime,
+        "abandoned_form",
+        {
+            "lead": {"first_name": "Sam", "sms_consent": True},
+            "horizon": "3d",
+            "events": [
+                {"at": "0m", "type": "form_started", "properties": {"form": "demo"}},
+                {"at": "10m", "type": "form_submitted", "properties": {"form": "demo"}, "leads": [2]},
+                {"at": "2h", "type": "form_submitted", "properties": {"form": "demo"}, "leads": [3]},
+            ],
+        },
+        leads=3,
+    )
+    start = report.started_at
+    # 1: reminded by email when the 30 minutes are over, the SMS step reached the next day.
+    assert subjects(inbox, 1) == ["Sam, you were almost done"]
+    assert about(sent_at(runtime, 1, "form_reminder") - start, timedelta(minutes=30))
+    assert ("2", "branch: then") in journal(runtime, 1)
+    # Twilio is not configured in this story: the SMS step is reached, and skipped (the sequence goes on).
+    assert (
+        "2.then.0",
+        "skipped: SMS is not configured (set LEADFLOW_TWILIO_ACCOUNT_SID and friends)",
+    ) in journal(runtime, 1)
+    [first] = enrollments(runtime, 1)
+    assert first.status == "completed" and first.finished_at - start >= DAY + timedelta(minutes=30)
+    # 2: submitted in time, so never in the segment: nothing sent.
+    assert subjects(inbox, 2) == [] and enrollments(runtime, 2) == []
+    # 3: reminded, then submitted: converted before the SMS, and out of the segment.
+    assert subjects(inbox, 3) == ["Sam, you were almost done"]
+    [third] = enrollments(runtime, 3)
+    assert (third.status, third.exit_reason) == ("converted", "goal form_submitted reached")
+    assert not any(step.startswith("2") for step, _ in journal(runtime, 3))
+    with runtime.db.read() as session:
+        membership = session.scalars(select(SegmentMembership).where(SegmentMembership.lead_id == 3)).one()
+    assert membership.left_at is not None and about(membership.left_at - start, timedelta(hours=2))
+    assert report.totals["outcomes"] == {"completed": 1, "converted: goal form_submitted reached": 1}
+
+
+async def test_event_page_regulars_get_help_in_business_hours_then_a_reminder(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+) -> None:
+    """1 views event pages three times in two days; 2 too but takes push; 3 registers after the help email;
+    4 views them three times over ten days (never three within seven)."""
+    view = {"type": "page_viewed"}
+    report = await play(
+        skipping,
+        runtime,
+        "event_page_help",
+        {
+            "lead": {"first_name": "Eve", "timezone": "America/New_York"},
+            "lead_overrides": {2: {"push_subscribed": True}},
+            "horizon": "14d",
+            "events": [
+                {**view, "at": "0m", "properties": {"url": "/events/summit-2026"}},
+                {**view, "at": "1h", "properties": {"url": "/blog/what-is-nurture"}, "leads": [1, 2, 3]},
+                {**view, "at": "1d", "properties": {"url": "/events/summit-2026/agenda"}, "leads": [1, 2, 3]},
+                {**view, "at": "2d", "properties": {"url": "/events/summit-2026"}, "leads": [1, 2, 3]},
+                {**view, "at": "5d", "properties": {"url": "/events/summit-2026"}, "leads": [4]},
+                {"at": "3d", "type": "event_registered", "leads": [3]},
+                {**view, "at": "10d", "properties": {"url": "/EVENTS/summit-2026"}, "leads": [4]},
+            ],
+        },
+        leads=4,
+    )
+    start = report.started_at
+    help_mail = "Eve, everything about the event in one place"
+    assert subjects(inbox, 1) == [help_mail, "Seats are going: register for the event"]
+    helped = sent_at(runtime, 1, "event_help")
+    local = helped.astimezone(ZoneInfo("America/New_York"))
+    assert helped - start >= 2 * DAY and local.weekday() < 5 and 9 <= local.hour < 18, local
+    assert about(sent_at(runtime, 1, "event_registration_reminder") - helped, 2 * DAY)
+    assert enrollments(runtime, 1)[0].status == "completed"
+    # 2: the push channel is not there yet: the step is skipped, the reminder still goes by email.
+    assert any(label == "1.then.0" and what.startswith("skipped: ") for label, what in journal(runtime, 2))
+    assert subjects(inbox, 2) == ["Seats are going: register for the event"]
+    # 3: registered on day 3 (after the help email, unless a weekend held it back like lead 1's): converted,
+    # no reminder.
+    assert subjects(inbox, 3) == ([help_mail] if helped - start < 3 * DAY else [])
+    assert (enrollments(runtime, 3)[0].status, enrollments(runtime, 3)[0].exit_reason) == (
+        "converted",
+        "goal event_registered reached",
+    )
+    assert enrollments(runtime, 4) == []
+    assert report.totals["enrolled"] == 3
+
+
+async def test_ebook_then_webinar_registrants_get_a_reminder_the_rest_a_last_nudge(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+) -> None:
+    report = await play(
+        skipping,
+        runtime,
+        "ebook_follow_up",
+        {
+            "lead": {"first_name": "Mo"},
+            "horizon": "20d",
+            "events": [
+                {"at": "0m", "type": "ebook_downloaded"},
+                {"at": "8d", "type": "webinar_registered", "leads": [1]},
+            ],
+        },
+        leads=2,
+    )
+    start = report.started_at
+    common = [
+        "Your ebook: The Nurture Playbook",
+        "3 tips from the Nurture Playbook",
+        "Mo, join our live webinar on lead nurturing",
+    ]
+    assert subjects(inbox, 1) == [*common, "See you at the live webinar"]
+    assert subjects(inbox, 2) == [*common, "Last call: the nurture webinar is on Thursday"]
+    days = [
+        (sent_at(runtime, 2, template) - start) / DAY
+        for template in ("ebook_delivery", "ebook_tips", "webinar_invite", "webinar_last_nudge")
+    ]
+    assert [round(day, 2) for day in days] == [0, 3, 7, 10]
+    assert ("6", "branch: then") in journal(runtime, 1) and ("6", "branch: else") in journal(runtime, 2)
+    [registrant], [rest] = enrollments(runtime, 1), enrollments(runtime, 2)
+    assert (registrant.status, registrant.exit_reason) == ("converted", "goal webinar_registered reached")
+    assert rest.status == "completed" and (rest.finished_at - start) / DAY >= 14
+    assert report.totals["messages"]["email webinar_reminder sent"] == 1

@@ -1,0 +1,176 @@
+"""The marketer's tools: `leadflow check` on a folder of broken content, `leadflow preview`, and
+`leadflow simulate` running a campaign on the time-skipping server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from leadflow.cli import app
+from leadflow.ingest import LeadIn, upsert_lead
+from leadflow.runtime import Runtime
+from tests.conftest import copy_content
+
+MISTAKES = {
+    "segments/impossible.yaml": """\
+id: impossible
+name: Impossible
+entry:
+  all:
+    - property: company_size
+      gt: 500
+      lt: 50
+    - count: {event: page_viewed, at_least: 3}
+""",
+    "segments/self_absent.yaml": """\
+id: self_absent
+name: Self absent
+entry:
+  absence:
+    after: {event: form_started}
+    missing: {event: form_started}
+    within: 30m
+""",
+    "segments/typo.yaml": """\
+id: typo
+name: Typo
+entry:
+  cuont: {event: page_viewed, at_least: 3}
+""",
+    "segments/plain.yaml": "id: plain\nname: Plain\nentry: {event: trial_started}\n",
+    "templates/sequences/broken.yaml": """\
+id: broken
+name: Broken
+segment: plain
+goal: {event: demo_requested}
+exit_when: {left_segment: true}
+steps:
+  - send: {channel: email, template: ebook_delivery}
+  - branch:
+      if: {event: demo_requested}
+      then:
+        - send: {channel: email, template: no_such_template}
+  - wait: 500d
+  - wait_until: {start: '22:00', end: '23:00'}
+  - split:
+      - {name: A, weight: 1, steps: [{send: {channel: email, template: careless}}]}
+      - {name: B, weight: 1, steps: [{send: {channel: sms, template: bare}}]}
+""",
+    "segments/plain_too.yaml": "id: plain_too\nname: Plain too\nentry: {event: trial_started}\n",
+    "templates/sequences/typo.yaml": """\
+id: typo
+name: Typo
+segment: plain_too
+steps:
+  - branch:
+      if: {event: trial_started}
+      else: [{sned: {}}]
+""",
+    "templates/email/careless.j2": """\
+{% block subject %}Hi {{ lead.frist_name }}{% endblock %}
+{% block html %}<p>{{ lead.job_title }} and {{ event.title }}</p>{% endblock %}
+""",
+    "templates/sms/bare.j2": "Hi {{ lead.first_name | default('') }}\n",
+    "sending.yaml": "default_timezone: Mars/Olympus\nquiet_hours: {start: '21:00', end: '08:00', channels: [email]}\n",
+}
+
+
+def test_check_reports_every_mistake_in_a_broken_folder_with_file_line_and_fix(tmp_path: Path) -> None:
+    copy_content(tmp_path)
+    for name, text in MISTAKES.items():
+        (tmp_path / name).write_text(text)
+    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    lines = result.output.splitlines()
+
+    def reported(path: str, line: int, words: str) -> bool:
+        return any(entry.startswith(f"{tmp_path / path}:{line}: ") and words in entry for entry in lines)
+
+    expected = [
+        (
+            "segments/impossible.yaml",
+            3,
+            "the entry rule can never match: no value is above 500.0 and below 50",
+        ),
+        ("segments/self_absent.yaml", 3, "the trigger is its own follow-up"),
+        ("segments/typo.yaml", 3, "entry: a rule is one of: event, count, absence"),
+        ("sending.yaml", 1, "default_timezone: unknown timezone 'Mars/Olympus'"),
+        ("templates/sequences/broken.yaml", 5, "segment 'plain' has no exit rule"),
+        ("templates/sequences/broken.yaml", 10, "unreachable: the sequence's goal 'demo_requested'"),
+        ("templates/sequences/broken.yaml", 11, "no email template 'no_such_template'"),
+        ("templates/sequences/broken.yaml", 12, "a wait of 500 days never ends"),
+        ("templates/sequences/broken.yaml", 16, "lacks the block(s) body"),  # where it is used ...
+        ("templates/sequences/typo.yaml", 7, "steps.0.branch.else.0: a step is one of: send, wait"),
+        ("templates/email/careless.j2", 1, "`lead.frist_name` is not a property leads are known to have"),
+        ("templates/email/careless.j2", 2, "not every lead has `lead.job_title`"),
+        ("templates/email/careless.j2", 2, "`event` is not something a sequence message knows"),
+    ]
+    for path, line, words in expected:
+        assert reported(path, line, words), (path, line, words, lines)
+    assert any("did you mean lead.first_name?" in entry for entry in lines)
+    # ... and the template file itself, which every template check reports whether a sequence uses it or not
+    assert any(entry == f"{tmp_path / 'templates/sms/bare.j2'}: lacks the block(s) body" for entry in lines)
+    assert len(lines) == len(expected) + 1, lines
+
+
+def test_the_wait_until_window_inside_quiet_hours_is_reported(tmp_path: Path) -> None:
+    copy_content(tmp_path)
+    (tmp_path / "sending.yaml").write_text("quiet_hours: {start: '21:00', end: '08:00', channels: [email]}\n")
+    sequence = tmp_path / "templates/sequences/event_page_help.yaml"
+    sequence.write_text(
+        sequence.read_text().replace("start: '09:00', end: '18:00'", "start: '22:00', end: '23:30'")
+    )
+    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{sequence}:11: the window 22:00-23:30 lies inside the quiet hours 21:00-08:00" in result.output
+
+
+def test_preview_renders_a_template_for_a_sample_or_a_stored_lead(
+    tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = tmp_path / "lead.yaml"
+    sample.write_text("first_name: Lin\ncompany: Initech\n")
+    result = CliRunner().invoke(app, ["preview", "webinar_invite", "--sample", str(sample)])
+    assert result.exit_code == 0, result.output
+    assert "Lin, join our live webinar on lead nurturing" in result.output
+    assert "Save my seat (https://leadflow.localhost/webinars/nurture-live)" in result.output  # the text part
+    assert '<a href="https://leadflow.localhost/webinars/nurture-live">' in result.output  # the HTML part
+
+    upsert_lead(runtime.db, LeadIn(email="ada@acme.test", properties={"first_name": "Ada"}))
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", runtime.db.url)
+    from leadflow.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        stored = CliRunner().invoke(app, ["preview", "sms/form_reminder", "--lead", "ada@acme.test"])
+        missing = CliRunner().invoke(app, ["preview", "email/nope", "--lead", "ada@acme.test"])
+    finally:
+        get_settings.cache_clear()
+    assert stored.exit_code == 0, stored.output
+    assert "Ada, your form at Leadflow Demo Co is one step from done" in stored.output
+    assert missing.exit_code == 1 and "no email template 'nope'" in missing.output
+
+
+def test_simulate_prints_each_leads_timeline_and_the_totals(tmp_path: Path) -> None:
+    script = tmp_path / "events.yaml"
+    script.write_text(
+        """\
+lead: {first_name: Sam}
+horizon: 2d
+events:
+  - {at: 0m, type: form_started, properties: {form: demo}}
+  - {at: 1h, type: form_submitted, properties: {form: demo}, leads: [2]}
+"""
+    )
+    result = CliRunner().invoke(app, ["simulate", "abandoned_form", "--events", str(script), "--leads", "2"])
+    assert result.exit_code == 0, result.output
+    output = result.output
+    assert "lead0001@simulation.test: completed" in output
+    assert "lead0002@simulation.test: converted: goal form_submitted reached" in output
+    assert "day 0 00:30 │ email form_reminder sent" in output
+    assert "outcome: converted: goal form_submitted reached │ 1" in output
+    bad = CliRunner().invoke(app, ["simulate", "nope", "--events", str(script)])
+    assert bad.exit_code == 1 and "unknown sequence 'nope'" in bad.output
