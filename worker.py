@@ -15,15 +15,17 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.handoff import HandoffActivities
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, get_settings
+from workflows.handoff import HandoffWorkflow
 from workflows.lead import LeadWorkflow
 from workflows.sequence import SequenceWorkflow
 
-WORKFLOWS = [LeadWorkflow, SequenceWorkflow]
+WORKFLOWS = [LeadWorkflow, SequenceWorkflow, HandoffWorkflow]
 
 
 async def connect(settings: Settings) -> Client:
@@ -35,7 +37,7 @@ async def connect(settings: Settings) -> Client:
 
 
 def build_worker(client: Client, runtime: Runtime) -> Worker:
-    leads, sending = LeadActivities(runtime), SendActivities(runtime)
+    leads, sending, handoff = LeadActivities(runtime), SendActivities(runtime), HandoffActivities(runtime)
     return Worker(
         client,
         task_queue=runtime.settings.task_queue,
@@ -48,6 +50,9 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             sending.next_send_window,
             sending.record_step,
             sending.finish_enrollment,
+            handoff.notify_webhook,
+            handoff.remind,
+            handoff.escalate,
         ],
         # On shutdown, let activities in flight finish (a send in the middle of its provider call would
         # otherwise be left `uncertain`, never retried).

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.handoff import HandoffActivities
 from leadflow import clock
 from leadflow.content.models import Segment, Sequence
-from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import (
     AbsenceTimer,
     AssessLeadInput,
@@ -22,10 +20,7 @@ from leadflow.contracts import (
     HandOffResult,
     SequenceStart,
 )
-from leadflow.delivery import Claim
-from leadflow.handoff import NOTIFICATION_TEMPLATE, NoSalespersonAvailable, assign, notification_context
 from leadflow.leads import lead_temperature
-from leadflow.outgoing import send_email
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
 from leadflow.scoring import EventFact
@@ -179,41 +174,8 @@ class LeadActivities:
 
     @activity.defn
     async def hand_off(self, request: HandOffInput) -> HandOffResult:
-        """Assign the promoted lead and notify the salesperson by email, once per promotion."""
-        runtime = self.runtime
-
-        def prepare() -> tuple[int, str, dict[str, Any]]:
-            with runtime.db.transaction() as session:
-                lead = session.get_one(Lead, request.lead_id)
-                stage_change = session.get_one(StageChange, request.stage_change_id)
-                handoff = assign(session, lead, stage_change, runtime.content.salespeople)
-                lead_url = f"{runtime.settings.resolved_public_url}/v1/leads/{lead.id}"
-                return handoff.id, handoff.salesperson, notification_context(session, lead, handoff, lead_url)
-
-        try:
-            handoff_id, salesperson, context = await asyncio.to_thread(prepare)
-        except NoSalespersonAvailable as error:
-            raise ApplicationError(str(error), non_retryable=True) from error
-        try:
-            rendered = runtime.content.templates.render_email(NOTIFICATION_TEMPLATE, context)
-        except TemplateRenderError as error:
-            raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
-        claim = Claim(
-            f"handoff-{request.stage_change_id}-email",
-            None,
-            "email",
-            NOTIFICATION_TEMPLATE,
-            salesperson,
-            rendered.subject,
-        )
-        delivery = await send_email(runtime, claim, rendered)
-
-        def mark_notified() -> None:
-            with runtime.db.transaction() as session:
-                session.get_one(Handoff, handoff_id).notified_at = clock.now()
-
-        await asyncio.to_thread(mark_notified)
-        return HandOffResult(salesperson=salesperson, notified=delivery.status in ("sent", "already_sent"))
+        """Assign the promoted lead and email the salesperson, once per promotion (see activities.handoff)."""
+        return await HandoffActivities(self.runtime).hand_off(request)
 
 
 def _all_events(session: Session, lead: Lead) -> list[EventFact]:

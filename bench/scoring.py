@@ -32,7 +32,6 @@ import yaml
 from sqlalchemy import insert
 
 from activities.leads import LeadActivities
-from leadflow.channels.email import SmtpEmailChannel
 from leadflow.content.loader import load_content
 from leadflow.content.models import ScoringModel
 from leadflow.contracts import AssessLeadInput
@@ -188,11 +187,10 @@ def fill(db: Database, leads: int, events_per_lead: int, first_lead: int = 1) ->
 
 def bench_activity(db: Database, leads: int, events_per_lead: int) -> dict[str, Any]:
     ids = fill(db, leads, events_per_lead)
-    runtime = Runtime(
-        settings=Settings(database_url=db.url, content_dir=PROJECT_ROOT),
-        db=db,
-        content=load_content(PROJECT_ROOT),
-        email=SmtpEmailChannel("smtp://127.0.0.1:1", "bench@leadflow.test"),
+    runtime = Runtime.assemble(
+        Settings(database_url=db.url, content_dir=PROJECT_ROOT, smtp_url="smtp://127.0.0.1:1"),
+        db,
+        load_content(PROJECT_ROOT),
     )
     activity = LeadActivities(runtime)
     started = time.perf_counter()

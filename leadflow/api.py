@@ -15,12 +15,14 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from leadflow import clock, dashboard
 from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
 from leadflow.erasure import cancel_workflows, erase_lead
+from leadflow.handoff import HandoffRefused, SalesAnswer, answer, close_open_handoff, handoff_document
 from leadflow.identity import identify_visitor
 from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
 from leadflow.leads import find_lead, lead_document
@@ -52,6 +54,26 @@ class RecycleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=1000, description="why sales handed the lead back")
+
+
+class HandoffAnswerIn(BaseModel):
+    """Sales' answer to a hand-off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["accept", "reject", "recycle", "converted"]
+    reason: str = Field(default="", max_length=1000, description="why (needed to reject or recycle)")
+    by: str | None = Field(default=None, max_length=320, description="who answers (default: the assignee)")
+    to: Literal["opportunity", "customer"] = Field(default="opportunity", description="for converted")
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="for converted: the opportunity or customer (id, amount, …)"
+    )
+
+    @model_validator(mode="after")
+    def _reason_to_hand_back(self) -> HandoffAnswerIn:
+        if self.action in ("reject", "recycle") and not self.reason.strip():
+            raise ValueError(f"a reason is needed to {self.action} a lead")
+        return self
 
 
 class IdentifyRequest(LeadIn):
@@ -86,7 +108,9 @@ def create_app(
     temporal: Callable[[], Awaitable[Client]] | None = None,
 ) -> FastAPI:
     """The API over `runtime`; `on_events_accepted` lets an in-process router start routing at once;
-    `temporal` gives the client that cancels an erased lead's workflows (connected on first use)."""
+    `temporal` gives the client (connected on first use) that cancels an erased lead's workflows and lets
+    sales' answers stop a hand-off's follow-up timers at once (without it, the follow-up notices the answer
+    in the store when its next timer fires)."""
     app = FastAPI(title="Leadflow", version="0.1.0", description="Events in, qualified conversations out.")
     app.include_router(public_routes(runtime, on_events_accepted))
 
@@ -170,13 +194,17 @@ def create_app(
     async def recycle_lead(reference: str, body: RecycleIn) -> dict[str, Any]:
         """Sales hands the lead back: it is stamped "recycled" and qualifies again (MQL, then SQL) on new
         engagement; behavior before now no longer counts. 409 unless the lead is MQL, SQL or opportunity."""
+        closing: list[int] = []
 
         def apply() -> dict[str, Any] | None:
             with runtime.db.transaction() as session:
                 lead = find_lead(session, reference)
                 if lead is None:
                     return None
-                recycle(session, lead.id, body.reason, runtime.content.scoring, clock.now())
+                now = clock.now()
+                recycle(session, lead.id, body.reason, runtime.content.scoring, now)
+                closed = close_open_handoff(session, lead.id, "recycled", body.reason, now)
+                closing.extend([closed.stage_change_id] if closed else [])
                 return lead_document(session, lead)
 
         try:
@@ -185,6 +213,53 @@ def create_app(
             raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
         if document is None:
             raise not_found(reference)
+        for stage_change_id in closing:
+            await stop_follow_up(stage_change_id, "recycled")
+        return document
+
+    async def stop_follow_up(stage_change_id: int, outcome: str) -> None:
+        if temporal is None:
+            return
+        try:
+            client = await temporal()
+        except (
+            Exception
+        ) as error:  # Temporal down: the follow-up sees the answer in the store at its next timer
+            log.warning(
+                "hand-off %s %s; its follow-up was not told at once: %s", stage_change_id, outcome, error
+            )
+            return
+        handle = client.get_workflow_handle(runtime.settings.handoff_workflow_id(stage_change_id))
+        try:
+            await handle.signal("closed", outcome)
+        except RPCError:
+            pass  # finished already, or a hand-off from before follow-ups: nothing is waiting
+
+    @app.post("/v1/leads/{reference}/handoff", dependencies=v1)
+    async def answer_handoff(reference: str, body: HandoffAnswerIn) -> dict[str, Any]:
+        """Sales answers the lead's latest hand-off: `accept`; `reject` or `recycle` with a `reason` (back
+        to nurture, stamped recycled: it qualifies again on new engagement); `converted` `to` an opportunity
+        or a customer with its `details`. Accepting or converting stops the reminders. 409 when the
+        hand-off's state does not allow it (none yet, already closed)."""
+        reply = SalesAnswer(body.action, body.reason.strip(), body.by, body.to, body.details)
+
+        def apply() -> tuple[int, str, dict[str, Any]] | None:
+            with runtime.db.transaction() as session:
+                lead = find_lead(session, reference)
+                if lead is None:
+                    return None
+                handoff = answer(session, lead, reply, runtime.content.scoring, clock.now())
+                session.flush()
+                return handoff.stage_change_id, handoff.status, handoff_document(session, handoff)
+
+        try:
+            applied = await asyncio.to_thread(apply)
+        except (HandoffRefused, NotRecyclable) as refused:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
+        if applied is None:
+            raise not_found(reference)
+        stage_change_id, outcome, document = applied
+        await stop_follow_up(stage_change_id, outcome)
         return document
 
     @app.get("/v1/leads/{reference}/score", dependencies=v1)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from leadflow.content.models import SendWindow, Sequence
 
-HANDED_TO_SALES = "handed to sales"
+HANDED_TO_SALES = "handed to sales"  # the reason running sequences are told to exit
 OPTED_OUT = "opted out"
 
 
@@ -85,9 +85,53 @@ class HandOffInput:
 
 
 @dataclass
+class WebhookTarget:
+    url: str
+    format: str  # slack, json
+
+
+@dataclass
+class HandoffFollowUp:
+    """What the hand-off workflow needs: the webhooks to call at once and the SLA, snapshot at hand-off."""
+
+    workflow_id: str
+    handoff_id: int
+    lead_id: int
+    webhooks: list[WebhookNotice] = field(default_factory=list)
+    remind_after: timedelta | None = None
+    escalate_after: timedelta | None = None
+    max_reassignments: int = 0
+
+
+@dataclass
 class HandOffResult:
     salesperson: str
     notified: bool
+    follow_up: HandoffFollowUp | None = None
+
+
+@dataclass
+class WebhookNotice:
+    handoff_id: int
+    key: str  # the idempotency key: one per hand-off, notice and webhook
+    target: WebhookTarget
+    notice: str = ""  # empty for the hand-off itself; "Reminder", "Reassigned to you", …
+
+
+@dataclass
+class FollowUpStep:
+    handoff_id: int
+    round: int  # reassignments so far: keys of this round's reminder and escalation
+    may_reassign: bool = False
+
+
+@dataclass
+class FollowUpResult:
+    open: bool  # still waiting for the salesperson to accept
+    status: str = ""  # when not open: what sales answered (accepted, converted, rejected, recycled)
+    salesperson: str = ""
+    webhooks: list[WebhookNotice] = field(default_factory=list)  # to call now
+    reassigned: bool = False
 
 
 @dataclass

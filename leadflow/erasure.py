@@ -40,14 +40,17 @@ def erase_lead(db: Database, settings: Settings, lead_id: int, now: datetime) ->
                 consent.suppress(session, channel, address, "erased", None, now)
                 suppressed += 1
         sequences = list(session.scalars(select(Enrollment.workflow_id).where(Enrollment.lead_id == lead_id)))
-        promotions = session.scalars(select(StageChange.id).where(StageChange.lead_id == lead_id))
-        # A salesperson's notification names the lead but is not linked to it (it was sent to staff).
-        notifications = [f"handoff-{stage_change_id}-email" for stage_change_id in promotions]
-        if notifications:
-            session.execute(delete(Message).where(Message.idempotency_key.in_(notifications)))
+        promotions = list(session.scalars(select(StageChange.id).where(StageChange.lead_id == lead_id)))
+        # A salesperson's notifications (emails, webhooks, reminders) name the lead but are not linked to it
+        # (they went to staff): keyed `handoff-<stage change>-...`.
+        for stage_change_id in promotions:
+            session.execute(
+                delete(Message).where(Message.idempotency_key.startswith(f"handoff-{stage_change_id}-"))
+            )
         session.execute(delete(Outbox).where(Outbox.lead_id == lead_id))
         session.execute(delete(Lead).where(Lead.id == lead_id))
-    return Erasure(lead_id, [settings.lead_workflow_id(lead_id), *sequences], suppressed)
+    follow_ups = [settings.handoff_workflow_id(stage_change_id) for stage_change_id in promotions]
+    return Erasure(lead_id, [settings.lead_workflow_id(lead_id), *sequences, *follow_ups], suppressed)
 
 
 async def cancel_workflows(client: Client, workflow_ids: list[str]) -> int:

@@ -16,6 +16,7 @@ from leadflow.store.models import (
     Enrollment,
     EnrollmentStep,
     Event,
+    Handoff,
     Identity,
     Lead,
     LeadMerge,
@@ -186,12 +187,20 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
             }
             for e in enrollments
         ],
+        "handoffs": _handoffs(session, lead),
         "consent": consent_document(session, lead.id),
         "push_subscriptions": len(addresses(session, lead, "push")),
         "timeline": timeline[:TIMELINE_LENGTH],
         "created_at": lead.created_at,
         "last_activity_at": lead.last_activity_at,
     }
+
+
+def _handoffs(session: Session, lead: Lead) -> list[dict[str, Any]]:
+    from leadflow.handoff import handoff_document  # the hand-off builds on this module
+
+    found = session.scalars(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc()))
+    return [handoff_document(session, handoff) for handoff in found]
 
 
 def _account(account: Account | None) -> dict[str, Any] | None:

@@ -17,12 +17,14 @@ import yaml
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from leadflow.content.models import ScoringModel
+from leadflow.content.models import HandOffNow, ScoringModel
 from leadflow.scoring import (
+    QUALIFIABLE,
     RECYCLABLE,
     AccountActivity,
     EventFact,
     ScoreResult,
+    hand_off_now_rule,
     score_lead,
     stages_reached,
 )
@@ -80,7 +82,8 @@ def rescore_many(
         result = score_lead(model, lead.properties, events[lead.id], now, activity, since=lead.scoring_since)
         lead.first_touch, lead.last_touch = first_and_last_touch(events[lead.id])
         ledger.record(lead, result, now, activity)
-        changes = _stamp_stages(session, lead, result.score, model, now)
+        now_rule = hand_off_now_rule(model, events[lead.id], now, since=lead.scoring_since)
+        changes = _stamp_stages(session, lead, result.score, model, now, now_rule)
         colleagues = account.heat(lead.id, result, now) if account else []
         rescored[lead.id] = Rescored(lead, result, changes, colleagues)
     ledger.write()
@@ -134,9 +137,8 @@ def _accounts(
             Lead.last_activity_at <= now,
         )
     ):
-        if (
-            account_id is not None and engaged_at is not None
-        ):  # the filter above excludes None; mypy cannot tell
+        # The filter above excludes None; mypy cannot tell.
+        if account_id is not None and engaged_at is not None:
             states[account_id].engaged[lead_id] = engaged_at
     return states
 
@@ -220,17 +222,27 @@ def _inputs(lead: Lead, model: ScoringModel, activity: AccountActivity | None) -
 
 
 def _stamp_stages(
-    session: Session, lead: Lead, score: int, model: ScoringModel, now: datetime
+    session: Session,
+    lead: Lead,
+    score: int,
+    model: ScoringModel,
+    now: datetime,
+    hand_off_now: HandOffNow | None = None,
 ) -> list[StageChange]:
+    reasons = {
+        stage: f"score {score} reached the {stage.upper()} threshold {getattr(model.thresholds, stage)}"
+        for stage in stages_reached(lead.stage, score, model.thresholds)
+    }
+    if hand_off_now and "sql" not in reasons and (lead.stage in QUALIFIABLE or lead.stage == "mql"):
+        reasons["sql"] = f"hand off now: {hand_off_now.rule} ({hand_off_now.event})"
     changes = []
-    for stage in stages_reached(lead.stage, score, model.thresholds):
-        threshold = getattr(model.thresholds, stage)
+    for stage, reason in reasons.items():
         change = StageChange(
             lead_id=lead.id,
             from_stage=lead.stage,
             to_stage=stage,
             changed_at=now,
-            reason=f"score {score} reached the {stage.upper()} threshold {threshold}",
+            reason=reason,
             score=score,
         )
         session.add(change)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 from leadflow.channels.email import DkimSigner, SmtpEmailChannel
 from leadflow.channels.sms import TwilioSmsChannel
+from leadflow.channels.webhook import WebhookChannel
 from leadflow.channels.webpush import WebPushChannel
 from leadflow.content.loader import Content, load_content
 from leadflow.links import Tracker
@@ -23,6 +24,10 @@ class Runtime:
     tracker: Tracker
     sms: TwilioSmsChannel | None = None  # None: Twilio is not configured, SMS steps are skipped
     push: WebPushChannel | None = None  # None: no VAPID key, push steps are skipped
+    webhooks: WebhookChannel = field(init=False)  # hand-off webhooks, signed with LEADFLOW_WEBHOOK_SECRET
+
+    def __post_init__(self) -> None:
+        self.webhooks = WebhookChannel(self.settings.webhook_secret, self.settings.webhook_timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.content.models import BehaviorRule, Decay, ScoringModel, Thresholds
+from leadflow.content.conditions import filter_holds
+from leadflow.content.models import BehaviorRule, Decay, HandOffNow, ScoringModel, Thresholds
 
 # Lifecycle stages in funnel order; recycled leads can qualify again, disqualified ones cannot.
 FUNNEL = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
@@ -289,3 +290,16 @@ def stages_reached(stage: str, score: int, thresholds: Thresholds) -> list[str]:
     if score >= thresholds.sql:
         reached.append("sql")
     return reached
+
+
+def hand_off_now_rule(
+    model: ScoringModel, events: Iterable[EventFact], now: datetime, since: datetime | None = None
+) -> HandOffNow | None:
+    """The first "hand off now" rule an event of the lead matches (a demo request), whatever the score.
+    Events before `since` (a recycled lead) no longer count, so a hand-back is not undone by old events."""
+    for rule in model.hand_off_now:
+        for event in events:
+            counts = event.occurred_at <= now and (since is None or event.occurred_at >= since)
+            if counts and event.type == rule.event and filter_holds(rule.where, event.properties):
+                return rule
+    return None

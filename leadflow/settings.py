@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     public_url: str = ""  # links in notifications; empty: http://api_host:api_port
     router_poll_seconds: float = 0.05
+    webhook_secret: str = ""  # signs hand-off webhooks (HMAC-SHA256); webhooks are refused while empty
+    webhook_timeout_seconds: float = 10.0
     secret_key: str = ""  # signs tracking and unsubscribe links; empty: generated once into data_dir
     # Email: DKIM signing when a key is given (a PEM file's path, or the PEM itself).
     dkim_private_key: str = ""
@@ -118,6 +120,9 @@ class Settings(BaseSettings):
 
     def sequence_workflow_id(self, sequence_id: str, lead_id: int) -> str:
         return f"{self.workflow_id_prefix}sequence-{sequence_id}-lead-{lead_id}"
+
+    def handoff_workflow_id(self, stage_change_id: int) -> str:
+        return f"{self.workflow_id_prefix}handoff-{stage_change_id}"
 
     @property
     def resolved_public_url(self) -> str:

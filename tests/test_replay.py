@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -23,7 +24,15 @@ from leadflow.identity import identify_visitor
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store import Database
-from tests.conftest import Inbox, channel_settings, eventually, settings_for_test
+from leadflow.store.models import Handoff
+from tests.conftest import (
+    Inbox,
+    WebhookReceiver,
+    channel_settings,
+    eventually,
+    running_stack,
+    settings_for_test,
+)
 from tests.peers import TwilioApi
 from tests.stories import play, trial_content
 from worker import WORKFLOWS, running_worker
@@ -48,6 +57,7 @@ def test_histories_are_kept() -> None:
     assert {"lead_workflow_absence", "sequence_abandoned_form", "sequence_trial_nurture"} <= names
     assert {"sequence_ebook_follow_up"} <= names
     assert {"sequence_workflow_held_skipped_opted_out"} <= names  # sending hours, skips, opt-out exit
+    assert {"lead_workflow_handoff", "handoff_workflow_sla"} <= names  # hand-off webhooks and follow-up SLA
 
 
 def _keep(name: str, history: WorkflowHistory) -> None:
@@ -86,6 +96,39 @@ async def test_record_histories(skipping: WorkflowEnvironment, runtime: Runtime,
         await asyncio.sleep(0.5)
         lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
         for name, handle in (("lead_workflow", lead), ("sequence_workflow_exited", sequence)):
+            _keep(name, await handle.fetch_history())
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_handoff_histories(
+    skipping: WorkflowEnvironment, sales_runtime: Runtime, inbox: Inbox, receiver: WebhookReceiver
+) -> None:
+    """A demo request hands the lead off (email and two webhooks); nobody accepts: a reminder after 2 h, an
+    escalation with reassignment after 4 h, then the new salesperson accepts. Records the lead workflow
+    (with the hand-off follow-up patch) and the hand-off workflow."""
+    if sales_runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    email = "sla@hooli.test"
+    upsert_lead(sales_runtime.db, LeadIn(email=email, properties={"first_name": "Sla"}))
+    settings = sales_runtime.settings
+    async with running_stack(sales_runtime, skipping.client, inbox) as stack:
+        demo = EventIn(id="sla-1", type="demo_requested", email=email, properties={"form": "contact-sales"})
+        ingest_events(sales_runtime.db, [demo])
+        stack.router.wake()
+        await eventually(lambda: len(receiver.received) == 2)
+        await skipping.sleep(timedelta(hours=2, minutes=5))
+        await eventually(lambda: len(receiver.received) == 4)
+        await skipping.sleep(timedelta(hours=2))
+        await eventually(lambda: inbox.to("bob@sales.test"))
+        assert (
+            await stack.api.post(f"/v1/leads/{email}/handoff", json={"action": "accept"})
+        ).status_code == 200
+        with sales_runtime.db.read() as session:
+            [stage_change_id] = session.scalars(select(Handoff.stage_change_id)).all()
+        follow_up = skipping.client.get_workflow_handle(settings.handoff_workflow_id(stage_change_id))
+        assert await follow_up.result() == "accepted"
+        lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
+        for name, handle in (("lead_workflow_handoff", lead), ("handoff_workflow_sla", follow_up)):
             _keep(name, await handle.fetch_history())
 
 

@@ -145,7 +145,7 @@ def mixed_runtime(runtime: Runtime) -> Runtime:
         content.scoring,
         content.segments,
         {MIXED.id: MIXED},
-        content.salespeople,
+        content.sales,
         content.templates,
     )
     settings = runtime.settings.model_copy(update={"sending_hours_channels": []})

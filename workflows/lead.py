@@ -27,14 +27,17 @@ with workflow.unsafe.imports_passed_through():
         AssessLeadInput,
         EnrollmentFinished,
         EventRef,
+        HandoffFollowUp,
         HandOffInput,
         LeadWorkflowInput,
         NewEvents,
         SequenceInput,
     )
+    from workflows.handoff import HandoffWorkflow
     from workflows.sequence import SequenceWorkflow, on_the_minute
 
 COOLING_PATCH = "cooling-timer-and-account-signal"  # histories recorded before it have neither
+HANDOFF_FOLLOW_UP_PATCH = "handoff-webhooks-and-sla"  # before it: the hand-off was the email alone
 MIN_COOLING = timedelta(seconds=1)  # a moment already past is rescored now, never in a tight loop
 MERGED_SEQUENCES_GRACE = timedelta(hours=1)  # how long a merged lead's workflow waits for its sequences
 RECENT_EVENTS_REMEMBERED = 200  # the router may deliver an event twice after a crash; drop repeats
@@ -176,7 +179,7 @@ class LeadWorkflow:
         if assessment.handoff_stage_change_id is not None:
             await self._signal_each("exit", HANDED_TO_SALES, list(self.state.running_sequences))
             try:
-                await workflow.execute_activity_method(
+                handed = await workflow.execute_activity_method(
                     LeadActivities.hand_off,
                     HandOffInput(self.state.lead_id, assessment.handoff_stage_change_id),
                     start_to_close_timeout=timedelta(seconds=60),
@@ -186,6 +189,22 @@ class LeadWorkflow:
                 # Permanent (no salesperson, a broken template): the hand-off stays pending in the store and
                 # is tried again on the lead's next event; the lead workflow itself must live on.
                 workflow.logger.error("hand-off of lead %s failed: %s", self.state.lead_id, error.cause)
+                return
+            if handed.follow_up and workflow.patched(HANDOFF_FOLLOW_UP_PATCH):
+                await self._follow_up(handed.follow_up)
+
+    async def _follow_up(self, follow_up: HandoffFollowUp) -> None:
+        """Webhooks and the SLA run in their own workflow: a webhook that is down, or days of waiting for
+        the salesperson, never hold up this lead's events."""
+        try:
+            await workflow.start_child_workflow(
+                HandoffWorkflow.run,
+                follow_up,
+                id=follow_up.workflow_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # started before a crash or continue-as-new
 
     async def _wind_down(self) -> None:
         """A merged lead's workflow ends once its sequences have exited (they report back), or after a grace

@@ -95,7 +95,9 @@ class SequenceWorkflow:
 
     @workflow.signal
     def exit(self, reason: str) -> None:
-        if reason == HANDED_TO_SALES and not self.request.sequence.exit_when.handed_to_sales:
+        sequence = self.request.sequence
+        keeps_going = sequence.continue_after_handoff or not sequence.exit_when.handed_to_sales
+        if reason == HANDED_TO_SALES and keeps_going:
             return  # this sequence keeps nurturing leads that sales works on
         if self.outcome is None:
             self.outcome = (EXITED, reason)

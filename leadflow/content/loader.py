@@ -38,7 +38,7 @@ class Content:
     scoring: ScoringModel
     segments: dict[str, Segment]
     sequences: dict[str, Sequence]
-    salespeople: list[Salesperson]
+    sales: SalesTeam
     templates: TemplateLibrary
     sites: dict[str, Site] = field(default_factory=dict)  # by public key
     sending: SendingPolicy = field(default_factory=SendingPolicy)
@@ -46,6 +46,10 @@ class Content:
 
     def __post_init__(self) -> None:
         self.sequence_by_segment = {sequence.segment: sequence for sequence in self.sequences.values()}
+
+    @property
+    def salespeople(self) -> list[Salesperson]:
+        return self.sales.salespeople
 
 
 def load_content(directory: Path) -> Content:
@@ -103,7 +107,7 @@ def load_content(directory: Path) -> Content:
         scoring[0],
         segments,
         sequences,
-        team[0].salespeople,
+        team[0],
         templates,
         sites=_sites_by_key(*sites, errors) if sites else {},
         sending=policy,

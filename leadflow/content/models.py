@@ -275,8 +275,17 @@ class Thresholds(Strict):
 Location = tuple[str | int, ...]
 
 
+class HandOffNow(Strict):
+    """An event that makes a lead sales-qualified at once, whatever its score (a demo request)."""
+
+    rule: str
+    event: str = Field(pattern=EVENT_TYPE)
+    where: PropertyFilter = Field(default_factory=dict)
+
+
 class ScoringModel(Strict):
     thresholds: Thresholds
+    hand_off_now: list[HandOffNow] = Field(default_factory=list)
     grades: Grades = Grades(A=30, B=20, C=10)
     temperature: Temperature = Temperature(
         hot=TemperatureLevel(score=60, active_within=timedelta(days=7)),
@@ -306,20 +315,23 @@ def scoring_problems(data: Any) -> list[tuple[Location, str]]:
             found.append((("event_types", index), f"event type {name!r} is not like page_viewed"))
     known = KNOWN_EVENT_TYPES | {name for name in custom if isinstance(name, str)}
     groups: dict[str, Any] = data["groups"] if isinstance(data.get("groups"), dict) else {}
+    for section in ("behavior", "hand_off_now"):
+        listed: list[Any] = data[section] if isinstance(data.get(section), list) else []
+        for index, rule in enumerate(listed):
+            event = rule.get("event") if isinstance(rule, dict) else None
+            if isinstance(event, str) and event not in known:
+                found.append(
+                    (
+                        (section, index, "event"),
+                        f"unknown event type {event!r} (known: {', '.join(sorted(known))}; "
+                        "declare your own under event_types)",
+                    )
+                )
     rules: list[Any] = data["behavior"] if isinstance(data.get("behavior"), list) else []
     for index, rule in enumerate(rules):
         if not isinstance(rule, dict):
             continue
         where: Location = ("behavior", index)
-        event = rule.get("event")
-        if isinstance(event, str) and event not in known:
-            found.append(
-                (
-                    (*where, "event"),
-                    f"unknown event type {event!r} (known: {', '.join(sorted(known))}; "
-                    "declare your own under event_types)",
-                )
-            )
         group = rule.get("group")
         if group is not None and group not in groups:
             declared = ", ".join(sorted(map(str, groups))) or "none declared"
@@ -681,6 +693,8 @@ class Sequence(Strict):
     sender: Mailbox | None = Field(default=None, description="the From of its emails")
     reply_to: Mailbox | None = None
     steps: list[Step] = Field(min_length=1)
+    # Keep nurturing a lead once it is handed to sales; the same as `exit_when: {handed_to_sales: false}`.
+    continue_after_handoff: bool = False
     version: str = ""  # filled by the loader: a hash of the file
 
 
@@ -727,15 +741,73 @@ def known_zone(name: Any) -> ZoneInfo | None:
 # --- sales ---------------------------------------------------------------------------------------
 
 
+class Webhook(Strict):
+    """A signed POST on hand-off: `slack` (an incoming-webhook message) or `json` (a generic document for a
+    CRM). Signed with LEADFLOW_WEBHOOK_SECRET, never a secret in this file."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    format: Literal["slack", "json"] = "json"
+
+
+class Notify(Strict):
+    """How a salesperson hears of a hand-off: email (default) and any webhooks."""
+
+    email: bool = True
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+
 class Salesperson(Strict):
     name: str
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     team: str = "sales"
     available: bool = True
+    notify: Notify = Notify()
+
+
+class AssignmentRule(Strict):
+    """Leads whose properties pass `when` (territory by country, company size, industry…) go to `team`;
+    the first matching rule wins, a rule without `when` takes everyone left."""
+
+    team: str
+    rule: str = ""
+    when: PropertyFilter = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.rule or (f"{self.team} team" if self.when else f"{self.team} team (everyone else)")
+
+
+class FollowUp(Strict):
+    """The hand-off SLA: remind the salesperson who has not accepted, then escalate and reassign."""
+
+    remind_after: PositiveDuration | None = timedelta(hours=2)
+    escalate_after: PositiveDuration | None = timedelta(hours=4)
+    escalate_to: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    reassign: bool = True
+    max_reassignments: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _remind_first(self) -> FollowUp:
+        if self.remind_after and self.escalate_after and self.escalate_after <= self.remind_after:
+            raise ValueError("escalate_after must be later than remind_after")
+        return self
 
 
 class SalesTeam(Strict):
     salespeople: list[Salesperson] = Field(min_length=1)
+    assignment: list[AssignmentRule] = Field(default_factory=list)
+    follow_up: FollowUp = FollowUp()
+
+    @model_validator(mode="after")
+    def _teams_exist(self) -> SalesTeam:
+        teams = {person.team for person in self.salespeople}
+        for rule in self.assignment:
+            if rule.team not in teams:
+                raise ValueError(
+                    f"assignment rule {rule.name!r} names team {rule.team!r}, which has no salespeople "
+                    f"(teams: {', '.join(sorted(teams))})"
+                )
+        return self
 
 
 # --- websites (the tracking snippet's public site keys) ------------------------------------------

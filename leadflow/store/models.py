@@ -272,9 +272,31 @@ class Handoff(Base):
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
     salesperson: Mapped[str] = mapped_column(String(320))
     rule: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(32), default="assigned")
+    status: Mapped[str] = mapped_column(String(32), default="assigned")  # see HANDOFF_OUTCOMES
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    team: Mapped[str | None] = mapped_column(String(100))
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reassignments: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # rejected, recycled or converted
+    outcome_reason: Mapped[str | None] = mapped_column(Text)
+    outcome_details: Mapped[dict[str, Any] | None] = mapped_column(Json)  # the opportunity, the customer
+
+
+class HandoffEvent(Base):
+    """What happened to a hand-off, in order (assigned, notified, reminded, reassigned, accepted, …): who,
+    when, and why, for the reports."""
+
+    __tablename__ = "handoff_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    salesperson: Mapped[str | None] = mapped_column(String(320))
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class AssignmentCursor(Base):

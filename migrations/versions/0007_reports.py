@@ -9,7 +9,7 @@ from alembic import op
 
 revision = "0007_reports"
 # Chained after the newest migration of this branch so `upgrade head` has one head; the lead re-chains at merge.
-down_revision = "0004_channels"
+down_revision = "0006_handoff"
 branch_labels = None
 depends_on = None
 
