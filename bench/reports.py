@@ -209,14 +209,13 @@ def load_postgresql(url: str, rows: dict[str, list[tuple[Any, ...]]]) -> None:
 
 
 def time_reports(database: Database) -> dict[str, dict[str, float]]:
-    schema_probe: Callable[[Any], reports.Schema] = reports.Schema.of
     results: dict[str, dict[str, float]] = {}
     for since in ("90d", "all"):
         period = reports.Period.last(since, NOW)
         runs: dict[str, Callable[[Any], Any]] = {
             "funnel": lambda s, p=period: reports.funnel(s, p),
             "sequences": lambda s, p=period: reports.sequences(s, p),
-            "handoffs": lambda s, p=period: reports.handoffs(s, p, schema_probe(s)),
+            "handoffs": lambda s, p=period: reports.handoffs(s, p),
             "scoring_health": lambda s, p=period: reports.scoring_health(s, p),
             "hot_leads": lambda s: reports.hot_leads(s),
             "whole_report": lambda s, p=period: reports.build_report(s, p),

@@ -7,8 +7,7 @@ two rows around the wanted rank) and interpolated here, as `percentile_cont` wou
 The period is a cohort: the funnel follows the leads *created* in it, sequence figures the enrollments
 *started* in it, hand-off figures the hand-offs *assigned* in it. Weekly trends count the stage stamps made in
 it. Sequence steps inside branches and A/B splits come from the enrollment journal (`enrollment_steps`),
-undelivered messages from the send status and the provider's later delivery report. Columns added by later
-migrations (hand-off answers) are read when the schema has them; see `Schema`.
+undelivered messages from the send status and the provider's later delivery report.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    inspect,
     literal,
     or_,
     select,
@@ -40,6 +38,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
+from leadflow.scoring import FUNNEL as STAGE_ORDER
 from leadflow.store.models import (
     Enrollment,
     EnrollmentStep,
@@ -53,7 +52,7 @@ from leadflow.store.models import (
 )
 
 # The funnel a report follows; a lead that skipped a stage (straight to SQL) counts as having passed it.
-FUNNEL = ("lead", "mql", "sql", "opportunity", "customer")
+FUNNEL = STAGE_ORDER[1:]  # from lead on: subscribers are not yet in the funnel
 STAGE_NAMES = {
     "lead": "Leads",
     "mql": "MQL",
@@ -132,32 +131,6 @@ def _position_sqlite(element: position_in, compiler: Any, **kw: Any) -> str:
 def _position_postgresql(element: position_in, compiler: Any, **kw: Any) -> str:
     text, needle = (compiler.process(clause, **kw) for clause in element.clauses)
     return f"strpos({text}, {needle})"
-
-
-# --- the schema as it is ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Schema:
-    """Which optional tables and columns this store has (later migrations add them)."""
-
-    tables: frozenset[str]
-    columns: dict[str, frozenset[str]]
-
-    @classmethod
-    def of(cls, session: Session) -> Schema:
-        inspector = inspect(session.connection())
-        tables = frozenset(inspector.get_table_names())
-        columns = {
-            table: frozenset(column["name"] for column in inspector.get_columns(table))
-            for table in ("handoffs",)
-        }
-        return cls(tables, columns)
-
-    def has(self, table: str, column: str | None = None) -> bool:
-        if column is None:
-            return table in self.tables
-        return column in self.columns.get(table, frozenset())
 
 
 # --- the period ----------------------------------------------------------------------------------
@@ -782,9 +755,7 @@ class Handoffs:
     total: SalespersonRow
 
 
-def handoffs(session: Session, period: Period, schema: Schema | None = None) -> Handoffs:
-    schema = schema or Schema.of(session)
-    columns = Handoff.__table__.c
+def handoffs(session: Session, period: Period) -> Handoffs:
     after = (
         select(
             StageChange.lead_id,
@@ -797,9 +768,7 @@ def handoffs(session: Session, period: Period, schema: Schema | None = None) -> 
         .group_by(StageChange.lead_id)
         .subquery()
     )
-    accepted: ColumnElement[bool] = Handoff.status.in_(("accepted", "converted"))
-    if schema.has("handoffs", "accepted_at"):
-        accepted = or_(accepted, columns.accepted_at.is_not(None))
+    accepted = or_(Handoff.status.in_(("accepted", "converted")), Handoff.accepted_at.is_not(None))
     recycled = or_(Handoff.status == "recycled", after.c.recycled_at >= Handoff.assigned_at)
     counted = (
         func.count(),
@@ -818,9 +787,7 @@ def handoffs(session: Session, period: Period, schema: Schema | None = None) -> 
     rows = {person: SalespersonRow(person, *map(int, numbers)) for person, *numbers in session.execute(query)}
     total = SalespersonRow(EVERYONE, *(sum(getattr(r, f) for r in rows.values()) for f in _COUNTED))
     notify = _waits(session, period, Handoff.notified_at) if rows else {}
-    accept: dict[str, Spread] = {}
-    if rows and schema.has("handoffs", "accepted_at"):
-        accept = _waits(session, period, columns.accepted_at)
+    accept = _waits(session, period, Handoff.accepted_at) if rows else {}
     for person, entry in [*rows.items(), (EVERYONE, total)]:
         entry.conversion = entry.opportunities / entry.handed if entry.handed else None
         entry.median_seconds_to_notify = notify[person].median if person in notify else None
@@ -966,12 +933,11 @@ class Report:
 
 
 def build_report(session: Session, period: Period) -> Report:
-    schema = Schema.of(session)
     return Report(
         period=period,
         funnel=funnel(session, period),
         sequences=sequences(session, period),
-        handoffs=handoffs(session, period, schema),
+        handoffs=handoffs(session, period),
         scoring=scoring_health(session, period),
         hot_leads=hot_leads(session),
     )

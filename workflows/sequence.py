@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.sending import SendActivities
+    from leadflow.consent import OPT_OUT_EVENT
     from leadflow.content.models import (
         BranchStep,
         EventTrigger,
@@ -41,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
     from leadflow.scoring import EventFact
     from leadflow.segmentation import LeadFacts, holds, trigger_matches
 
-OPT_OUT_EVENTS = ("unsubscribed",)
 EXIT_ON_OPT_OUT = "exit-on-opt-out"
 CHANNEL_UNAVAILABLE = "ChannelUnavailable"  # raised by workers before SMS and push existed (old histories)
 SEND_RETRY = RetryPolicy(
@@ -87,7 +87,7 @@ class SequenceWorkflow:
         self.seen = (self.seen + batch.events)[-EVENTS_REMEMBERED:]
         for event in batch.events:
             self._check_goals(event)
-            if self.outcome is None and event.type in OPT_OUT_EVENTS:
+            if self.outcome is None and event.type == OPT_OUT_EVENT:
                 # The send-time check would stop the next message anyway; leaving now also ends the waits.
                 # (Histories recorded while this exit was new carry its patch marker: consume it.)
                 workflow.patched(EXIT_ON_OPT_OUT)
