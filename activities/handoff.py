@@ -1,5 +1,5 @@
-"""Activities of the hand-off: assign and email at once (`hand_off`, run by the lead workflow), then the
-hand-off workflow's webhooks, reminder and escalation. Each notification has its own idempotency key, so a
+"""Activities of the hand-off: assign, email and call the webhooks at once (`hand_off`, run by the lead
+workflow), then the hand-off workflow's webhook retries, reminder and escalation. Each notification has its own idempotency key, so a
 channel that fails (a webhook down) never repeats or loses another (the email)."""
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ def webhook_notices(
     ]
 
 
+async def _nothing_to_send() -> str:
+    return "sent"  # no email channel configured for the salesperson: the hand-off counts as notified
+
+
 class HandoffActivities:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -72,8 +76,8 @@ class HandoffActivities:
         return f"{self.runtime.settings.resolved_public_url}/v1/leads/{lead_id}"
 
     async def hand_off(self, request: HandOffInput) -> HandOffResult:
-        """Assign the promoted lead and email the salesperson, once per promotion; the webhooks and the
-        follow-up SLA go to the hand-off workflow (so a webhook that is down never holds up the lead)."""
+        """Assign the promoted lead and notify the salesperson (email and webhooks), once per promotion; the
+        webhooks' retries and the follow-up SLA go to the hand-off workflow."""
         runtime = self.runtime
 
         def prepare() -> tuple[int, Salesperson]:
@@ -87,10 +91,15 @@ class HandoffActivities:
             handoff_id, person = await asyncio.to_thread(prepare)
         except NoSalespersonAvailable as error:
             raise ApplicationError(str(error), non_retryable=True) from error
-        notified = True
-        if person.notify.email:
-            key = notice_key(request.stage_change_id, "", 0, "email")
-            notified = await self.email(handoff_id, key, "") in DELIVERED
+        webhooks = webhook_notices(person, request.stage_change_id, handoff_id, "", "", 0)
+        email_key = notice_key(request.stage_change_id, "", 0, "email")
+        # The email and a first try of each webhook go out together, at once; a webhook that fails is left to
+        # the hand-off workflow's retries (its key is not sent yet), and never holds up or repeats the email.
+        emailed, *_ = await asyncio.gather(
+            self.email(handoff_id, email_key, "") if person.notify.email else _nothing_to_send(),
+            *(self._first_try(notice) for notice in webhooks),
+        )
+        notified = emailed in DELIVERED
 
         def mark_notified() -> None:
             with runtime.db.transaction() as session:
@@ -107,7 +116,7 @@ class HandoffActivities:
                 workflow_id=runtime.settings.handoff_workflow_id(request.stage_change_id),
                 handoff_id=handoff_id,
                 lead_id=request.lead_id,
-                webhooks=webhook_notices(person, request.stage_change_id, handoff_id, "", "", 0),
+                webhooks=webhooks,
                 remind_after=follow_up.remind_after,
                 escalate_after=follow_up.escalate_after,
                 max_reassignments=follow_up.max_reassignments if follow_up.reassign else 0,
@@ -143,6 +152,13 @@ class HandoffActivities:
         with self.runtime.db.transaction() as session:
             prefix = f"{notice}: " if notice else ""
             record(session, session.get_one(Handoff, handoff_id), kind, prefix + detail)
+
+    async def _first_try(self, notice: WebhookNotice) -> str:
+        try:
+            return await self.notify_webhook(notice)
+        except ApplicationError as error:
+            activity.logger.info("hand-off webhook %s will be retried: %s", notice.key, error)
+            return "deferred"
 
     @activity.defn
     async def notify_webhook(self, notice: WebhookNotice) -> str:

@@ -234,9 +234,11 @@ def simulate(
         run_simulation(content, sequence, script, leads, lambda line: errors.print(line, highlight=False))
     )
     for timeline in report.leads[:timelines]:
-        table = Table("when", "what", title=f"{timeline.email}: {timeline.outcome}", title_justify="left")
+        table = Table("when", "what")
         for entry in timeline.entries:
             table.add_row(_offset(entry.at - report.started_at), entry.what)
+        # On its own line: a table's title is cut to the table's width.
+        console.print(f"[italic]{timeline.email}: {timeline.outcome}", highlight=False)
         console.print(table)
     totals = Table(
         "total", "count", title=f"{sequence}: {len(report.leads)} lead(s), {report.horizon.days} days"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _source: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
@@ -33,3 +33,10 @@ def following(source: Callable[[], datetime]) -> Iterator[None]:
 
 def frozen_at(moment: datetime) -> AbstractContextManager[None]:
     return following(lambda: moment)
+
+
+def on_the_minute(moment: datetime) -> datetime:
+    """`moment`, or the next whole minute after it: timers due within one minute fire together (a
+    time-skipping server runs them as one batch instead of one by one; a minute late is nothing here)."""
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(minutes=1)

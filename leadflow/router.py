@@ -2,26 +2,37 @@
 
 Everything waiting for one lead goes in one signal-with-start (bursts coalesce). A row is deleted only once
 its signal was delivered, so when Temporal is unreachable events wait in the outbox and nothing is lost.
+Every worker process runs a router, but only the holder of the router lease drains: two routers would race
+each other's signals for one lead out of order. When the holder dies, another takes over once its lease
+lapses (`LEASE`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from temporalio.client import Client
 
 from leadflow import clock
 from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents
 from leadflow.settings import Settings
 from leadflow.store import Database
-from leadflow.store.models import Event, Outbox
+from leadflow.store.models import Event, Lease, Outbox
+from leadflow.store.upsert import insert_ignoring_conflicts
 from workflows.lead import LeadWorkflow
 
 log = logging.getLogger(__name__)
+ROUTER_LEASE = "outbox-router"
+LEASE = timedelta(seconds=10)  # how long a dead router holds up routing, at most
 
 
 @dataclass(frozen=True)
@@ -39,11 +50,21 @@ def outbox_status(db: Database) -> OutboxStatus:
 
 
 class OutboxRouter:
-    def __init__(self, db: Database, client: Client, settings: Settings, batch_size: int = 1000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        client: Client,
+        settings: Settings,
+        batch_size: int = 1000,
+        lease: timedelta = LEASE,
+    ) -> None:
         self.db, self.client, self.settings, self.batch_size = db, client, settings, batch_size
         self._wake = asyncio.Event()
         self._concurrency = asyncio.Semaphore(64)
         self.routed = 0
+        self.lease = lease
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease_renew_at = 0.0  # time.monotonic() after which the lease is renewed before draining
 
     def wake(self) -> None:
         """Called (thread-safely via the loop) when events were just accepted in this process."""
@@ -51,22 +72,66 @@ class OutboxRouter:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self.settings.router_poll_seconds
-        while not stop.is_set():
-            failing = False
-            try:
-                routed = await self.drain_once()
-                backoff = self.settings.router_poll_seconds
-            except Exception as error:  # the store or Temporal is down: keep the rows, try again later
-                log.warning("outbox routing paused: %s", error)
-                routed, backoff, failing = 0, min(backoff * 2, 5.0), True
-            if routed < self.batch_size:
-                self._wake.clear()
-                # While failing, new events must not cut the backoff short (they would retry every signal).
-                wakers = [stop.wait()] if failing else [self._wake.wait(), stop.wait()]
-                waits = [asyncio.ensure_future(waker) for waker in wakers]
-                await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
-                for waiting in waits:
-                    waiting.cancel()
+        try:
+            while not stop.is_set():
+                failing = standby = False
+                try:
+                    if await self._hold_lease():
+                        routed = await self.drain_once()
+                        backoff = self.settings.router_poll_seconds
+                    else:  # another process routes; look again when its lease could have lapsed
+                        routed, backoff, standby = 0, self.lease.total_seconds() / 3, True
+                except Exception as error:  # the store or Temporal is down: keep the rows, try again later
+                    log.warning("outbox routing paused: %s", error)
+                    routed, backoff, failing = 0, min(backoff * 2, 5.0), True
+                if routed < self.batch_size:
+                    self._wake.clear()
+                    # While failing, new events must not cut the backoff short (they would retry every
+                    # signal); on standby, they are the lease holder's to route.
+                    wakers = [stop.wait()] if failing or standby else [self._wake.wait(), stop.wait()]
+                    waits = [asyncio.ensure_future(waker) for waker in wakers]
+                    await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
+                    for waiting in waits:
+                        waiting.cancel()
+        finally:
+            await asyncio.to_thread(self._release_lease)
+
+    async def _hold_lease(self) -> bool:
+        """Whether this router holds the lease now (taking or renewing it in the store when due)."""
+        if time.monotonic() < self._lease_renew_at:
+            return True
+        started = time.monotonic()
+        if not await asyncio.to_thread(self._take_lease):
+            return False
+        # Renewed when a third of it is used up: a slow store never lets it lapse while this router lives.
+        self._lease_renew_at = started + self.lease.total_seconds() / 3
+        return True
+
+    def _take_lease(self) -> bool:
+        now = clock.now()
+        with self.db.transaction() as session:
+            row = {"name": ROUTER_LEASE, "holder": self.holder, "expires_at": now + self.lease}
+            insert_ignoring_conflicts(session, Lease, [row], ["name"])
+            taken = session.execute(
+                update(Lease)
+                .where(Lease.name == ROUTER_LEASE)
+                .where(or_(Lease.holder == self.holder, Lease.expires_at <= now))
+                .values(holder=self.holder, expires_at=now + self.lease)
+            )
+            return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+    def _release_lease(self) -> None:
+        """On a clean stop another router may take over at once."""
+        self._lease_renew_at = 0.0
+        try:
+            with self.db.transaction() as session:
+                session.execute(
+                    update(Lease)
+                    .where(Lease.name == ROUTER_LEASE, Lease.holder == self.holder)
+                    .values(expires_at=clock.now())
+                )
+        except Exception as error:  # the store is down: the lease lapses by itself
+            log.warning("could not release the router lease: %s", error)
 
     async def drain_once(self) -> int:
         """Route one batch of the outbox; returns how many rows were delivered."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from leadflow.clock import on_the_minute
 from leadflow.content.conditions import filter_holds
 from leadflow.content.models import BehaviorRule, Decay, HandOffNow, ScoringModel, Thresholds
 
@@ -272,12 +273,39 @@ def _next_change(
         decay = group.decay if group else None
         if decay is None or contribution.occurred_at is None:
             continue
-        if decay.half_life is not None:
-            moments.append(now + model.cool_down_every)
         for window in decay.windows or []:
             moments.append(contribution.occurred_at + window.within)
-    later = [moment for moment in moments if moment > now]
+    fade = _next_noticeable_fade(model, result, now)
+    later = [on_the_minute(moment) for moment in [*moments, *([fade] if fade else [])] if moment > now]
     return min(later) if later else None
+
+
+QUIET_COOL_DOWNS = 7  # a change too small to notice is still refreshed after this many cool-downs
+COOL_DOWNS_LOOKED_AHEAD = 400
+
+
+def _next_noticeable_fade(model: ScoringModel, result: ScoreResult, now: datetime) -> datetime | None:
+    """The first cool-down at which half-life decay has visibly moved the score (by `cool_down_points`, or
+    across a temperature's score), or, for a smaller change, not before QUIET_COOL_DOWNS: a quiet lead is
+    not rescored (a workflow task and a write) for every point it loses. Caps are ignored here, so this
+    errs towards too early, which costs a rescore and nothing else."""
+    fading = []
+    for contribution in result.contributions:
+        group = model.groups.get(contribution.group or "") if contribution.kind == "behavior" else None
+        half_life = group.decay.half_life if group and group.decay else None
+        if half_life is not None and abs(contribution.points) >= NEGLIGIBLE:
+            fading.append((contribution.points, half_life))
+    watched = (model.temperature.hot.score, model.temperature.warm.score)
+    total, score = result.fit + result.behavior + result.account, result.score
+    for step in range(1, COOL_DOWNS_LOOKED_AHEAD + 1) if fading else ():
+        elapsed = step * model.cool_down_every
+        lost = sum(points * (1 - 0.5 ** (elapsed / half_life)) for points, half_life in fading)
+        then = math.floor(total - lost + 0.5)
+        crossed = any(min(score, then) < level <= max(score, then) for level in watched)
+        visible = abs(score - then) >= model.cool_down_points or crossed
+        if visible or (then != score and step >= QUIET_COOL_DOWNS):
+            return now + elapsed
+    return None  # what is left fades below a whole point: nothing to refresh
 
 
 def stages_reached(stage: str, score: int, thresholds: Thresholds) -> list[str]:

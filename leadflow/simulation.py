@@ -80,7 +80,9 @@ def load_script(path: Path) -> Script:
 
 
 def simulated_email(number: int) -> str:
-    return f"lead{number:04d}@{SIMULATED_DOMAIN}"
+    """Each simulated lead works for its own company: one shared account would make the whole simulation one
+    hot account (every lead rescoring every colleague), which no real campaign looks like."""
+    return f"lead{number:04d}@lead{number:04d}.{SIMULATED_DOMAIN}"
 
 
 @dataclass
@@ -197,7 +199,7 @@ def build_report(db: Database, sequence_id: str, start: datetime, horizon: timed
     with db.read() as session:
         leads = {
             lead.id: lead.email
-            for lead in session.scalars(select(Lead).where(Lead.email.like(f"%@{SIMULATED_DOMAIN}")))
+            for lead in session.scalars(select(Lead).where(Lead.email.like(f"%.{SIMULATED_DOMAIN}")))
         }
         timelines = {lead_id: LeadTimeline(email or "") for lead_id, email in leads.items()}
         for event in session.scalars(select(Event).where(Event.lead_id.in_(leads))):

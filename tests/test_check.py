@@ -168,8 +168,8 @@ events:
     result = CliRunner().invoke(app, ["simulate", "abandoned_form", "--events", str(script), "--leads", "2"])
     assert result.exit_code == 0, result.output
     output = result.output
-    assert "lead0001@simulation.test: completed" in output
-    assert "lead0002@simulation.test: converted: goal form_submitted reached" in output
+    assert "lead0001@lead0001.simulation.test: completed" in output
+    assert "lead0002@lead0002.simulation.test: converted: goal form_submitted reached" in output
     assert "day 0 00:30 │ email form_reminder sent" in output
     assert "outcome: converted: goal form_submitted reached │ 1" in output
     bad = CliRunner().invoke(app, ["simulate", "nope", "--events", str(script)])

@@ -64,7 +64,8 @@ async def test_a_quiet_lead_cools_from_hot_to_cold_over_weeks_and_keeps_its_stag
         stamps = session.scalars(select(StageChange.to_stage).where(StageChange.lead_id == hot.id)).all()
     assert stamps == ["mql"]
     scores = [entry.score for entry in ledger]
-    assert scores[0] == 75 and scores == sorted(scores, reverse=True) and len(scores) > 20  # day by day
+    # Refreshed as it visibly fades (5 points, a temperature's score, a window), not for every lost point.
+    assert scores[0] == 75 and scores == sorted(scores, reverse=True) and 8 < len(scores) < 30
     assert [entry.temperature for entry in ledger].count("warm") >= 1
     [price_list] = [item for item in ledger[-1].breakdown if item["rule"] == "Price list downloaded"]
     assert (price_list["points_before_decay"], price_list["points"]) == (30, 15)

@@ -58,6 +58,7 @@ def test_histories_are_kept() -> None:
     assert {"sequence_ebook_follow_up"} <= names
     assert {"sequence_workflow_held_skipped_opted_out"} <= names  # sending hours, skips, opt-out exit
     assert {"lead_workflow_handoff", "handoff_workflow_sla"} <= names  # hand-off webhooks and follow-up SLA
+    assert {"lead_workflow_local_activities"} <= names
 
 
 def _keep(name: str, history: WorkflowHistory) -> None:
@@ -128,7 +129,12 @@ async def test_record_handoff_histories(
         follow_up = skipping.client.get_workflow_handle(settings.handoff_workflow_id(stage_change_id))
         assert await follow_up.result() == "accepted"
         lead = skipping.client.get_workflow_handle(settings.lead_workflow_id(1))
-        for name, handle in (("lead_workflow_handoff", lead), ("handoff_workflow_sla", follow_up)):
+        recordings = {
+            "lead_workflow_handoff": lead,
+            "handoff_workflow_sla": follow_up,
+            "lead_workflow_local_activities": lead,  # assess and hand-off as local activities
+        }
+        for name, handle in recordings.items():
             _keep(name, await handle.fetch_history())
 
 

@@ -133,8 +133,14 @@ def test_a_quiet_lead_is_rescored_when_its_temperature_or_a_decay_window_changes
     assert (later.temperature, later.next_change_at) == ("cold", NOW + 90 * DAY)
     latest = score_lead(model, {}, [demo], NOW + 180 * DAY)
     assert (latest.score, latest.next_change_at) == (0, None)  # nothing left to cool: no timer
-    fading = score_lead(model, {}, [did("ebook_downloaded")], NOW)  # half-life: cooled every day
-    assert fading.next_change_at == NOW + model.cool_down_every
+    # Half-life points fade a little every day; the lead is rescored once that shows: 5 points (or across a
+    # temperature's score), and a smaller change after a week.
+    fading = score_lead(model, {}, [did("ebook_downloaded")], NOW)  # 10 points: one lost in a week
+    assert fading.next_change_at == NOW + 7 * DAY
+    reader = [did("page_viewed", url="/pricing"), did("ebook_downloaded"), did("whitepaper_downloaded")]
+    busy = score_lead(model, {}, reader, NOW)  # 35 points: five of them gone after 6 days
+    assert (busy.score, busy.next_change_at) == (35, NOW + 6 * DAY)
+    assert score_lead(model, {}, reader, NOW + 6 * DAY).score == 30
 
 
 def test_fifteen_people_from_one_firm_reading_the_same_whitepaper_heat_the_account(

@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.sending import SendActivities
+    from leadflow.clock import on_the_minute
     from leadflow.consent import OPT_OUT_EVENT
     from leadflow.content.models import (
         BranchStep,
@@ -64,12 +65,6 @@ WAITS_END_ON_THE_MINUTE = "waits-end-on-the-minute"
 
 # Short reads and writes of our own store run as local activities: no round trip through the server each.
 LOCAL_BOOKKEEPING = "journal-as-local-activity"
-
-
-def on_the_minute(moment: datetime) -> datetime:
-    """`moment`, or the next whole minute after it."""
-    floor = moment.replace(second=0, microsecond=0)
-    return floor if floor == moment else floor + timedelta(minutes=1)
 
 
 @workflow.defn

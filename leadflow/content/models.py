@@ -297,7 +297,13 @@ class ScoringModel(Strict):
     behavior: list[BehaviorRule] = Field(default_factory=list)
     account: AccountSignal | None = None
     cool_down_every: PositiveDuration = Field(
-        default=timedelta(days=1), description="how often a quiet lead's decaying score is refreshed"
+        default=timedelta(days=1), description="how often a quiet lead's decaying score is looked at"
+    )
+    cool_down_points: int = Field(
+        default=5,
+        ge=1,
+        description="a quiet lead is rescored once decay moved its score by this many points, took it across"
+        " a temperature's score, or (any change) after seven cool-downs",
     )
     version: str = ""  # filled by the loader: a hash of the file
     source: str = Field(default="", exclude=True)  # filled by the loader: the file's text, for the ledger

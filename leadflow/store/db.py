@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ class Database:
         self._read_sessions = sessionmaker(
             self.engine.execution_options(readonly=True), expire_on_commit=False
         )
+        # SQLite has one writer at a time and its busy handler makes waiting writers poll with growing
+        # sleeps (up to 100 ms each): writers of this process queue on a lock instead and start the moment
+        # the previous one commits. Other processes still queue on busy_timeout.
+        self._one_writer = threading.RLock() if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -62,7 +67,7 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        with self._one_writer or nullcontext(), self._sessions() as session, session.begin():
             yield session
 
     @contextmanager

@@ -147,6 +147,17 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Lease(Base):
+    """Work only one process may do at a time (the outbox router): held until `expires_at`, renewed by its
+    holder, taken over by another process once it lapses (its holder died)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ScoreSnapshot(Base):
     """The score ledger: every rescore appends the score and the contributions behind it."""
 
