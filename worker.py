@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -28,12 +29,20 @@ from workflows.sequence import SequenceWorkflow
 WORKFLOWS = [LeadWorkflow, SequenceWorkflow, HandoffWorkflow]
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
+async def connect(settings: Settings, patience: float = 30.0) -> Client:
+    """The Temporal client; a server still starting (or restarting) gets `patience` seconds to answer."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+            )
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def build_worker(client: Client, runtime: Runtime) -> Worker:
@@ -54,6 +63,7 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             handoff.remind,
             handoff.escalate,
         ],
+        max_cached_workflows=runtime.settings.worker_cache_size,
         # On shutdown, let activities in flight finish (a send in the middle of its provider call would
         # otherwise be left `uncertain`, never retried).
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,14 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from leadflow.api import create_app
+from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents
 from leadflow.dev import connect_when_ready, temporal_cli, temporal_dev_server
+from leadflow.router import CONCURRENCY as ROUTER_CONCURRENCY
 from leadflow.router import OutboxRouter, outbox_status
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
 from worker import running_worker
+from workflows.lead import LeadWorkflow
 
 API_KEY = "bench-key"
 log = logging.getLogger("bench")
@@ -576,29 +580,67 @@ def signals_needed(runtime: Runtime) -> int:
     return sum(len(set(lead_ids[start : start + 1000])) for start in range(0, len(lead_ids), 1000))
 
 
+async def raw_signal_with_start(stack: Stack, count: int) -> dict[str, Any]:
+    """Temporal's own ceiling on this stack: `count` signal-with-starts of new workflows straight from a
+    client, with the router's concurrency and payload shape, on a task queue nobody polls."""
+    event = EventRef(0, "page_viewed", datetime.now(UTC), {"url": "/blog/1"})
+    in_flight = asyncio.Semaphore(ROUTER_CONCURRENCY)
+
+    async def one(number: int) -> None:
+        async with in_flight:
+            await stack.temporal.start_workflow(
+                LeadWorkflow.run,
+                LeadWorkflowInput(10**9 + number),
+                id=f"raw-signal-with-start-{number}",
+                task_queue="bench-nobody-polls",
+                start_signal="events",
+                start_signal_args=[NewEvents([event])],
+            )
+
+    started, cpu = time.perf_counter(), CpuUsage(stack)
+    await asyncio.gather(*(one(number) for number in range(count)))
+    seconds = time.perf_counter() - started
+    return {
+        "signals": count,
+        "seconds": round(seconds, 2),
+        "signals_per_second": round(count / seconds, 1),
+        "cpu_cores_used": cpu.cores(),
+    }
+
+
 async def measure_routing(stack: Stack, options: Options) -> dict[str, Any]:
-    """Start the worker and router on the full outbox and time the drain; the worker meanwhile starts on
-    the lead workflows it signals. Past --drain-limit, report the rate so far and a projection."""
+    """The router alone (no worker yet) drains the burst's outbox, against raw signal-with-start on the
+    same server just before; then the worker starts and works through the lead workflows it signalled."""
     signals = await asyncio.to_thread(signals_needed, stack.runtime)
-    async with stack.worker() as router:
-        started, cpu = time.perf_counter(), CpuUsage(stack)  # the router starts with the worker, just now
-        while router.routed < options.events and time.perf_counter() - started < options.drain_limit:
-            await asyncio.sleep(0.1)  # the router's own counter: COUNT(*) on a big outbox is not free
-        seconds, cores, routed = time.perf_counter() - started, cpu.cores(), router.routed
-        backlog = await temporal_backlog(stack)
-    rate = routed / seconds
+    raw = await raw_signal_with_start(stack, signals)
+    log.info("raw signal-with-start: %s", raw)
+    router, stop = OutboxRouter(stack.runtime.db, stack.temporal, stack.runtime.settings), asyncio.Event()
+    started, cpu = time.perf_counter(), CpuUsage(stack)
+    routing = asyncio.create_task(router.run(stop))
+    while router.routed < options.events and time.perf_counter() - started < options.drain_limit:
+        await asyncio.sleep(0.05)
+    seconds, cores, routed = time.perf_counter() - started, cpu.cores(), router.routed
+    stop.set()
+    await routing
+    signal_rate = routed / seconds * signals / options.events
+    log.info("router alone: %d events in %.1f s", routed, seconds)
+    async with stack.worker():
+        worked = await settle(stack, timeout=options.drain_limit * 10)
     return {
         "events": options.events,
         "workflow_signals": signals,
-        "drained": routed >= options.events,
-        "drain_seconds": round(seconds, 3) if routed >= options.events else None,
-        "routed_events": routed,
-        "routing_events_per_second": round(rate),
-        "signals_per_second": round(rate * signals / options.events, 1),
-        "projected_drain_seconds": round(options.events / rate) if rate else None,
-        "router_poll_seconds": stack.runtime.settings.router_poll_seconds,
-        "temporal_task_backlog_at_end": backlog,
-        "cpu_cores_used": cores,
+        "raw_signal_with_start": raw,
+        "router": {
+            "drained": routed >= options.events,
+            "seconds": round(seconds, 2),
+            "routed_events": routed,
+            "events_per_second": round(routed / seconds),
+            "signals_per_second": round(signal_rate, 1),
+            "cpu_cores_used": cores,
+        },
+        "router_to_raw_ratio": round(signal_rate / raw["signals_per_second"], 3),
+        "worker_then_worked_through_lead_workflows_seconds": round(worked, 1),
+        "lead_workflows_per_second": round(options.leads / worked, 1),
     }
 
 

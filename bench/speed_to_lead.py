@@ -41,7 +41,7 @@ from aiosmtpd.controller import Controller
 from temporalio.client import Client
 
 from leadflow.api import create_app
-from leadflow.dev import connect_when_ready, temporal_dev_server
+from leadflow.dev import connect_when_ready, temporal_dev_server, worker_processes
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
 from worker import running_worker
@@ -106,7 +106,9 @@ def content_with_webhook(directory: Path, url: str) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def embedded_stack(workdir: Path, arrivals: Arrivals) -> AsyncIterator[httpx.AsyncClient]:
+async def embedded_stack(
+    workdir: Path, arrivals: Arrivals, processes: int
+) -> AsyncIterator[httpx.AsyncClient]:
     smtp_port, api_port = free_port(), free_port()
     receiver = webhook_receiver(arrivals)
     smtp = Controller(arrivals, hostname="127.0.0.1", port=smtp_port)
@@ -124,7 +126,7 @@ async def embedded_stack(workdir: Path, arrivals: Arrivals) -> AsyncIterator[htt
     runtime = Runtime.from_settings(settings)
     runtime.db.upgrade()
     try:
-        with temporal_dev_server(settings):
+        with temporal_dev_server(settings), worker_processes(settings, processes - 1):
             client = await connect_when_ready(settings)
             async with running_worker(client, runtime) as router:
                 loop = asyncio.get_running_loop()
@@ -230,7 +232,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     arrivals = Arrivals()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as workdir:
-        async with embedded_stack(Path(workdir), arrivals) as api:
+        async with embedded_stack(Path(workdir), arrivals, options.worker_processes) as api:
             for n in range(options.readers):  # the background leads exist before the load starts
                 await api.post("/v1/leads", json={"email": f"reader{n}@load.test"})
             await time_leads(api, arrivals, "warmup", 3, options.gap)
@@ -271,6 +273,9 @@ def main() -> None:
         "--rates", type=int, nargs="+", default=[0, 10, 100], help="background events/s (0: idle)"
     )
     parser.add_argument("--readers", type=int, default=100, help="known leads the background events are for")
+    parser.add_argument(
+        "--worker-processes", type=int, default=1, help="worker processes (as LEADFLOW_WORKER_PROCESSES)"
+    )
     parser.add_argument("--gap", type=float, default=0.2, help="seconds between two timed leads")
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")

@@ -95,7 +95,7 @@ def api() -> None:
 
     async def temporal_client() -> Client:  # connected on first use: the API serves while Temporal is down
         if not clients:
-            clients.append(await connect(settings))
+            clients.append(await connect(settings, patience=0))
         return clients[0]
 
     uvicorn.run(create_app(runtime, temporal=temporal_client), host=settings.api_host, port=settings.api_port)

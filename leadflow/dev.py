@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from leadflow.api import create_app
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.mailcatcher import MailCatcher
 from leadflow.runtime import Runtime
-from leadflow.settings import Settings
+from leadflow.settings import PROJECT_ROOT, Settings
 from leadflow.store.models import Lead
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
 
@@ -88,20 +89,43 @@ def temporal_dev_server(settings: Settings) -> Iterator[None]:
         log.close()
 
 
+@contextlib.contextmanager
+def worker_processes(settings: Settings, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` more worker processes (`python worker.py`) with these settings, stopped when the block ends.
+    Each polls the task queue; their routers stand by while this process's router holds the lease."""
+    environment = {**os.environ, **settings.as_environment()}
+    log = (settings.data_dir / "workers.log").open("ab")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "worker.py")],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us first; we stop them after the API
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()  # SIGTERM: the worker lets activities in flight finish
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
 async def connect_when_ready(settings: Settings, timeout: float = 30.0) -> Client:
     from worker import connect
 
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await connect(settings)
-        except Exception as error:
-            if asyncio.get_running_loop().time() > deadline:
-                log = settings.data_dir / "temporal.log"
-                raise SystemExit(
-                    f"Temporal did not start at {settings.temporal_address}; see {log}"
-                ) from error
-            await asyncio.sleep(0.2)
+    try:
+        return await connect(settings, patience=timeout)
+    except Exception as error:
+        log = settings.data_dir / "temporal.log"
+        raise SystemExit(f"Temporal did not start at {settings.temporal_address}; see {log}") from error
 
 
 class _QuietServer(uvicorn.Server):
@@ -165,8 +189,6 @@ def seed_demo(runtime: Runtime) -> bool:
 
 
 async def run_dev(settings: Settings, demo: bool = True) -> None:
-    from worker import running_worker
-
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = Runtime.from_settings(settings)
     runtime.db.upgrade()
@@ -182,33 +204,44 @@ async def run_dev(settings: Settings, demo: bool = True) -> None:
     try:
         with temporal_dev_server(settings):
             client = await connect_when_ready(settings)
-            async with running_worker(client, runtime) as router:
-
-                def wake_router() -> None:
-                    loop.call_soon_threadsafe(router.wake)
-
-                async def temporal_client() -> Client:
-                    return client
-
-                app = create_app(runtime, on_events_accepted=wake_router, temporal=temporal_client)
-                sample = SAMPLE_SITE_KEY in runtime.content.sites
-                if sample:
-                    app.mount("/sample", sample_site(f"/t/leadflow.js?site={SAMPLE_SITE_KEY}"))
-                server = _QuietServer(
-                    uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
-                )
-                serving = asyncio.create_task(server.serve())
-                seeded = demo and seed_demo(runtime)
-                _banner(settings, seeded, catcher is not None, sample)
-                await stop.wait()
-                console.print("\nStopping: API, worker, Temporal…")
-                server.should_exit = True
-                await serving
+            with worker_processes(settings, settings.worker_processes - 1):
+                await _serve(settings, runtime, client, stop, demo, catcher is not None)
     finally:
         if catcher:
             catcher.stop()
         runtime.db.dispose()
     console.print("Stopped. Run it again to resume where it stopped.")
+
+
+async def _serve(
+    settings: Settings, runtime: Runtime, client: Client, stop: asyncio.Event, demo: bool, catching: bool
+) -> None:
+    """The API, and this process's worker and router, until `stop`."""
+    from worker import running_worker
+
+    loop = asyncio.get_running_loop()
+    async with running_worker(client, runtime) as router:
+
+        def wake_router() -> None:
+            loop.call_soon_threadsafe(router.wake)
+
+        async def temporal_client() -> Client:
+            return client
+
+        app = create_app(runtime, on_events_accepted=wake_router, temporal=temporal_client)
+        sample = SAMPLE_SITE_KEY in runtime.content.sites
+        if sample:
+            app.mount("/sample", sample_site(f"/t/leadflow.js?site={SAMPLE_SITE_KEY}"))
+        server = _QuietServer(
+            uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+        )
+        serving = asyncio.create_task(server.serve())
+        seeded = demo and seed_demo(runtime)
+        _banner(settings, seeded, catching, sample)
+        await stop.wait()
+        console.print("\nStopping: API, worker, Temporal…")
+        server.should_exit = True
+        await serving
 
 
 def _banner(settings: Settings, seeded: bool, catching: bool, sample: bool) -> None:

@@ -33,6 +33,7 @@ from workflows.lead import LeadWorkflow
 log = logging.getLogger(__name__)
 ROUTER_LEASE = "outbox-router"
 LEASE = timedelta(seconds=10)  # how long a dead router holds up routing, at most
+CONCURRENCY = 64  # signal-with-starts in flight at once
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class OutboxRouter:
     ) -> None:
         self.db, self.client, self.settings, self.batch_size = db, client, settings, batch_size
         self._wake = asyncio.Event()
-        self._concurrency = asyncio.Semaphore(64)
+        self._concurrency = asyncio.Semaphore(CONCURRENCY)
         self.routed = 0
         self.lease = lease
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from datetime import time
@@ -78,6 +79,24 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"  # for leads without a `timezone` property
     frequency_caps: dict[Channel, FrequencyCap] = Field(default_factory=_default_caps)
     workflow_id_prefix: str = ""  # lets several installations (or test runs) share one Temporal namespace
+    # `leadflow dev` runs one worker in its own process and starts the others as `leadflow worker` processes:
+    # Python runs one core per process.
+    worker_processes: int = Field(default=1, ge=1)
+    # Workflows a worker keeps in memory; the others are rebuilt from their history when they next wake.
+    worker_cache_size: int = Field(default=1000, ge=0)
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as LEADFLOW_* variables: what a process started from this one reads back."""
+        environment = {}
+        for name, value in self.model_dump(mode="json").items():
+            if name == "api_keys":  # NoDecode: comma-separated
+                text = ",".join(value)
+            elif isinstance(value, list | dict):
+                text = json.dumps(value)
+            else:
+                text = str(value)
+            environment[f"LEADFLOW_{name.upper()}"] = text
+        return environment
 
     @field_validator("api_keys", mode="before")
     @classmethod
