@@ -310,7 +310,7 @@ def test_server_path() -> str:
 
 
 @asynccontextmanager
-async def standalone(content: Content) -> AsyncIterator[tuple[WorkflowEnvironment, Runtime]]:
+async def standalone(content: Content, leads: int = 0) -> AsyncIterator[tuple[WorkflowEnvironment, Runtime]]:
     with tempfile.TemporaryDirectory(prefix="leadflow-simulate-") as directory:
         port = _free_port()
         sink = Controller(_Sink(), hostname="127.0.0.1", port=port)
@@ -322,6 +322,9 @@ async def standalone(content: Content) -> AsyncIterator[tuple[WorkflowEnvironmen
             content_dir=content.directory,
             task_queue="simulation",
             router_poll_seconds=0.02,
+            # Every simulated lead runs two or three workflows at once: keep them all in memory, or each of
+            # their tasks would rebuild a workflow from its history.
+            worker_cache_size=max(1000, 3 * leads),
         )
         db = Database(settings.resolved_database_url)
         db.upgrade()
@@ -339,5 +342,5 @@ async def standalone(content: Content) -> AsyncIterator[tuple[WorkflowEnvironmen
 async def simulate(
     content: Content, sequence_id: str, script: Script, leads: int, progress: Callable[[str], None] = print
 ) -> SimulationReport:
-    async with standalone(content) as (env, runtime):
+    async with standalone(content, leads) as (env, runtime):
         return await Simulation(env, runtime, progress).run(sequence_id, script, leads)
