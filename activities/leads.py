@@ -23,9 +23,8 @@ from leadflow.contracts import (
 from leadflow.leads import lead_temperature
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
-from leadflow.scoring import EventFact
 from leadflow.segmentation import LeadFacts, SegmentChanges, absence_windows, evaluate_segments
-from leadflow.store.models import Enrollment, Event, Handoff, Lead, SegmentMembership, StageChange
+from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, StageChange
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 SALES_STAGES = {"sql", "opportunity", "customer"}
@@ -53,7 +52,7 @@ class LeadActivities:
             if rescored is None:
                 return AssessLeadResult(score=0, stage="erased")
             lead = rescored.lead
-            events = _all_events(session, lead)
+            events = rescored.events
             new_ids = set(request.event_ids)
             facts = LeadFacts(
                 now=now,
@@ -176,9 +175,3 @@ class LeadActivities:
     async def hand_off(self, request: HandOffInput) -> HandOffResult:
         """Assign the promoted lead and email the salesperson, once per promotion (see activities.handoff)."""
         return await HandoffActivities(self.runtime).hand_off(request)
-
-
-def _all_events(session: Session, lead: Lead) -> list[EventFact]:
-    """Every event of the lead: segment rules count over windows and look for absences."""
-    query = select(Event.id, Event.type, Event.occurred_at, Event.properties).where(Event.lead_id == lead.id)
-    return [EventFact(*row) for row in session.execute(query)]

@@ -46,6 +46,7 @@ class Rescored:
     result: ScoreResult
     stage_changes: list[StageChange] = field(default_factory=list)
     colleagues_to_rescore: list[int] = field(default_factory=list)  # the account just became hot
+    events: list[EventFact] = field(default_factory=list)  # all of the lead's events, as loaded
 
 
 class NotRecyclable(ValueError):
@@ -66,13 +67,16 @@ def rescore_many(
         select(Lead).where(Lead.id.in_(lead_ids)).order_by(Lead.id).with_for_update()
     ).all()
     ids = [lead.id for lead in leads]
-    events: dict[int, list[EventFact]] = defaultdict(list)
-    for lead_id, *fact in session.execute(
-        select(Event.lead_id, Event.id, Event.type, Event.occurred_at, Event.properties).where(
-            Event.lead_id.in_(ids), Event.received_at <= now
-        )
+    events: dict[int, list[EventFact]] = defaultdict(list)  # what the store knew at `now`: scored
+    every_event: dict[int, list[EventFact]] = defaultdict(list)  # for segments, which look at all of them
+    for lead_id, received_at, *fact in session.execute(
+        select(
+            Event.lead_id, Event.received_at, Event.id, Event.type, Event.occurred_at, Event.properties
+        ).where(Event.lead_id.in_(ids))
     ):
-        events[lead_id].append(EventFact(*fact))
+        every_event[lead_id].append(EventFact(*fact))
+        if received_at <= now:
+            events[lead_id].append(every_event[lead_id][-1])
     accounts = _accounts(session, leads, model, now)
     ledger = _ledger(session, ids, model)
     rescored: dict[int, Rescored] = {}
@@ -85,7 +89,7 @@ def rescore_many(
         now_rule = hand_off_now_rule(model, events[lead.id], now, since=lead.scoring_since)
         changes = _stamp_stages(session, lead, result.score, model, now, now_rule)
         colleagues = account.heat(lead.id, result, now) if account else []
-        rescored[lead.id] = Rescored(lead, result, changes, colleagues)
+        rescored[lead.id] = Rescored(lead, result, changes, colleagues, every_event[lead.id])
     ledger.write()
     session.flush()
     return rescored
