@@ -13,12 +13,12 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.handoff import HandoffActivities
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
+from leadflow.converter import data_converter
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, get_settings
@@ -37,7 +37,7 @@ async def connect(settings: Settings, patience: float = 30.0) -> Client:
             return await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter,
+                data_converter=data_converter,
             )
         except RuntimeError:
             if time.monotonic() > deadline:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from leadflow.converter import data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -206,7 +207,7 @@ async def dev_server_writing_to_stderr() -> WorkflowEnvironment:
     try:
         return await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_cli(),
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter,
             ui=False,
             dev_server_log_level="error",
         )

@@ -33,13 +33,13 @@ from aiosmtpd.controller import Controller
 from pydantic import Field
 from sqlalchemy import func, select
 from temporalio.api.testservice.v1 import SleepRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from leadflow import clock
 from leadflow.content.loader import Content
 from leadflow.content.models import Duration, Strict
 from leadflow.content.yamlfile import YamlFile
+from leadflow.converter import data_converter
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
@@ -329,7 +329,7 @@ async def standalone(content: Content, leads: int = 0) -> AsyncIterator[tuple[Wo
         db = Database(settings.resolved_database_url)
         db.upgrade()
         env = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
+            test_server_existing_path=test_server_path(), data_converter=data_converter
         )
         try:
             yield env, Runtime.assemble(settings, db, content)

@@ -26,11 +26,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from leadflow.api import create_app
 from leadflow.content.loader import load_content
+from leadflow.converter import data_converter
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
@@ -237,7 +237,7 @@ def temporal_cli(name: str) -> str:
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli("temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         ui=False,
         dev_server_log_level="error",
     )
@@ -249,7 +249,7 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server: days of nurture in seconds."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=pydantic_data_converter
+        test_server_existing_path=temporal_cli("temporal-test-server"), data_converter=data_converter
     )
     yield env
     await env.shutdown()

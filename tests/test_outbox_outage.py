@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from leadflow.converter import data_converter
 from leadflow.runtime import Runtime
 from tests.conftest import Inbox, eventually, free_port, running_stack, temporal_cli
 
@@ -17,7 +17,7 @@ from tests.conftest import Inbox, eventually, free_port, running_stack, temporal
 async def dev_server(port: int, database: Path) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli("temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         ui=False,
         port=port,
         dev_server_database_filename=str(database),

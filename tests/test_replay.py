@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from leadflow.content.loader import load_content
 from leadflow.contracts import EventRef, NewEvents, SequenceInput
+from leadflow.converter import data_converter
 from leadflow.identity import identify_visitor
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
@@ -45,7 +45,7 @@ RECORDING = os.environ.get("LEADFLOW_RECORD_HISTORIES") == "1"
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda path: path.stem)
 async def test_recorded_history_replays_on_current_code(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(history)
 
 
 def test_histories_are_kept() -> None:
