@@ -1,13 +1,14 @@
 """The hand-off workflow: one per hand-off (started by the lead workflow once the salesperson is emailed).
 
-It calls the salesperson's webhooks (each retried with backoff on its own, so one that is down holds up
-nothing else) and keeps the follow-up SLA durably: not accepted within `remind_after`, a reminder; not
+It makes sure the salesperson's webhooks arrive (the hand-off tried each once already; one that failed is
+retried here with backoff on its own, so one that is down holds up nothing else) and keeps the follow-up SLA durably: not accepted within `remind_after`, a reminder; not
 within `escalate_after`, an escalation (reassigned to the next salesperson when allowed, whose own SLA then
 starts). Sales' answer (`POST /v1/leads/{id}/handoff`) signals `closed`, which stops the timers; the
 activities read the hand-off's status in the store too, so an answer whose signal was lost still counts.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the sandbox re-imports this module for every workflow it
+# loads, and each string annotation would then cost a compile() when the workflow's signatures are read.
 
 import asyncio
 from datetime import timedelta

@@ -10,7 +10,8 @@ Two kinds of durable timers, never polling or cron: absence rules ("form started
 next moves). The workflow sleeps until the nearer of the two unless an event comes first.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the sandbox re-imports this module for every workflow it
+# loads, and each string annotation would then cost a compile() when the workflow's signatures are read.
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta

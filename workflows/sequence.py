@@ -5,7 +5,8 @@ lead workflow forwards the lead's events (goals, branches, opt-out), hand-offs a
 Every step is journaled (activity `record_step`) so a lead's timeline shows what happened and why.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the sandbox re-imports this module for every workflow it
+# loads, and each string annotation would then cost a compile() when the workflow's signatures are read.
 
 from datetime import datetime, timedelta
 
