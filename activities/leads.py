@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities.handoff import HandoffActivities
 from leadflow import clock
-from leadflow.content.models import Segment, Sequence
+from leadflow.content.models import Sequence
 from leadflow.contracts import (
     AbsenceTimer,
     AssessLeadInput,
@@ -23,7 +23,14 @@ from leadflow.contracts import (
 from leadflow.leads import lead_temperature
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
-from leadflow.segmentation import LeadFacts, SegmentChanges, absence_windows, evaluate_segments
+from leadflow.segmentation import (
+    LeadFacts,
+    SegmentChanges,
+    SegmentEntry,
+    absence_windows,
+    evaluate_segments,
+    next_membership_change,
+)
 from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, StageChange
 from leadflow.store.upsert import insert_ignoring_conflicts
 
@@ -64,7 +71,7 @@ class LeadActivities:
                 temperature=lead_temperature(lead, content.scoring.thresholds),
                 stage=lead.stage,
             )
-            changes = self._update_memberships(session, lead.id, facts)
+            changes, members = self._update_memberships(session, lead.id, facts)
             self._enroll(session, lead, changes.entered, now)
             session.flush()
             to_start = [
@@ -81,7 +88,11 @@ class LeadActivities:
                 to_start=to_start,
                 handoff_stage_change_id=self._pending_handoff(session, lead.id),
                 temperature=rescored.result.temperature,
-                next_rescore_at=rescored.result.next_change_at,
+                # One durable timer for both: the score cooling, and a count window sliding past.
+                next_rescore_at=_earliest(
+                    rescored.result.next_change_at,
+                    next_membership_change(content.segments.values(), members, facts),
+                ),
                 rescore_lead_workflows=[settings.lead_workflow_id(i) for i in rescored.colleagues_to_rescore],
                 left_segments=changes.left,
                 absence_timers=[
@@ -92,7 +103,10 @@ class LeadActivities:
                 ],
             )
 
-    def _update_memberships(self, session: Session, lead_id: int, facts: LeadFacts) -> SegmentChanges:
+    def _update_memberships(
+        self, session: Session, lead_id: int, facts: LeadFacts
+    ) -> tuple[SegmentChanges, set[str]]:
+        """The changes, and the segments the lead is a member of after them."""
         memberships = {
             m.segment_id: m
             for m in session.scalars(select(SegmentMembership).where(SegmentMembership.lead_id == lead_id))
@@ -106,12 +120,12 @@ class LeadActivities:
                 session.add(SegmentMembership(lead_id=lead_id, segment_id=segment_id, entered_at=facts.now))
         for segment_id in changes.left:
             memberships[segment_id].left_at = facts.now
-        return changes
+        return changes, (members | set(changes.joined)) - set(changes.left)
 
-    def _enroll(self, session: Session, lead: Lead, entered: list[Segment], now: datetime) -> None:
+    def _enroll(self, session: Session, lead: Lead, entered: list[SegmentEntry], now: datetime) -> None:
         content = self.runtime.content
-        for segment in entered:
-            sequence = content.sequence_by_segment.get(segment.id)
+        for entry in entered:
+            sequence = content.sequence_by_segment.get(entry.segment.id)
             if sequence is None or (lead.stage in SALES_STAGES and sequence.exit_when.handed_to_sales):
                 continue
             workflow_id = self._new_enrollment_id(session, lead.id, sequence, now)
@@ -130,6 +144,7 @@ class LeadActivities:
                         "status": "running",
                         "current_step": 0,
                         "started_at": now,
+                        "event_id": entry.event.id if entry.event else None,
                     }
                 ],
                 ["workflow_id"],
@@ -175,3 +190,7 @@ class LeadActivities:
     async def hand_off(self, request: HandOffInput) -> HandOffResult:
         """Assign the promoted lead and email the salesperson, once per promotion (see activities.handoff)."""
         return await HandoffActivities(self.runtime).hand_off(request)
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    return min((moment for moment in moments if moment is not None), default=None)

@@ -26,7 +26,7 @@ from leadflow.contracts import (
     StepReached,
 )
 from leadflow.delivery import Claim, Delivery
-from leadflow.leads import lead_temperature, template_context
+from leadflow.leads import lead_temperature, sequence_message_context
 from leadflow.outgoing import (
     Recipient,
     email_with_unsubscribe,
@@ -75,13 +75,15 @@ class SendActivities:
     async def send_message(self, request: SendInput) -> SendResult:
         """Render and send one step's message, unless the policy says no (or not now) or it was sent already."""
         runtime, now = self.runtime, send_time()
+        # The sequence workflow's id is its enrollment's: the activity finds the enrolling event itself.
+        enrollment = activity.info().workflow_id if activity.in_activity() else None
 
         def prepare() -> tuple[Recipient, dict[str, Any]] | None:
             with runtime.db.read() as session:
                 lead = session.get(Lead, request.lead_id)
                 if lead is None:
                     return None
-                return recipient_of(session, lead), template_context(session, lead)
+                return recipient_of(session, lead), sequence_message_context(session, lead, enrollment)
 
         prepared = await asyncio.to_thread(prepare)
         if prepared is None:

@@ -146,7 +146,10 @@ def preview(
     ] = None,
     sample: Annotated[
         Path | None,
-        typer.Option("--sample", help="Render for the lead in this YAML/JSON file (its properties)."),
+        typer.Option(
+            "--sample",
+            help="Render for the lead in this YAML/JSON file (its properties; `event:` the entering event).",
+        ),
     ] = None,
 ) -> None:
     """Render a message template the way a lead would receive it: subject, text and HTML (or SMS / push)."""
@@ -165,7 +168,7 @@ def preview(
     if (lead is None) == (sample is None):
         errors.print("give one of --lead EMAIL or --sample FILE")
         raise typer.Exit(2)
-    context = _lead_context(lead) if lead else _sample_context(sample)  # type: ignore[arg-type]
+    context = _lead_context(lead, channel, name) if lead else _sample_context(sample)  # type: ignore[arg-type]
     try:
         parts = content.templates.render(channel, name, context)
     except TemplateRenderError as error:
@@ -176,8 +179,8 @@ def preview(
         console.print(text, highlight=False, markup=False)
 
 
-def _lead_context(reference: str) -> dict[str, Any]:
-    from leadflow.leads import find_lead, template_context
+def _lead_context(reference: str, channel: str, template: str) -> dict[str, Any]:
+    from leadflow.leads import find_lead, preview_context
     from leadflow.store import Database
 
     db = Database(get_settings().resolved_database_url)
@@ -186,12 +189,14 @@ def _lead_context(reference: str) -> dict[str, Any]:
         if found is None:
             errors.print(f"no lead {reference!r}")
             raise typer.Exit(1)
-        return template_context(session, found)
+        return preview_context(session, found, channel, template)
 
 
 def _sample_context(path: Path) -> dict[str, Any]:
-    """A sample lead file: its properties, plus email / stage / score when given (defaults otherwise)."""
+    """A sample lead file: its properties, plus email / stage / score when given (defaults otherwise), and
+    optionally `event:` (type, occurred_at, properties), the event that made the lead enter the segment."""
     from leadflow.content.yamlfile import YamlFile
+    from leadflow.leads import EVENT_FIELDS, event_context
 
     try:
         data = YamlFile(path).data
@@ -201,8 +206,23 @@ def _sample_context(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         errors.print(f"{path}: a sample is a mapping of lead properties (first_name: Ada, …)")
         raise typer.Exit(1)
+    event = data.pop("event", None)
+    if event is None:
+        event = event_context(None)
+    elif (
+        not isinstance(event, dict)
+        or set(event) - set(EVENT_FIELDS)
+        or not isinstance(event.get("properties", {}), dict)
+    ):
+        errors.print(
+            f"{path}: `event` is the event that made the lead enter the segment: a mapping of "
+            "type, occurred_at and properties (event: {type: ebook_downloaded, properties: {title: …}})",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(1)
     lead = {"id": 0, "email": "sample@example.com", "stage": "lead", "score": 0, "company": None, **data}
-    return {"lead": lead}
+    return {"lead": lead, "event": {"properties": {}, **event}}
 
 
 @app.command()

@@ -42,7 +42,9 @@ class LeadWorkflowInput:
     pending: list[EventRef] = field(default_factory=list)
     running_sequences: list[str] = field(default_factory=list)
     recent_event_ids: list[int] = field(default_factory=list)
-    next_rescore_at: datetime | None = None  # the cooling timer: a quiet lead's score or temperature moves
+    # The wake-up with no event: a quiet lead's score or temperature moves, or a segment's count window
+    # slides past (activities.leads folds both into this one moment).
+    next_rescore_at: datetime | None = None
     rescore_requested: bool = False  # a colleague made the account hot, or the model changed
     merged_into: int | None = None  # set once the lead was merged into another: the workflow winds down
     absence_timers: list[AbsenceTimer] = field(default_factory=list)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadflow.consent import addresses, consent_document
-from leadflow.content.models import Thresholds
+from leadflow.content.models import SendStep, Sequence, Thresholds, walk_steps
 from leadflow.scoring import tidy
 from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
@@ -99,6 +99,47 @@ def template_context(session: Session, lead: Lead) -> dict[str, Any]:
             "company": lead.properties.get("company") or (account.name if account else None),
         }
     }
+
+
+EVENT_FIELDS = ("type", "occurred_at", "properties")  # what a template's `event` has
+
+
+def event_context(event: Event | None) -> dict[str, Any]:
+    """A template's `event`: the event that made the lead enter the sequence's segment. Without one (a
+    segment entered on its score alone, an enrollment older than this record) only empty properties, so
+    `event.properties.title | default(…)` still renders, and a bare `event.type` fails loudly."""
+    if event is None:
+        return {"properties": {}}
+    return {"type": event.type, "occurred_at": event.occurred_at, "properties": dict(event.properties)}
+
+
+def sequence_message_context(session: Session, lead: Lead, workflow_id: str | None) -> dict[str, Any]:
+    """What a sequence's message renders with: `lead`, and `event` as the enrollment `workflow_id` (the
+    sequence workflow's id) recorded it."""
+    event = None
+    if workflow_id is not None:
+        event = session.scalars(
+            select(Event)
+            .join(Enrollment, Enrollment.event_id == Event.id)
+            .where(Enrollment.workflow_id == workflow_id)
+        ).first()
+    return {**template_context(session, lead), "event": event_context(event)}
+
+
+def preview_context(session: Session, lead: Lead, channel: str, template: str) -> dict[str, Any]:
+    """A template's context for a stored lead, as its latest enrollment in a sequence sending that template
+    saw it (`leadflow preview --lead`, the dashboard's preview)."""
+    enrollments = session.scalars(
+        select(Enrollment).where(Enrollment.lead_id == lead.id).order_by(Enrollment.id.desc())
+    )
+    for enrollment in enrollments:
+        steps = Sequence.model_validate(enrollment.definition).steps
+        if any(
+            isinstance(step, SendStep) and (step.send.channel, step.send.template) == (channel, template)
+            for _, step in walk_steps(steps)
+        ):
+            return sequence_message_context(session, lead, enrollment.workflow_id)
+    return {**template_context(session, lead), "event": event_context(None)}
 
 
 def lead_document(session: Session, lead: Lead) -> dict[str, Any]:

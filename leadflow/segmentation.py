@@ -4,7 +4,7 @@ for segment entry and exit, and the sequence workflow for its branches (determin
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -82,15 +82,20 @@ def _is(trigger: EventTrigger, event: EventFact) -> bool:
     return trigger_matches(trigger, event.type, event.properties)
 
 
-def _count_within_bounds(spec: CountSpec, facts: LeadFacts) -> bool:
+def _counted(spec: CountSpec, facts: LeadFacts) -> list[EventFact]:
+    """The events a count counts now: matching, and inside the window."""
     since = facts.now - spec.within if spec.within is not None else None
-    seen = sum(
-        1
+    return [
+        event
         for event in facts.events
         if _is(spec, event)
         and event.occurred_at <= facts.now
         and (since is None or event.occurred_at > since)
-    )
+    ]
+
+
+def _count_within_bounds(spec: CountSpec, facts: LeadFacts) -> bool:
+    seen = len(_counted(spec, facts))
     return (spec.at_least is None or seen >= spec.at_least) and (spec.at_most is None or seen <= spec.at_most)
 
 
@@ -135,9 +140,74 @@ def rules_in(rule: Rule | None) -> Iterator[Rule]:
             yield from rules_in(rule.not_)
 
 
+def entering_event(rule: Rule, facts: LeadFacts) -> EventFact | None:
+    """The event that made `rule` (which holds) hold: the latest of the events its event, count and absence
+    parts are about, a new one first for a count; None when it holds on properties, score or stage alone.
+    A sequence's templates see it as `event` (the ebook's title, the abandoned form, the event page)."""
+    match rule:
+        case EventRule():
+            return _latest(e for e in facts.events if e.id in facts.new_event_ids and _is(rule, e))
+        case CountRule(count=spec):
+            counted = _counted(spec, facts)
+            return _latest(e for e in counted if e.id in facts.new_event_ids) or _latest(counted)
+        case AbsenceRule(absence=spec):
+            candidates = facts.new_event_ids | facts.closed_windows
+            return _latest(
+                e for e in facts.events if e.id in candidates and _absence_confirmed(spec, e, facts)
+            )
+        case AllRule():
+            return _latest(event for part in rule.all if (event := entering_event(part, facts)))
+        case AnyRule():
+            return _latest(
+                event for part in rule.any if holds(part, facts) and (event := entering_event(part, facts))
+            )
+    return None
+
+
+def _latest(events: Iterable[EventFact]) -> EventFact | None:
+    return max(events, key=lambda event: (event.occurred_at, event.id), default=None)
+
+
+@dataclass(frozen=True)
+class EnteringEvents:
+    """What an entry rule says of the event that makes a lead enter: the triggers it can be, and whether
+    there always is one (else the rule can hold on properties, score or stage alone)."""
+
+    triggers: tuple[EventTrigger, ...]
+    always: bool
+
+
+def entering_events(rule: Rule) -> EnteringEvents:
+    """The events that can make `rule` hold (what `leadflow check` holds a template's `event` to)."""
+    match rule:
+        case EventRule():
+            return EnteringEvents((rule,), always=True)
+        case CountRule(count=spec):
+            return EnteringEvents((spec,), always=bool(spec.at_least))
+        case AbsenceRule(absence=spec):
+            return EnteringEvents((spec.after,), always=True)
+        case AllRule():
+            parts = [entering_events(part) for part in rule.all]
+            return EnteringEvents(_triggers_of(parts), always=any(part.always for part in parts))
+        case AnyRule():
+            parts = [entering_events(part) for part in rule.any]
+            return EnteringEvents(_triggers_of(parts), always=all(part.always for part in parts))
+    return EnteringEvents((), always=False)
+
+
+def _triggers_of(parts: list[EnteringEvents]) -> tuple[EventTrigger, ...]:
+    return tuple(trigger for part in parts for trigger in part.triggers)
+
+
+@dataclass(frozen=True)
+class SegmentEntry:
+    segment: Segment
+    event: EventFact | None  # what made the entry rule hold: the enrollment keeps it for the templates
+
+
 @dataclass(frozen=True)
 class SegmentChanges:
-    entered: list[Segment]  # the entry rule holds now: candidates for enrollment in their sequence
+    entered: list[SegmentEntry]  # the entry rule holds now: candidates for enrollment in their sequence
     joined: list[str]  # segment ids the lead was not a member of before
     left: list[str]  # segment ids whose exit rule holds for a member
 
@@ -149,10 +219,54 @@ def evaluate_segments(segments: Iterable[Segment], members: set[str], facts: Lea
         if segment.id in members and leaving:
             left.append(segment.id)
         elif not leaving and holds(segment.entry, facts):
-            entered.append(segment)
+            entered.append(SegmentEntry(segment, entering_event(segment.entry, facts)))
             if segment.id not in members:
                 joined.append(segment.id)
     return SegmentChanges(entered, joined, left)
+
+
+MOMENTS_ASKED = 64  # per segment; past them the lead is woken anyway, and asked again then
+
+
+def next_membership_change(
+    segments: Iterable[Segment], members: set[str], facts: LeadFacts
+) -> datetime | None:
+    """The next moment a membership changes by time alone, with no new event: an event sliding out of a
+    count's window (or one dated in the future sliding in) makes an entry or exit rule hold. The lead
+    workflow sleeps until then in a durable timer, so "3 views within 7 days" is left on the day the
+    window passes, not at the lead's next event. Each moment is asked of the rules themselves, so a lead
+    whose membership cannot change that way is never woken for it."""
+    earliest: datetime | None = None
+    for segment in segments:
+        moments = sorted(_count_moments(segment, facts))
+        for index, moment in enumerate(moments):
+            if earliest is not None and moment >= earliest:
+                break
+            if index == MOMENTS_ASKED or _membership_changes(segment, segment.id in members, facts, moment):
+                earliest = moment
+                break
+    return earliest
+
+
+def _count_moments(segment: Segment, facts: LeadFacts) -> set[datetime]:
+    """When the counts of the segment's rules change by time alone."""
+    moments = set()
+    for top in (segment.entry, segment.exit):
+        for rule in rules_in(top):
+            if not isinstance(rule, CountRule):
+                continue
+            for event in facts.events:
+                if _is(rule.count, event):
+                    moments.add(event.occurred_at)
+                    if rule.count.within is not None:
+                        moments.add(event.occurred_at + rule.count.within)
+    return {moment for moment in moments if moment > facts.now}
+
+
+def _membership_changes(segment: Segment, member: bool, facts: LeadFacts, moment: datetime) -> bool:
+    later = replace(facts, now=moment, new_event_ids=frozenset(), closed_windows=frozenset())
+    leaving = segment.exit is not None and holds(segment.exit, later)
+    return leaving if member else not leaving and holds(segment.entry, later)
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,19 @@ activities, store (SQLite and PostgreSQL) and SMTP server: weeks of nurture in s
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
+from leadflow.content.loader import load_content
 from leadflow.runtime import Runtime
-from leadflow.store.models import SegmentMembership
-from tests.conftest import Inbox
+from leadflow.simulation import simulated_email
+from leadflow.store.models import Event, SegmentMembership
+from tests.conftest import Inbox, copy_content
 from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects
 
 
@@ -105,6 +109,87 @@ async def test_event_page_regulars_get_help_in_business_hours_then_a_reminder(
     )
     assert enrollments(runtime, 4) == []
     assert report.totals["enrolled"] == 3
+
+
+async def test_an_event_page_regular_who_goes_quiet_leaves_when_the_seven_days_slide_past(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, tmp_path: Path
+) -> None:
+    """1 views three event pages within two hours, then nothing: seven days after the first view only two
+    are left in the window, so at that moment (a durable timer: no new event comes) it leaves the segment and
+    its sequence, which says `left_segment: true`, exits before its last email. 2 comes back on days 3 to 5:
+    still a regular on day 9. (The sequence gets a last email 10 days on, so it is still running then.)"""
+    copy_content(tmp_path)
+    sequence = tmp_path / "templates/sequences/event_page_help.yaml"
+    sequence.write_text(
+        sequence.read_text() + "  - wait: 10d\n  - send: {channel: email, template: event_help}\n"
+    )
+    regulars = dataclasses.replace(runtime, content=load_content(tmp_path))
+    view = {"type": "page_viewed"}
+    report = await play(
+        skipping,
+        regulars,
+        "event_page_help",
+        {
+            "lead": {"first_name": "Eve"},
+            "horizon": "9d",
+            "events": [
+                {**view, "at": "0m", "properties": {"url": "/events/summit-2026"}},
+                {**view, "at": "1h", "properties": {"url": "/events/summit-2026/agenda"}},
+                {**view, "at": "2h", "properties": {"url": "/events/summit-2026/faq"}},
+                *(
+                    {**view, "at": f"{day}d", "properties": {"url": "/events/summit-2026"}, "leads": [2]}
+                    for day in (3, 4, 5)
+                ),
+            ],
+        },
+        leads=2,
+    )
+    start = report.started_at
+    [quiet] = enrollments(regulars, 1)
+    assert (quiet.status, quiet.exit_reason) == ("exited", "left the segment event_page_regulars")
+    assert about(quiet.finished_at - start, 7 * DAY)
+    assert subjects(inbox, 1) == [
+        "Eve, everything about the event in one place",
+        "Seats are going: register for the event",
+    ]
+    [regular] = enrollments(regulars, 2)
+    assert regular.status == "running" and len(subjects(inbox, 2)) == 2
+    with regulars.db.read() as session:
+        left = dict(session.execute(select(SegmentMembership.lead_id, SegmentMembership.left_at)).all())
+    assert about(left[1] - start, 7 * DAY) and left[2] is None
+
+
+async def test_the_ebook_email_names_the_ebook_the_lead_downloaded(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+) -> None:
+    """The download that enrolled the lead is the template's `event`: 1 downloaded "Lead Scoring 101" and
+    gets it by name; 2's form sent no title, so the email names the default."""
+    await play(
+        skipping,
+        runtime,
+        "ebook_follow_up",
+        {
+            "horizon": "1h",
+            "events": [
+                {
+                    "at": "0m",
+                    "type": "ebook_downloaded",
+                    "properties": {"title": "Lead Scoring 101"},
+                    "leads": [1],
+                },
+                {"at": "0m", "type": "ebook_downloaded", "leads": [2]},
+            ],
+        },
+        leads=2,
+    )
+    assert subjects(inbox, 1) == ["Your ebook: Lead Scoring 101"]
+    [email] = inbox.to(simulated_email(1))
+    assert "<strong>Lead Scoring 101</strong>" in email.get_body(preferencelist=("html",)).get_content()
+    assert subjects(inbox, 2) == ["Your ebook: The Nurture Playbook"]
+    [enrolled] = enrollments(runtime, 1)
+    with runtime.db.read() as session:
+        download = session.get(Event, enrolled.event_id)
+    assert download is not None and download.properties == {"title": "Lead Scoring 101"}
 
 
 async def test_ebook_then_webinar_registrants_get_a_reminder_the_rest_a_last_nudge(

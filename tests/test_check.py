@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from leadflow import clock
 from leadflow.cli import app
-from leadflow.ingest import LeadIn, upsert_lead
+from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
+from leadflow.store.models import Enrollment, Event
 from tests.conftest import copy_content
 
 MISTAKES = {
@@ -70,7 +73,46 @@ steps:
 """,
     "templates/email/careless.j2": """\
 {% block subject %}Hi {{ lead.frist_name }}{% endblock %}
-{% block html %}<p>{{ lead.job_title }} and {{ event.title }}</p>{% endblock %}
+{% block html %}<p>{{ lead.job_title }} and {{ event.title }}</p>
+<p>Your {{ event.properties.plan }} trial, started {{ event.occurred_at }}. <a href="{{ unsubscribe_url }}">Stop</a></p>
+{{ campaign }}{% endblock %}
+""",
+    # A segment entered on the score alone: there is no event for its sequence's templates.
+    "segments/scored.yaml": "id: scored\nname: Scored\nentry: {score: 40}\n",
+    "templates/sequences/scored.yaml": """\
+id: scored
+name: Scored
+segment: scored
+steps:
+  - send: {channel: email, template: thanks}
+""",
+    "templates/email/thanks.j2": """\
+{% block subject %}Thanks{% endblock %}
+{% block html %}<p>Enjoy {{ event.properties.title | default('our ebook') }}</p>{% endblock %}
+""",
+    # Entered on an event or on the score alone: the event's type is not always there.
+    "segments/mixed.yaml": "id: mixed\nname: Mixed\nentry:\n  any: [{event: webinar_attended}, {score: 60}]\n",
+    "templates/sequences/mixed.yaml": """\
+id: mixed
+name: Mixed
+segment: mixed
+steps:
+  - send: {channel: sms, template: mixed}
+""",
+    "templates/sms/mixed.j2": "{% block body %}\nThanks for {{ event.type }}{% endblock %}\n",
+    # Right: every event page view entering this segment has a url (its `where` says so).
+    "segments/event_fans.yaml": "id: event_fans\nname: Event fans\nentry:\n  event: page_viewed\n"
+    "  where: {url: {glob: '/events/*'}}\n",
+    "templates/sequences/event_fans.yaml": """\
+id: event_fans
+name: Event fans
+segment: event_fans
+steps:
+  - send: {channel: email, template: event_fans}
+""",
+    "templates/email/event_fans.j2": """\
+{% block subject %}About {{ event.properties.title | default('the event') }}{% endblock %}
+{% block html %}<p>You looked at <a href="{{ event.properties.url }}">the event</a> {{ event.occurred_at }}</p>{% endblock %}
 """,
     "templates/sms/bare.j2": "Hi {{ lead.first_name | default('') }}\n",
     "sending.yaml": "default_timezone: Mars/Olympus\nquiet_hours: {start: '21:00', end: '08:00', channels: [email]}\n",
@@ -106,11 +148,16 @@ def test_check_reports_every_mistake_in_a_broken_folder_with_file_line_and_fix(t
         ("templates/sequences/typo.yaml", 7, "steps.0.branch.else.0: a step is one of: send, wait"),
         ("templates/email/careless.j2", 1, "`lead.frist_name` is not a property leads are known to have"),
         ("templates/email/careless.j2", 2, "not every lead has `lead.job_title`"),
-        ("templates/email/careless.j2", 2, "`event` is not something a sequence message knows"),
+        ("templates/email/careless.j2", 2, "`event.title`: an event has type, occurred_at, properties"),
+        ("templates/email/careless.j2", 3, "not every trial_started event has `event.properties.plan`"),
+        ("templates/email/careless.j2", 4, "`campaign` is not something a sequence message knows"),
+        ("templates/email/thanks.j2", 2, "no event makes a lead enter segment 'scored'"),
+        ("templates/sms/mixed.j2", 2, "a lead can enter segment 'mixed' without an event"),
     ]
     for path, line, words in expected:
         assert reported(path, line, words), (path, line, words, lines)
     assert any("did you mean lead.first_name?" in entry for entry in lines)
+    assert any("did you mean event.properties.title?" in entry for entry in lines)
     # ... and the template file itself, which every template check reports whether a sequence uses it or not
     assert any(entry == f"{tmp_path / 'templates/sms/bare.j2'}: lacks the block(s) body" for entry in lines)
     assert len(lines) == len(expected) + 1, lines
@@ -139,18 +186,52 @@ def test_preview_renders_a_template_for_a_sample_or_a_stored_lead(
     assert "Save my seat (https://leadflow.localhost/webinars/nurture-live)" in result.output  # the text part
     assert '<a href="https://leadflow.localhost/webinars/nurture-live">' in result.output  # the HTML part
 
-    upsert_lead(runtime.db, LeadIn(email="ada@acme.test", properties={"first_name": "Ada"}))
+    # The event that made the lead enter the segment, as the sequence's templates see it.
+    sample.write_text(
+        "first_name: Lin\nevent:\n  type: ebook_downloaded\n  properties: {title: Scoring 101}\n"
+    )
+    with_event = CliRunner().invoke(app, ["preview", "ebook_delivery", "--sample", str(sample)])
+    assert with_event.exit_code == 0, with_event.output
+    assert (
+        "Your ebook: Scoring 101" in with_event.output and "<strong>Scoring 101</strong>" in with_event.output
+    )
+    sample.write_text("first_name: Lin\nevent: ebook_downloaded\n")
+    bad = CliRunner().invoke(app, ["preview", "ebook_delivery", "--sample", str(sample)])
+    assert bad.exit_code == 1 and "a mapping of type, occurred_at and properties" in " ".join(
+        bad.output.split()
+    )
+
+    ada, _ = upsert_lead(runtime.db, LeadIn(email="ada@acme.test", properties={"first_name": "Ada"}))
+    ingest_events(
+        runtime.db,
+        [EventIn(id="ada-ebook", type="ebook_downloaded", email=ada.email, properties={"title": "Funnels"})],
+    )
+    with runtime.db.transaction() as session:  # what the assess activity records when Ada enrolls
+        sequence = runtime.content.sequences["ebook_follow_up"]
+        session.add(
+            Enrollment(
+                workflow_id="ebook-ada",
+                lead_id=ada.id,
+                sequence_id=sequence.id,
+                sequence_version=sequence.version,
+                definition=sequence.model_dump(mode="json"),
+                started_at=clock.now(),
+                event_id=session.scalars(select(Event.id).where(Event.key == "ada-ebook")).one(),
+            )
+        )
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", runtime.db.url)
     from leadflow.settings import get_settings
 
     get_settings.cache_clear()
     try:
         stored = CliRunner().invoke(app, ["preview", "sms/form_reminder", "--lead", "ada@acme.test"])
+        enrolled = CliRunner().invoke(app, ["preview", "ebook_delivery", "--lead", "ada@acme.test"])
         missing = CliRunner().invoke(app, ["preview", "email/nope", "--lead", "ada@acme.test"])
     finally:
         get_settings.cache_clear()
     assert stored.exit_code == 0, stored.output
     assert "Ada, your form at Leadflow Demo Co is one step from done" in stored.output
+    assert enrolled.exit_code == 0 and "Your ebook: Funnels" in enrolled.output, enrolled.output
     assert missing.exit_code == 1 and "no email template 'nope'" in missing.output
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,8 +21,10 @@ from leadflow.scoring import EventFact
 from leadflow.segmentation import (
     LeadFacts,
     absence_windows,
+    entering_event,
     evaluate_segments,
     holds,
+    next_membership_change,
     temperature_of,
 )
 
@@ -73,7 +76,9 @@ def test_three_event_page_views_within_seven_days_enter_and_registering_leaves()
     assert evaluate_segments([EVENT_PAGES], set(), facts(views, {4})).entered == []  # 2 in the window
     fourth = [*views, event(5, "page_viewed", timedelta(hours=1), url="/events/faq")]
     changes = evaluate_segments([EVENT_PAGES], set(), facts(fourth, {5}))
-    assert [s.id for s in changes.entered] == ["event_pages"] and changes.joined == ["event_pages"]
+    [entry] = changes.entered
+    assert entry.segment.id == "event_pages" and changes.joined == ["event_pages"]
+    assert entry.event == fourth[-1]  # the view that made it three: the sequence's templates see it
     registered = [*fourth, event(6, "event_registered", timedelta(0))]
     assert evaluate_segments([EVENT_PAGES], {"event_pages"}, facts(registered, {6})).left == ["event_pages"]
 
@@ -91,6 +96,71 @@ def test_a_form_started_and_not_submitted_within_30_minutes_is_decided_when_the_
     [window] = absence_windows([ABANDONED], [just_started], NOW)
     assert (window.event_id, window.closes_at) == (4, just_started.occurred_at + timedelta(minutes=30))
     assert absence_windows([ABANDONED], [started], NOW) == []  # its window is already over
+    # The form started is what made the lead enter: its templates can name the form.
+    assert entering_event(ABANDONED.entry, closed) == started
+
+
+REGULARS = segment(
+    """
+id: regulars
+name: Regulars
+entry:
+  all:
+    - count: {event: page_viewed, where: {url: {glob: '/events/*'}}, at_least: 3, within: 7d}
+    - not: {stage: sql}
+exit:
+  any:
+    - event: event_registered
+    - count: {event: page_viewed, where: {url: {glob: '/events/*'}}, at_most: 2, within: 7d}
+"""
+)
+
+
+def test_a_count_segment_is_left_when_its_window_slides_past_with_no_new_event() -> None:
+    views = [
+        event(1, "page_viewed", timedelta(days=2), url="/events/summit"),
+        event(2, "page_viewed", timedelta(days=1), url="/events/summit/agenda"),
+        event(3, "page_viewed", timedelta(hours=1), url="/pricing"),  # not an event page
+        event(4, "page_viewed", timedelta(0), url="/events/faq"),
+    ]
+    [entry] = evaluate_segments([REGULARS], set(), facts(views, {3, 4})).entered
+    assert entry.event == views[3]
+    # A member: leaves the moment the first view is 7 days old (2 left in the window), with no event.
+    leaves = next_membership_change([REGULARS], {"regulars"}, facts(views, set()))
+    assert leaves == views[0].occurred_at + timedelta(days=7)
+    later = LeadFacts(now=leaves, events=tuple(views))
+    assert evaluate_segments([REGULARS], {"regulars"}, later).left == ["regulars"]
+    assert (
+        evaluate_segments([REGULARS], {"regulars"}, replace(later, now=leaves - timedelta(seconds=1))).left
+        == []
+    )
+    # A fourth view on day 6 keeps it in until the second one is 7 days old.
+    fifth = [*views, event(5, "page_viewed", -timedelta(days=4), url="/events/summit")]
+    assert next_membership_change([REGULARS], {"regulars"}, facts(fifth, set())) == views[
+        1
+    ].occurred_at + timedelta(days=7)
+    # Not a member: time alone only lowers the count, so nothing can change and no timer is needed; and a
+    # segment without a count never changes by time alone.
+    assert next_membership_change([REGULARS], set(), facts(views, set())) is None
+    assert next_membership_change([EVENT_PAGES, ABANDONED], {"event_pages"}, facts(views, set())) is None
+
+
+def test_a_segment_entered_by_time_alone_once_a_window_empties() -> None:
+    dormant = segment(
+        """
+id: dormant
+name: Gone quiet
+entry:
+  all:
+    - count: {event: page_viewed, at_least: 1}
+    - count: {event: page_viewed, at_most: 0, within: 30d}
+"""
+    )
+    views = [event(1, "page_viewed", timedelta(days=10)), event(2, "page_viewed", timedelta(days=3))]
+    moment = next_membership_change([dormant], set(), facts(views, set()))
+    assert moment == views[1].occurred_at + timedelta(days=30)
+    [entry] = evaluate_segments([dormant], set(), LeadFacts(now=moment, events=tuple(views))).entered
+    assert entry.event == views[1]  # the latest view counted by the rule
 
 
 def test_property_score_temperature_stage_and_all_any_not() -> None:

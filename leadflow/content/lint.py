@@ -1,5 +1,5 @@
 """What `leadflow check` finds beyond the schema: templates a step cannot use, template variables a lead
-cannot provide, steps no lead can reach, waits that never end, rules that can never match. Each finding is a
+or its entering event cannot provide, steps no lead can reach, waits that never end, rules that can never match. Each finding is a
 ContentError at the file and line to fix, saying how."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import difflib
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 
-from leadflow.content.conditions import PropertyTest
+from leadflow.content.conditions import PropertyTest, as_test
 from leadflow.content.models import (
     STAGES,
     TEMPERATURES,
@@ -17,6 +17,7 @@ from leadflow.content.models import (
     AnyRule,
     BranchStep,
     EventRule,
+    EventTrigger,
     NotRule,
     PropertyRule,
     QuietHours,
@@ -33,11 +34,14 @@ from leadflow.content.models import (
     WaitUntilStep,
     walk_steps,
 )
-from leadflow.content.templates import TemplateLibrary
+from leadflow.content.templates import TemplateLibrary, VariableUse
 from leadflow.content.yamlfile import ContentError, Location, YamlFile
-from leadflow.leads import LEAD_FIELDS_ALWAYS, LEAD_PROPERTIES_KNOWN
+from leadflow.leads import EVENT_FIELDS, LEAD_FIELDS_ALWAYS, LEAD_PROPERTIES_KNOWN
+from leadflow.segmentation import entering_events
 
 LONGEST_WAIT = timedelta(days=366)
+# What a sequence's message renders with (leads.sequence_message_context, outgoing.message_context).
+MESSAGE_VARIABLES = ("lead", "event", "unsubscribe_url")
 
 
 # --- rules that can never match -------------------------------------------------------------------
@@ -127,7 +131,7 @@ def lint_sequence(
         )
     for at, step in walk_steps(sequence.steps):
         if isinstance(step, SendStep):
-            errors.extend(_template_errors(document, at, step, templates, sequence))
+            errors.extend(_template_errors(document, at, step, templates, sequence, segment))
         elif isinstance(step, WaitStep) and step.wait > LONGEST_WAIT:
             errors.append(
                 document.error(
@@ -209,7 +213,12 @@ def _inside(window: SendWindow, quiet: QuietHours) -> bool:
 
 
 def _template_errors(
-    document: YamlFile, at: Location, step: SendStep, templates: TemplateLibrary, sequence: Sequence
+    document: YamlFile,
+    at: Location,
+    step: SendStep,
+    templates: TemplateLibrary,
+    sequence: Sequence,
+    segment: Segment | None,
 ) -> list[ContentError]:
     channel, name = step.send.channel, step.send.template
     problem = templates.problem_with(channel, name)
@@ -217,37 +226,73 @@ def _template_errors(
         return [document.error((*at, "send", "template"), problem)]
     path = templates.directory / channel / f"{name}.j2"
     where = f"(sent by sequence {sequence.id!r})"
-    errors = []
-    for use in templates.lead_fields_used(channel, name):
-        if use.variable != "lead":
-            errors.append(
-                ContentError(
-                    path,
-                    use.line,
-                    f"`{use.variable}` is not something a sequence message knows {where}; the only variable is "
-                    "`lead` (lead.first_name, lead.company, …)",
-                )
-            )
-        elif use.field in LEAD_FIELDS_ALWAYS or use.guarded:
-            continue
-        elif use.field in LEAD_PROPERTIES_KNOWN:
-            errors.append(
-                ContentError(
-                    path,
-                    use.line,
-                    f"not every lead has `lead.{use.field}` {where}: write "
-                    f"{{{{ lead.{use.field} | default('…') }}}}",
-                )
-            )
+    reasons: list[tuple[int, str]] = []
+    for use in templates.variables_used(channel, name):
+        if use.variable == "lead":
+            reason = _lead_use_problem(use, where)
+        elif use.variable == "event":
+            reason = _event_use_problem(use, where, segment) if segment is not None else None
+        elif use.variable in MESSAGE_VARIABLES:
+            reason = None
         else:
-            close = difflib.get_close_matches(str(use.field), LEAD_FIELDS_ALWAYS + LEAD_PROPERTIES_KNOWN, 1)
-            hint = f"did you mean lead.{close[0]}? " if close else ""
-            errors.append(
-                ContentError(
-                    path,
-                    use.line,
-                    f"`lead.{use.field}` is not a property leads are known to have {where}: {hint}or give it a "
-                    f"default: {{{{ lead.{use.field} | default('…') }}}}",
-                )
+            reason = (
+                f"`{use.variable}` is not something a sequence message knows {where}; its variables are "
+                "`lead` (lead.first_name, lead.company, …), `event` (the event that made the lead enter the "
+                "segment: event.type, event.properties.title, …) and `unsubscribe_url`"
             )
-    return errors
+        if reason:
+            reasons.append((use.line, reason))
+    return [ContentError(path, line, reason) for line, reason in reasons]
+
+
+def _lead_use_problem(use: VariableUse, where: str) -> str | None:
+    field = use.path[0] if use.path else None
+    if field is None or field in LEAD_FIELDS_ALWAYS or use.guarded:
+        return None
+    if field in LEAD_PROPERTIES_KNOWN:
+        return f"not every lead has `lead.{field}` {where}: write {{{{ lead.{field} | default('…') }}}}"
+    close = difflib.get_close_matches(field, LEAD_FIELDS_ALWAYS + LEAD_PROPERTIES_KNOWN, 1)
+    hint = f"did you mean lead.{close[0]}? " if close else ""
+    return (
+        f"`lead.{field}` is not a property leads are known to have {where}: {hint}or give it a default: "
+        f"{{{{ lead.{field} | default('…') }}}}"
+    )
+
+
+def _event_use_problem(use: VariableUse, where: str, segment: Segment) -> str | None:
+    """Whether the event that makes a lead enter `segment` can give what the template reads of `event`."""
+    entering = entering_events(segment.entry)
+    written = ".".join(("event", *use.path))
+    if not entering.triggers:
+        return (
+            f"`{written}`: no event makes a lead enter segment {segment.id!r} (its entry rule is about "
+            f"properties, score or stage alone), so there is no `event` {where}; drop it, or enter the segment on an event"
+        )
+    types = " or ".join(sorted({trigger.event for trigger in entering.triggers}))
+    field = use.path[0] if use.path else None
+    if field is None or use.path == ("properties",) or use.guarded:
+        return None
+    if field not in EVENT_FIELDS:
+        return (
+            f"`{written}`: an event has {', '.join(EVENT_FIELDS)} {where}: did you mean "
+            f"event.properties.{field}?"
+        )
+    if field != "properties":
+        if entering.always:
+            return None
+        return (
+            f"a lead can enter segment {segment.id!r} without an event {where}: write "
+            f"{{{{ {written} | default('…') }}}}"
+        )
+    name = use.path[1]
+    if entering.always and all(name in _properties_required(trigger) for trigger in entering.triggers):
+        return None
+    return (
+        f"not every {types} event has `event.properties.{name}` {where}: write "
+        f"{{{{ event.properties.{name} | default('…') }}}}"
+    )
+
+
+def _properties_required(trigger: EventTrigger) -> set[str]:
+    """The properties every event matching `trigger` has: its `where` tests them and fails on none."""
+    return {name for name, test in trigger.where.items() if not as_test(test).holds(None)}

@@ -524,8 +524,9 @@ for _model in (AllRule, AnyRule, NotRule):
 
 
 class Segment(Strict):
-    """Who is in it. Entry and exit are evaluated each time the lead's events arrive (and when an absence
-    window closes); a lead without an `exit` rule stays a member once it entered."""
+    """Who is in it. Entry and exit are evaluated each time the lead's events arrive, when an absence window
+    closes and when a count's window slides past; a lead without an `exit` rule stays a member once it
+    entered."""
 
     id: str = Field(pattern=IDENTIFIER)
     name: str

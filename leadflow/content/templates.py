@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -140,20 +140,20 @@ class TemplateLibrary:
             raise TemplateRenderError(f"template push/{name}: url {url!r} is not a web address")
         return RenderedPush(title, body, url)
 
-    def lead_fields_used(self, channel: str, name: str) -> list[FieldUse]:
-        """Each `lead.X` a template reads, with its line and whether it is guarded (`| default`,
-        `is defined`), and every other top-level variable it reads (`FieldUse.variable`)."""
+    def variables_used(self, channel: str, name: str) -> list[VariableUse]:
+        """Each variable a template reads (`lead.first_name`, `event.properties.title`, `unsubscribe_url`),
+        with its line and whether it is guarded (`| default`, `is defined`), included templates too."""
         source = (self.directory / channel / f"{name}.j2").read_text(encoding="utf-8")
         tree = self._text.parse(source)
         guarded = {
-            cast(nodes.Getattr, node.node).attr
+            chain
             for node in tree.find_all(nodes.Test)
-            if node.name in ("defined", "undefined") and _is_lead_field(node.node)
+            if node.name in ("defined", "undefined") and (chain := _chain(node.node)) is not None
         }
         local = {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
-        uses: list[FieldUse] = []
+        uses: list[VariableUse] = []
         _collect_uses(tree, guarded, uses, defaulted=False)
-        uses = [use for use in uses if use.field is not None or use.variable not in local]
+        uses = [use for use in uses if use.variable not in local]
         included = [
             node.template.value
             for node in tree.find_all(nodes.Include)
@@ -162,38 +162,58 @@ class TemplateLibrary:
         for path in included:
             stem = str(path).removeprefix(f"{channel}/").removesuffix(".j2")
             if (self.directory / channel / f"{stem}.j2").exists() and stem != name:
-                uses.extend(self.lead_fields_used(channel, stem))
+                uses.extend(self.variables_used(channel, stem))
         return uses
 
 
 @dataclass(frozen=True)
-class FieldUse:
-    variable: str  # "lead" or another top-level name
-    field: str | None  # the X of lead.X
+class VariableUse:
+    variable: str  # the top-level name: "lead", "event", …
+    path: tuple[str, ...]  # the attributes read from it: ("properties", "title") for event.properties.title
     line: int
     guarded: bool
 
 
-def _is_lead_field(node: nodes.Node) -> bool:
-    return (
-        isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "lead"
-    ) or (
-        isinstance(node, nodes.Getitem)
-        and isinstance(node.node, nodes.Name)
-        and node.node.name == "lead"
-        and isinstance(node.arg, nodes.Const)
-    )
+Chain = tuple[str, tuple[str, ...]]
 
 
-def _collect_uses(node: nodes.Node, guarded: set[str], uses: list[FieldUse], defaulted: bool) -> None:
+def _chain(node: nodes.Node) -> Chain | None:
+    """`event.properties["title"]` as ("event", ("properties", "title")); None for anything else."""
+    path: list[str] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            path.append(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            path.append(node.arg.value)
+        else:
+            return None
+        node = node.node
+    if not isinstance(node, nodes.Name) or node.ctx != "load":
+        return None
+    return node.name, tuple(reversed(path))
+
+
+def _collect_uses(node: nodes.Node, guarded: set[Chain], uses: list[VariableUse], defaulted: bool) -> None:
     if isinstance(node, nodes.Filter) and node.name == "default":
         defaulted = True
-    if _is_lead_field(node):
-        field = node.attr if isinstance(node, nodes.Getattr) else str(node.arg.value)  # type: ignore[attr-defined]
-        uses.append(FieldUse("lead", field, node.lineno, defaulted or field in guarded))
+    if (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Getattr)
+        and node.node.attr == "get"
+        and node.args
+        and isinstance(node.args[0], nodes.Const)
+        and (mapping := _chain(node.node.node)) is not None
+    ):
+        # `event.properties.get("title")` reads a key that may be missing, and says so: None then.
+        variable, path = mapping
+        uses.append(VariableUse(variable, (*path, str(node.args[0].value)), node.lineno, guarded=True))
+        for argument in node.args[1:]:
+            _collect_uses(argument, guarded, uses, defaulted)
         return
-    if isinstance(node, nodes.Name) and node.ctx == "load":
-        uses.append(FieldUse(node.name, None, node.lineno, defaulted))
+    if (chain := _chain(node)) is not None:
+        variable, path = chain
+        prefixes = {(variable, path[:length]) for length in range(len(path) + 1)}
+        uses.append(VariableUse(variable, path, node.lineno, defaulted or bool(prefixes & guarded)))
         return
     for child in node.iter_child_nodes():
         _collect_uses(child, guarded, uses, defaulted)

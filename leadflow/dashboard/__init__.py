@@ -24,7 +24,7 @@ from sqlalchemy import select
 from leadflow import clock, reports
 from leadflow.content.templates import TemplateRenderError
 from leadflow.dashboard import charts
-from leadflow.leads import find_lead, lead_document, template_context
+from leadflow.leads import find_lead, lead_document, preview_context
 from leadflow.runtime import Runtime
 from leadflow.store.models import Lead
 
@@ -216,7 +216,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
                 found = find_lead(session, lead) if lead else None
                 return (
                     choices,
-                    template_context(session, found) if found else None,
+                    preview_context(session, found, "email", template) if found else None,
                     (found.email or "") if found else "",
                 )
 

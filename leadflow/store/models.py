@@ -232,6 +232,10 @@ class Enrollment(Base):
     current_step: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The event that made the lead enter the segment: the sequence's templates see it as `event`. None when
+    # the segment was entered on properties, score or stage alone (or the event was erased). Indexed: deleting
+    # events (erasure) looks up the enrollments naming them.
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
 
 
 class EnrollmentStep(Base):
