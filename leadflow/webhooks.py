@@ -17,7 +17,7 @@ from uuid import uuid4
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select, update
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -26,6 +26,7 @@ from leadflow.channels.sms import PERMANENT_CODES
 from leadflow.delivery import SUPPRESSING
 from leadflow.ingest import EventIn, store_events
 from leadflow.links import PIXEL_GIF
+from leadflow.refusals import refusals
 from leadflow.runtime import Runtime
 from leadflow.store.models import Consent, Lead, Message
 
@@ -33,7 +34,25 @@ STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 NOT_FOUND = "no such link"
+# What a person who follows a broken or forged link in an email sees: a page, not JSON.
+LINK_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": NOT_FOUND, "content": {"text/html": {}}}
+}
 NO_CACHE = {"Cache-Control": "no-store, max-age=0"}
+# Twilio's message statuses in the order they happen; a final one (delivered, undelivered, failed) is never
+# replaced by an earlier one arriving late or replayed. `read` (WhatsApp, RCS) comes after delivery.
+DELIVERY_ORDER = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+    "canceled": 4,
+}
 
 
 def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | None) -> APIRouter:
@@ -57,7 +76,7 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
             message = session.get(Message, message_id)
             return message if message is not None and message.lead_id == lead_id else None
 
-    @router.get("/t/o/{token}", response_class=Response)
+    @router.get("/t/o/{token}", response_class=Response, responses=refusals(404))
     async def email_opened(token: str) -> Response:
         """The open pixel: records `email_opened` once per message, answers a transparent GIF."""
         opened = tracker.read_open(token)
@@ -77,12 +96,12 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         )
         return Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 
-    @router.get("/t/c/{token}")
-    async def email_clicked(token: str) -> RedirectResponse:
+    @router.get("/t/c/{token}", status_code=status.HTTP_302_FOUND, responses=LINK_NOT_FOUND)
+    async def email_clicked(token: str) -> Response:
         """A tracked link: records `email_clicked` (once per link of a message) and redirects to its page."""
         clicked = tracker.read_click(token)
         if not clicked:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+            return link_not_found()
         message = await asyncio.to_thread(message_of, clicked.message_id, clicked.lead_id)
         if message is not None:  # an erased lead's old email still leads to the page, unrecorded
             properties = {"message_id": message.id, "template": message.template, "url": clicked.url}
@@ -92,26 +111,24 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
             )
         return RedirectResponse(clicked.url, status.HTTP_302_FOUND, headers=NO_CACHE)
 
-    def unsubscribe_target(token: str) -> tuple[int, str]:
-        target = tracker.read_unsubscribe(token)
-        if target is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-        return target.lead_id, target.channel
-
-    @router.get("/u/{token}", response_class=HTMLResponse)
+    @router.get("/u/{token}", response_class=HTMLResponse, responses=LINK_NOT_FOUND)
     async def unsubscribe_page(token: str) -> HTMLResponse:
         """The body link: a page with one button. Opening a link changes nothing, because mail scanners
         open links too; the button (and mail clients, via RFC 8058) POST to the same address."""
-        unsubscribe_target(token)
+        if tracker.read_unsubscribe(token) is None:
+            return link_not_found()
         return HTMLResponse(
             _page("Unsubscribe", '<form method="post"><button type="submit">Unsubscribe me</button></form>')
         )
 
-    @router.post("/u/{token}", response_class=HTMLResponse)
+    @router.post("/u/{token}", response_class=HTMLResponse, responses=LINK_NOT_FOUND)
     async def unsubscribe(token: str) -> HTMLResponse:
         """One-click unsubscribe (RFC 8058 `List-Unsubscribe=One-Click`, or the page's button): the opt-out
         is stored before the answer, and the lead's sequences exit when its workflow sees the event."""
-        lead_id, channel = unsubscribe_target(token)
+        target = tracker.read_unsubscribe(token)
+        if target is None:
+            return link_not_found()
+        lead_id, channel = target.lead_id, target.channel
 
         def already_out() -> bool | None:
             with runtime.db.read() as session:
@@ -145,7 +162,10 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         """The webhook's parameters, once its X-Twilio-Signature proves Twilio sent them (else 403)."""
         if not runtime.settings.twilio_auth_token:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "SMS is not configured")
-        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        try:
+            params = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not UTF-8 form data") from None
         # Twilio signs the URL it was configured with: our public URL, not whatever a proxy forwarded.
         url = runtime.settings.resolved_public_url + request.url.path
         if request.url.query:
@@ -159,12 +179,12 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         with runtime.db.read() as session:
             return list(session.scalars(select(Lead.id).where(Lead.phone == phone).order_by(Lead.id)))
 
-    @router.post("/webhooks/twilio/sms", response_class=Response)
+    @router.post("/webhooks/twilio/sms", response_class=Response, responses=refusals(400, 403, 404))
     async def sms_received(request: Request) -> Response:
         """A reply to our number: STOP words opt out, START words opt back in, HELP answers; anything else
         becomes an `sms_replied` event of every lead with that number."""
         params = await twilio_form(request)
-        phone, body, sid = params.get("From", ""), params.get("Body", ""), params.get("MessageSid", "")
+        phone, body, sid = params.get("From", ""), params.get("Body", ""), message_sid(params)
         keyword = body.strip().upper()
         lead_ids = await asyncio.to_thread(leads_with_phone, phone)
         now = clock.now()
@@ -208,37 +228,64 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
             )
         return Response(str(reply), media_type="application/xml")
 
-    @router.post("/webhooks/twilio/status", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+    @router.post(
+        "/webhooks/twilio/status",
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+        responses=refusals(400, 403, 404),
+    )
     async def sms_status(request: Request) -> Response:
         """Delivery reports: the message's delivery status; a number that cannot receive is suppressed."""
         params = await twilio_form(request)
-        sid, state = params.get("MessageSid", ""), params.get("MessageStatus", "")
-        code = int(params["ErrorCode"]) if params.get("ErrorCode", "").isdigit() else None
+        sid, state = message_sid(params), params.get("MessageStatus", "")
+        error_code = params.get("ErrorCode", "")
+        code = (
+            int(error_code)
+            if error_code.isascii() and error_code.isdigit() and len(error_code) < 10
+            else None
+        )
+        if state not in DELIVERY_ORDER:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)  # not a status we track
 
         def write() -> None:
             with runtime.db.transaction() as session:
-                session.execute(
-                    update(Message)
-                    .where(Message.provider_id == sid, Message.channel == "sms")
-                    .values(delivery_status=state, error=f"Twilio error {code}" if code else Message.error)
-                )
+                message = session.scalars(
+                    select(Message).where(Message.provider_id == sid, Message.channel == "sms")
+                ).first()
+                if message is None or DELIVERY_ORDER[state] < DELIVERY_ORDER.get(
+                    message.delivery_status or "", -1
+                ):
+                    return  # unknown, or a late or replayed callback: a status never moves backwards
+                message.delivery_status = state
+                message.error = f"Twilio error {code}" if code else message.error
                 reason = PERMANENT_CODES.get(code) if code and state in ("failed", "undelivered") else None
                 if reason:
-                    message = session.scalars(select(Message).where(Message.provider_id == sid)).first()
-                    if message is not None:
-                        consent.suppress(
-                            session,
-                            "sms",
-                            message.recipient,
-                            SUPPRESSING[reason],
-                            f"Twilio error {code}",
-                            clock.now(),
-                        )
+                    consent.suppress(
+                        session,
+                        "sms",
+                        message.recipient,
+                        SUPPRESSING[reason],
+                        f"Twilio error {code}",
+                        clock.now(),
+                    )
 
         await asyncio.to_thread(write)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router
+
+
+def link_not_found() -> HTMLResponse:
+    return HTMLResponse(
+        _page("Link not found", "This link is not valid: it may have been copied incompletely."),
+        status.HTTP_404_NOT_FOUND,
+        headers=NO_CACHE,
+    )
+
+
+def message_sid(params: dict[str, str]) -> str:
+    """The message's id: `MessageSid`, or the older `SmsSid` Twilio still sends (replays share it)."""
+    return params.get("MessageSid") or params.get("SmsSid") or ""
 
 
 def _page(title: str, body: str) -> str:

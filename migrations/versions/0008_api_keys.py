@@ -1,0 +1,34 @@
+"""api keys: server-side API keys kept only as a keyed hash, with their name and use
+
+Revision ID: 0008_api_keys
+Revises: 0007_reports
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+import leadflow.store.models
+
+revision = "0008_api_keys"
+down_revision = "0007_reports"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("last_used_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("digest", name=op.f("uq_api_keys_digest")),
+        sa.UniqueConstraint("name", name=op.f("uq_api_keys_name")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("api_keys")
