@@ -17,7 +17,8 @@ from uuid import uuid4
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -28,7 +29,8 @@ from leadflow.ingest import EventIn, store_events
 from leadflow.links import PIXEL_GIF
 from leadflow.refusals import refusals
 from leadflow.runtime import Runtime
-from leadflow.store.models import Consent, Lead, Message
+from leadflow.store.models import Consent, ConsentChange, InboundMessage, Lead, Message
+from leadflow.store.upsert import insert_ignoring_conflicts
 
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP"}
@@ -59,17 +61,25 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
     router = APIRouter(include_in_schema=True, tags=["public"])
     tracker = runtime.tracker
 
-    async def record(events: list[EventIn], also: Callable[[Any], None] | None = None) -> None:
-        """Store `events` (and `also`'s writes) in one transaction, then let the router deliver them."""
+    async def record(
+        events: list[EventIn], also: Callable[[Any], None] | None = None, once: str = ""
+    ) -> bool:
+        """Store `events` (and `also`'s writes) in one transaction, then let the router deliver them. With
+        `once`, a provider's message id, only the first time that id arrives: a replay writes nothing and
+        answers False."""
 
-        def write() -> int:
+        def write() -> int | None:
             with runtime.db.transaction() as session:
+                if once and not first_arrival(session, once):
+                    return None
                 if also:
                     also(session)
                 return store_events(session, events).accepted if events else 0
 
-        if await asyncio.to_thread(write) and on_events_accepted:
+        accepted = await asyncio.to_thread(write)
+        if accepted and on_events_accepted:
             on_events_accepted()
+        return accepted is not None
 
     def message_of(message_id: int, lead_id: int) -> Message | None:
         with runtime.db.read() as session:
@@ -130,28 +140,31 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
             return link_not_found()
         lead_id, channel = target.lead_id, target.channel
 
-        def already_out() -> bool | None:
+        def consent_changes() -> int | None:
+            """None when the lead is gone or already out; else how many times its consent changed."""
             with runtime.db.read() as session:
                 if session.get(Lead, lead_id) is None:
                     return None
-                current = session.scalars(
-                    select(Consent.status).where(Consent.lead_id == lead_id, Consent.channel == channel)
-                ).first()
-                return current == consent.WITHDRAWN
-
-        out = await asyncio.to_thread(already_out)
-        if out is False:
-            properties = {"channel": channel, "source": "unsubscribe link"}
-            await record(
-                [
-                    EventIn(
-                        id=f"lf-unsubscribe-{uuid4().hex}",
-                        type="unsubscribed",
-                        lead_id=lead_id,
-                        properties=properties,
+                # One statement, so both come from one snapshot even while another click is committing.
+                current, changes = session.execute(
+                    select(
+                        select(Consent.status)
+                        .where(Consent.lead_id == lead_id, Consent.channel == channel)
+                        .scalar_subquery(),
+                        select(func.count(ConsentChange.id))
+                        .where(ConsentChange.lead_id == lead_id, ConsentChange.channel == channel)
+                        .scalar_subquery(),
                     )
-                ]
-            )
+                ).one()
+                return None if current == consent.WITHDRAWN else int(changes)
+
+        changes = await asyncio.to_thread(consent_changes)
+        if changes is not None:
+            # One opt-out per consent state: a click repeated, or sent twice at once, is stored once; after
+            # the lead opts back in, the same link opts it out again.
+            event_id = f"lf-unsubscribe-{lead_id}-{channel}-{changes}"
+            properties = {"channel": channel, "source": "unsubscribe link"}
+            await record([EventIn(id=event_id, type="unsubscribed", lead_id=lead_id, properties=properties)])
         return HTMLResponse(
             _page("Unsubscribed", f"You will receive no more {html.escape(channel)} messages from us.")
         )
@@ -189,6 +202,8 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         lead_ids = await asyncio.to_thread(leads_with_phone, phone)
         now = clock.now()
         reply = MessagingResponse()
+        # Every branch records with once=sid: a replayed message (an old STOP sent again after a START, a
+        # HELP that would be answered twice) changes nothing.
         if keyword in STOP_WORDS or keyword in START_WORDS:
             opting_out = keyword in STOP_WORDS
             kind = "unsubscribed" if opting_out else "subscribed"
@@ -210,10 +225,11 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
                 else:
                     consent.lift_opt_out(session, "sms", phone)
 
-            await record(events, the_number_itself)
+            await record(events, the_number_itself, once=sid)
         elif keyword in HELP_WORDS:
-            reply.message(runtime.settings.sms_help_reply)
-        elif lead_ids:
+            if await record([], once=sid):
+                reply.message(runtime.settings.sms_help_reply)
+        else:
             properties = {"body": body, "message_sid": sid}
             await record(
                 [
@@ -224,7 +240,8 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
                         properties=properties,
                     )
                     for lead_id in lead_ids
-                ]
+                ],
+                once=sid,
             )
         return Response(str(reply), media_type="application/xml")
 
@@ -273,6 +290,16 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router
+
+
+def first_arrival(session: Session, provider_id: str) -> bool:
+    """Whether this is the first time the provider's message `provider_id` arrives (noted if so)."""
+    row = {"provider_id": provider_id[:64], "received_at": clock.now()}
+    return bool(
+        insert_ignoring_conflicts(
+            session, InboundMessage, [row], ["provider_id"], returning=[InboundMessage.id]
+        )
+    )
 
 
 def link_not_found() -> HTMLResponse:

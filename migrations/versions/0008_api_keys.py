@@ -1,4 +1,5 @@
-"""api keys: server-side API keys kept only as a keyed hash, with their name and use
+"""api keys: server-side API keys kept only as a keyed hash, with their name and use; inbound messages:
+the provider ids of webhook messages already acted on (a replay is acted on once)
 
 Revision ID: 0008_api_keys
 Revises: 0007_reports
@@ -29,6 +30,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_api_keys_name")),
     )
 
+    op.create_table(
+        "inbound_messages",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("provider_id", sa.String(length=64), nullable=False),
+        sa.Column("received_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_messages")),
+        sa.UniqueConstraint("provider_id", name=op.f("uq_inbound_messages_provider_id")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("inbound_messages")
     op.drop_table("api_keys")
