@@ -40,8 +40,9 @@ errors = Console(stderr=True)
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    from leadflow.logs import configure_logging
+
+    configure_logging()
 
 
 def _content_or_exit(directory: Path) -> Content:

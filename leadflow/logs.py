@@ -1,5 +1,6 @@
-"""No personal data in logs: leads are logged by id, and the one log Leadflow does not write itself, uvicorn's
-access log, has addresses masked (a lead is looked up by email in the URL: `GET /v1/leads/ada@acme.test`)."""
+"""No personal data in logs: leads are logged by id; uvicorn's access log, which Leadflow does not write
+itself, has addresses masked (a lead is looked up by email in the URL: `GET /v1/leads/ada@acme.test`); and
+httpx, which logs every URL it calls (a Slack webhook's URL is its secret), speaks only of failures."""
 
 from __future__ import annotations
 
@@ -31,3 +32,10 @@ def redact_access_log() -> None:
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(existing, RedactPersonalData) for existing in access.filters):
         access.addFilter(RedactPersonalData())
+
+
+def configure_logging() -> None:
+    """INFO for Leadflow's processes (`leadflow worker`, `leadflow api`); Temporal and httpx only warn."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
