@@ -5,17 +5,24 @@ workflows, uvicorn, temporalio) is captured, and no email, phone number or name 
 
 from __future__ import annotations
 
+import io
 import logging
+import traceback
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from twilio.request_validator import RequestValidator
 
+from activities.sending import SendActivities
 from leadflow.api import create_app
+from leadflow.contracts import SendInput
+from leadflow.ingest import LeadIn, upsert_lead
+from leadflow.logs import mask_personal_data
 from leadflow.runtime import Runtime
 from tests.browser import serving
 from tests.conftest import API_KEY, Inbox, channel_settings, eventually, free_port
@@ -154,3 +161,30 @@ async def story(api: httpx.AsyncClient, runtime: Runtime, inbox: Inbox) -> None:
 async def _has_reply(api: httpx.AsyncClient, email: str) -> bool:
     lead = (await api.get(f"/v1/leads/{email}")).json()
     return any(item.get("type") == "sms_replied" for item in lead["timeline"])
+
+
+async def test_a_provider_refusal_quoting_the_address_is_masked_in_what_the_worker_writes(
+    runtime: Runtime, inbox: Inbox
+) -> None:
+    """Warnings are not INFO, but a lead's address has no place there either: a mail server's temporary
+    refusal quotes it, and Temporal logs a failed activity with its whole exception chain."""
+    lead, _ = upsert_lead(runtime.db, LeadIn(email=READER["email"], properties={"first_name": "Orsolya"}))
+    inbox.reply = f"450 4.2.1 <{READER['email']}>: mailbox busy, try again later"
+    request = SendInput(lead.id, "sequence-x-lead-1:step-0", "email", "ebook_delivery", "x", 0)
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    mask_personal_data(handler)  # what configure_logging does to the handlers of leadflow worker and api
+    activity_log = logging.getLogger("temporalio.activity")
+    activity_log.addHandler(handler)
+    try:
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
+        assert READER["email"] in "".join(traceback.format_exception(refused.value))  # it is there to leak
+        try:
+            raise refused.value
+        except ApplicationError:
+            activity_log.warning("Completing activity as failed", exc_info=True)  # as Temporal's worker does
+    finally:
+        activity_log.removeHandler(handler)
+    assert "Completing activity as failed" in written.getvalue() and "450" in written.getvalue()
+    assert "orsolya" not in written.getvalue().lower() and "[redacted]" in written.getvalue()
