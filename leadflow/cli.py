@@ -99,7 +99,10 @@ def api() -> None:
             clients.append(await connect(settings))
         return clients[0]
 
-    uvicorn.run(create_app(runtime, temporal=temporal_client), host=settings.api_host, port=settings.api_port)
+    _logging()
+    # log_config=None: uvicorn's records go through the handlers _logging set up, which mask personal data.
+    app = create_app(runtime, temporal=temporal_client)
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None)
 
 
 @keys_app.command("create")
