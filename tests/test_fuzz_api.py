@@ -23,7 +23,7 @@ from leadflow.runtime import Runtime
 from leadflow.store.models import Base
 from tests.conftest import API_KEY, channel_settings
 
-EXAMPLES = 20  # per operation and generation mode: about 10 s on SQLite, 15 s on PostgreSQL (2 idle cores)
+EXAMPLES = 20  # per operation and generation mode: about 8 s per backend on 2 idle cores
 AUTHORIZED = {"Authorization": f"Bearer {API_KEY}"}
 FUZZ_CONFIG = schemathesis.Config.from_dict(
     {
