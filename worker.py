@@ -19,6 +19,7 @@ from activities.handoff import HandoffActivities
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
 from leadflow.converter import data_converter
+from leadflow.logs import configure_logging
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, get_settings
@@ -97,7 +98,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

@@ -1,41 +1,68 @@
-"""The HTTP API (FastAPI). Every /v1 route needs `Authorization: Bearer <key>` with a key from settings."""
+"""The HTTP API (FastAPI). Every /v1 route needs `Authorization: Bearer <key>` (leadflow.apikeys), within the
+key's rate limit; every request body is bounded (LEADFLOW_MAX_BODY_BYTES), and refused whole when too large."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import uuid4
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from leadflow import clock, dashboard
+from leadflow.apikeys import Caller, Keyring
+from leadflow.bodylimit import BodySizeLimit
 from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
+from leadflow.content.models import RateLimit
 from leadflow.erasure import cancel_workflows, erase_lead
 from leadflow.handoff import HandoffRefused, SalesAnswer, answer, close_open_handoff, handoff_document
 from leadflow.identity import identify_visitor
-from leadflow.ingest import EventBatchIn, EventIn, LeadIn, UnknownLead, ingest_events, upsert_lead
+from leadflow.ingest import (
+    MAX_BATCH_EVENTS,
+    EventBatchIn,
+    EventIn,
+    LeadIn,
+    UnknownLead,
+    ingest_events,
+    upsert_lead,
+)
+from leadflow.inputs import Input, as_utc
 from leadflow.leads import find_lead, lead_document
+from leadflow.logs import redact_access_log
 from leadflow.push import PushSubscriptionIn, save_subscription
 from leadflow.qualification import NotRecyclable, recycle, score_at
+from leadflow.ratelimit import RateLimiter, retry_after_header
+from leadflow.refusals import Problem, refusals
 from leadflow.router import outbox_status
 from leadflow.runtime import Runtime
 from leadflow.settings import Channel
+from leadflow.tracking.collect import MAX_BODY_BYTES as COLLECT_MAX_BODY_BYTES
 from leadflow.tracking.routes import tracking_routes
 from leadflow.webhooks import public_routes
 
 bearer = HTTPBearer(auto_error=False)
 log = logging.getLogger(__name__)
+
+LeadReference = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=320,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="the lead's id, email or anonymous id",
+    ),
+]
 
 
 class Accepted(BaseModel):
@@ -50,16 +77,12 @@ class LeadSaved(BaseModel):
     created: bool
 
 
-class RecycleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RecycleIn(Input):
     reason: str = Field(min_length=1, max_length=1000, description="why sales handed the lead back")
 
 
-class HandoffAnswerIn(BaseModel):
+class HandoffAnswerIn(Input):
     """Sales' answer to a hand-off."""
-
-    model_config = ConfigDict(extra="forbid")
 
     action: Literal["accept", "reject", "recycle", "converted"]
     reason: str = Field(default="", max_length=1000, description="why (needed to reject or recycle)")
@@ -89,9 +112,7 @@ class IdentifyResult(BaseModel):
     events_moved: int = 0
 
 
-class ConsentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ConsentIn(Input):
     status: Literal["granted", "withdrawn"]
     source: str = Field(min_length=1, max_length=500, description="where it was given: a form, a call, …")
 
@@ -111,19 +132,39 @@ def create_app(
     `temporal` gives the client (connected on first use) that cancels an erased lead's workflows and lets
     sales' answers stop a hand-off's follow-up timers at once (without it, the follow-up notices the answer
     in the store when its next timer fires)."""
-    app = FastAPI(title="Leadflow", version="0.1.0", description="Events in, qualified conversations out.")
+    settings = runtime.settings
+    app = FastAPI(
+        title="Leadflow",
+        version="0.1.0",
+        description="Events in, qualified conversations out.",
+        responses={413: {"model": Problem, "description": "the request body is too large"}},
+    )
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, smaller={"/t/collect": COLLECT_MAX_BODY_BYTES}
+    )
+    redact_access_log()
     app.include_router(public_routes(runtime, on_events_accepted))
+    keyring = Keyring(runtime.db, settings.resolved_secret_key, settings.api_keys)
+    limiter = RateLimiter(time.monotonic)
+    per_key = RateLimit(per_minute=settings.api_rate_per_minute, burst=settings.api_rate_burst)
 
-    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        supplied = credentials.credentials.encode() if credentials else b""
-        if not credentials or not any(
-            hmac.compare_digest(supplied, key.encode()) for key in runtime.settings.api_keys
-        ):
+    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+        caller = keyring.caller(credentials.credentials) if credentials else None
+        if caller is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "missing or unknown API key: send Authorization: Bearer <key>",
+                "missing, unknown or revoked API key: send Authorization: Bearer <key>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        wait = limiter.retry_after(f"api:{caller.digest}", per_key)
+        if wait:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"too many requests with API key {caller.name!r}: at most {per_key.per_minute} a minute "
+                f"(bursts of {per_key.burst}); retry in {retry_after_header(wait)} s",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        return caller
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -133,24 +174,36 @@ def create_app(
             return JSONResponse(
                 {"detail": f"malformed JSON: {reason}".rstrip(": ")}, status.HTTP_400_BAD_REQUEST
             )
-        return JSONResponse(
-            {"detail": _readable(list(problems), error.body)}, status.HTTP_422_UNPROCESSABLE_CONTENT
-        )
+        readable = _readable(list(problems), error.body)
+        if any(problem["field"] == "events" and problem["type"] == "too_long" for problem in readable):
+            return JSONResponse(
+                {
+                    "detail": f"a batch may hold at most {MAX_BATCH_EVENTS} events: nothing of it was stored; "
+                    "send it in several batches"
+                },
+                status.HTTP_413_CONTENT_TOO_LARGE,
+            )
+        return JSONResponse({"detail": readable}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(UnknownLead)
     async def unknown_lead(request: Request, error: UnknownLead) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status.HTTP_404_NOT_FOUND)
 
-    v1 = [Depends(authorized)]
+    v1 = APIRouter(
+        prefix="/v1", dependencies=[Depends(authorized)], responses=refusals(400, 401, 429), tags=["v1"]
+    )
+    lead_routes = refusals(404)
 
-    @app.post("/v1/leads", dependencies=v1, response_model=LeadSaved, responses={201: {"model": LeadSaved}})
+    @v1.post("/leads", response_model=LeadSaved, responses={201: {"model": LeadSaved}})
     async def save_lead(lead_in: LeadIn) -> JSONResponse:
         """Create a lead by email, or merge the given properties into the existing one."""
         lead, created = await asyncio.to_thread(upsert_lead, runtime.db, lead_in)
         body = LeadSaved(id=lead.id, email=lead.email or "", phone=lead.phone, created=created).model_dump()
         return JSONResponse(body, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @app.post("/v1/events", dependencies=v1, status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+    @v1.post(
+        "/events", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted, responses=refusals(404)
+    )
     async def accept_events(body: EventIn | EventBatchIn) -> Accepted:
         """One event, or a batch `{"events": [...]}`. Stored before the answer; a repeated id is ignored."""
         events = body.events if isinstance(body, EventBatchIn) else [body]
@@ -159,12 +212,12 @@ def create_app(
             on_events_accepted()
         return Accepted(accepted=result.accepted, duplicates=result.duplicates)
 
-    def not_found(reference: str) -> HTTPException:
+    def not_found(reference: LeadReference) -> HTTPException:
         return HTTPException(
             status.HTTP_404_NOT_FOUND, f"no lead with id, email or anonymous id {reference!r}"
         )
 
-    @app.post("/v1/identify", dependencies=v1, response_model=IdentifyResult)
+    @v1.post("/identify", response_model=IdentifyResult)
     async def identify(request: IdentifyRequest) -> IdentifyResult:
         """Attach an anonymous id to the lead with this email, merging the anonymous visitor's history into
         it (see the identity rules in the README); `properties` are merged into the lead like POST /v1/leads."""
@@ -175,8 +228,8 @@ def create_app(
             on_events_accepted()
         return IdentifyResult(**asdict(identified))
 
-    @app.get("/v1/leads/{reference}", dependencies=v1)
-    async def get_lead(reference: str) -> dict[str, Any]:
+    @v1.get("/leads/{reference}", responses=lead_routes)
+    async def get_lead(reference: LeadReference) -> dict[str, Any]:
         """A lead by id, email or anonymous id: properties, score with breakdown, stage, segments,
         sequences and the recent timeline."""
 
@@ -190,8 +243,8 @@ def create_app(
             raise not_found(reference)
         return document
 
-    @app.post("/v1/leads/{reference}/recycle", dependencies=v1)
-    async def recycle_lead(reference: str, body: RecycleIn) -> dict[str, Any]:
+    @v1.post("/leads/{reference}/recycle", responses=refusals(404, 409))
+    async def recycle_lead(reference: LeadReference, body: RecycleIn) -> dict[str, Any]:
         """Sales hands the lead back: it is stamped "recycled" and qualifies again (MQL, then SQL) on new
         engagement; behavior before now no longer counts. 409 unless the lead is MQL, SQL or opportunity."""
         closing: list[int] = []
@@ -235,8 +288,8 @@ def create_app(
         except RPCError:
             pass  # finished already, or a hand-off from before follow-ups: nothing is waiting
 
-    @app.post("/v1/leads/{reference}/handoff", dependencies=v1)
-    async def answer_handoff(reference: str, body: HandoffAnswerIn) -> dict[str, Any]:
+    @v1.post("/leads/{reference}/handoff", responses=refusals(404, 409))
+    async def answer_handoff(reference: LeadReference, body: HandoffAnswerIn) -> dict[str, Any]:
         """Sales answers the lead's latest hand-off: `accept`; `reject` or `recycle` with a `reason` (back
         to nurture, stamped recycled: it qualifies again on new engagement); `converted` `to` an opportunity
         or a customer with its `details`. Accepting or converting stops the reminders. 409 when the
@@ -262,11 +315,13 @@ def create_app(
         await stop_follow_up(stage_change_id, outcome)
         return document
 
-    @app.get("/v1/leads/{reference}/score", dependencies=v1)
-    async def lead_score_at(reference: str, at: datetime | None = None) -> dict[str, Any]:
+    @v1.get("/leads/{reference}/score", responses=lead_routes)
+    async def lead_score_at(
+        reference: LeadReference, at: Annotated[datetime, AfterValidator(as_utc)] | None = None
+    ) -> dict[str, Any]:
         """The lead's score recomputed from the ledger at a past time `at` (ISO 8601; default now): the
         model in force then, the events received by then, every contribution explained."""
-        moment = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else clock.now()
+        moment = at or clock.now()
 
         def read() -> dict[str, Any] | None:
             with runtime.db.read() as session:
@@ -296,7 +351,7 @@ def create_app(
             )
         return document
 
-    def lead_id_of(reference: str) -> int:
+    def lead_id_of(reference: LeadReference) -> int:
         with runtime.db.read() as session:
             lead = find_lead(session, reference)
         if lead is None:
@@ -305,8 +360,10 @@ def create_app(
             )
         return lead.id
 
-    @app.put("/v1/leads/{reference}/consent/{channel}", dependencies=v1)
-    async def set_consent(reference: str, channel: Channel, consent_in: ConsentIn) -> dict[str, Any]:
+    @v1.put("/leads/{reference}/consent/{channel}", responses=lead_routes)
+    async def set_consent(
+        reference: LeadReference, channel: Channel, consent_in: ConsentIn
+    ) -> dict[str, Any]:
         """Record that the lead granted or withdrew consent for a channel, with where it happened. Stored
         as a `subscribed` / `unsubscribed` event, so the lead's workflow sees it (an opt-out exits its
         sequences); answers the channel's consent with its history."""
@@ -328,8 +385,8 @@ def create_app(
 
         return await asyncio.to_thread(read)
 
-    @app.delete("/v1/leads/{reference}", dependencies=v1, response_model=Erased)
-    async def erase(reference: str) -> Erased:
+    @v1.delete("/leads/{reference}", response_model=Erased, responses=lead_routes)
+    async def erase(reference: LeadReference) -> Erased:
         """Erase the lead (GDPR): events, messages, scores and everything else about it, keeping only a
         hash of its addresses on the suppression list; its workflows are cancelled."""
         lead_id = await asyncio.to_thread(lead_id_of, reference)
@@ -346,7 +403,7 @@ def create_app(
             erased=lead_id, addresses_suppressed=erasure.addresses_suppressed, workflows_cancelled=cancelled
         )
 
-    @app.post("/v1/push/subscriptions", dependencies=v1, status_code=status.HTTP_201_CREATED)
+    @v1.post("/push/subscriptions", status_code=status.HTTP_201_CREATED, responses=refusals(404))
     async def subscribe_push(subscription_in: PushSubscriptionIn) -> dict[str, Any]:
         """Store a browser's PushSubscription for a lead (by `email` or `lead_id`); subscribing is the
         lead's consent to push, recorded as a `subscribed` event."""
@@ -355,7 +412,7 @@ def create_app(
             on_events_accepted()
         return {"id": saved.subscription_id, "lead_id": saved.lead_id, "consent": GRANTED}
 
-    @app.get("/v1/push/key", dependencies=v1)
+    @v1.get("/push/key", responses=refusals(404))
     async def push_key() -> dict[str, str]:
         """The VAPID public key a web page passes to `pushManager.subscribe` as `applicationServerKey`."""
         if runtime.push is None:
@@ -364,7 +421,7 @@ def create_app(
             )
         return {"public_key": runtime.push.keys.public_key}
 
-    @app.get("/v1/health", dependencies=v1)
+    @v1.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness plus the outbox: events waiting to be routed and the routing lag."""
         outbox = await asyncio.to_thread(outbox_status, runtime.db)
@@ -373,8 +430,9 @@ def create_app(
             "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)},
         }
 
+    app.include_router(v1)
     app.include_router(tracking_routes(runtime, on_events_accepted))
-    dashboard.install(app, runtime)
+    dashboard.install(app, runtime, keyring)
     return app
 
 

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 leads_app = typer.Typer(help="Look at leads.", no_args_is_help=True)
-keys_app = typer.Typer(help="Generate keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (create, list, revoke) and web-push keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(leads_app, name="leads")
@@ -40,8 +40,9 @@ errors = Console(stderr=True)
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    from leadflow.logs import configure_logging
+
+    configure_logging()
 
 
 def _content_or_exit(directory: Path) -> Content:
@@ -98,7 +99,68 @@ def api() -> None:
             clients.append(await connect(settings, patience=0))
         return clients[0]
 
-    uvicorn.run(create_app(runtime, temporal=temporal_client), host=settings.api_host, port=settings.api_port)
+    _logging()
+    # log_config=None: uvicorn's records go through the handlers _logging set up, which mask personal data.
+    app = create_app(runtime, temporal=temporal_client)
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses it: crm-sync, website, ci.")],
+) -> None:
+    """Make an API key and print it, once: only its keyed hash is stored, so it cannot be shown again."""
+    from leadflow.apikeys import KeyRefused, create_key
+
+    settings = get_settings()
+    db = _database()
+    db.upgrade()
+    try:
+        key = create_key(db, settings.resolved_secret_key, name)
+    except KeyRefused as refused:
+        errors.print(str(refused), highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    errors.print(
+        f"API key {name!r} (shown once; keep it in your secrets store):", highlight=False, markup=False
+    )
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The stored API keys: name, when made, last used (to the minute), revoked. Never the keys themselves."""
+    from leadflow.apikeys import list_keys
+
+    db = _database()
+    db.upgrade()
+    table = Table("Name", "Created", "Last used", "Revoked", title="API keys (times in UTC)")
+    for key in list_keys(db):
+        table.add_row(key.name, _minute(key.created_at), _minute(key.last_used_at), _minute(key.revoked_at))
+    console.print(table)
+    bootstrap = len(get_settings().api_keys)
+    if bootstrap:
+        console.print(f"and {bootstrap} key(s) from LEADFLOW_API_KEYS (not stored)", highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name (see leadflow keys list).")],
+) -> None:
+    """Revoke an API key: requests with it are refused (401) from now on, dashboard sessions included."""
+    from leadflow.apikeys import KeyRefused, revoke_key
+
+    db = _database()
+    db.upgrade()
+    try:
+        key = revoke_key(db, name)
+    except KeyRefused as refused:
+        errors.print(str(refused), highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"API key {name!r} is revoked (since {_minute(key.revoked_at)} UTC)", highlight=False)
+
+
+def _minute(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "–"
 
 
 @keys_app.command("vapid")

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 
 from leadflow.api import create_app
+from leadflow.apikeys import KeyRefused, create_key
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.mailcatcher import MailCatcher
 from leadflow.runtime import Runtime
@@ -134,6 +135,18 @@ class _QuietServer(uvicorn.Server):
         yield  # `leadflow dev` owns Ctrl-C and shuts uvicorn down itself
 
 
+DEV_KEY_NAME, DEV_KEY = "dev", "dev-key"  # what the README's curl examples and the dashboard link use
+
+
+def seed_dev_key(runtime: Runtime) -> None:
+    """On a first start, store the well-known development key (hashed, like any other). Revoked or not, it
+    is never made again: `leadflow keys revoke dev` holds."""
+    try:
+        create_key(runtime.db, runtime.settings.resolved_secret_key, DEV_KEY_NAME, DEV_KEY)
+    except KeyRefused:
+        pass  # made on an earlier start
+
+
 def seed_demo(runtime: Runtime) -> bool:
     """On a first start, two demo leads: one downloads the ebook, one becomes sales-qualified."""
     with runtime.db.read() as session:
@@ -192,6 +205,7 @@ async def run_dev(settings: Settings, demo: bool = True) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = Runtime.from_settings(settings)
     runtime.db.upgrade()
+    seed_dev_key(runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -246,7 +260,7 @@ async def _serve(
 
 def _banner(settings: Settings, seeded: bool, catching: bool, sample: bool) -> None:
     api = settings.resolved_public_url
-    key = settings.api_keys[0] if settings.api_keys else "<key>"
+    key = DEV_KEY
     site = (
         f"{api}/sample/   (the tracking snippet at work)"
         if sample

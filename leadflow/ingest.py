@@ -5,23 +5,25 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from leadflow import clock
 from leadflow.consent import CONSENT_EVENTS, apply_consent_event, channel_of
 from leadflow.content.models import EVENT_TYPE
+from leadflow.inputs import Input, LeadId, as_utc
 from leadflow.settings import CHANNELS
 from leadflow.store import Database
 from leadflow.store.models import Account, Event, Identity, Lead, Outbox
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 MAX_PROPERTIES_BYTES = 16_384
+MAX_BATCH_EVENTS = 1000
 MAX_FUTURE = timedelta(days=1)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
@@ -77,9 +79,7 @@ def _known_timezone(properties: dict[str, Any]) -> dict[str, Any]:
     return properties
 
 
-class LeadIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LeadIn(Input):
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
     phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +14155550100")
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -93,13 +93,11 @@ class LeadIn(BaseModel):
         return email.strip().lower()
 
 
-class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EventIn(Input):
     id: str = Field(min_length=1, max_length=200, description="idempotency key: a repeat is ignored")
     type: str = Field(pattern=EVENT_TYPE, max_length=100)
     email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=320)
-    lead_id: int | None = Field(default=None, ge=1)
+    lead_id: LeadId | None = None
     anonymous_id: str | None = Field(default=None, min_length=1, max_length=200)
     timestamp: datetime | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -116,8 +114,7 @@ class EventIn(BaseModel):
     def _aware_and_not_future(cls, timestamp: datetime | None) -> datetime | None:
         if timestamp is None:
             return None
-        if timestamp.tzinfo is None:
-            timestamp = timestamp.replace(tzinfo=UTC)
+        timestamp = as_utc(timestamp)
         if timestamp > clock.now() + MAX_FUTURE:
             raise ValueError("timestamp is more than a day in the future")
         return timestamp
@@ -140,10 +137,8 @@ class EventIn(BaseModel):
         return self
 
 
-class EventBatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    events: list[EventIn] = Field(min_length=1, max_length=1000)
+class EventBatchIn(Input):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
 class UnknownLead(LookupError):

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.consent import addresses, consent_document
 from leadflow.content.models import SendStep, Sequence, Thresholds, walk_steps
+from leadflow.inputs import MAX_ID
 from leadflow.scoring import tidy
 from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
@@ -46,8 +47,8 @@ LEAD_PROPERTIES_KNOWN = (
 
 def find_lead(session: Session, reference: str) -> Lead | None:
     """A lead by id, email or anonymous id; a lead merged into another is found as the one it joined."""
-    if reference.isdigit():
-        lead = session.get(Lead, int(reference))
+    if reference.isascii() and reference.isdigit():  # "²".isdigit() too, and ids end at 64 bits
+        lead = session.get(Lead, int(reference)) if int(reference) <= MAX_ID else None
     elif "@" in reference:
         lead = session.scalars(select(Lead).where(Lead.email == reference.strip().lower())).first()
     else:

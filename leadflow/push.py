@@ -10,12 +10,13 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 
 from leadflow import clock
 from leadflow.consent import GRANTED
 from leadflow.ingest import EMAIL_PATTERN, EventIn, UnknownLead, store_events
+from leadflow.inputs import Input, LeadId
 from leadflow.store import Database
 from leadflow.store.models import Consent, Lead, PushSubscription
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -30,9 +31,7 @@ def _b64url_bytes(value: str) -> bytes:
         raise ValueError("is not base64url") from None
 
 
-class SubscriptionKeys(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SubscriptionKeys(Input):
     p256dh: str = Field(max_length=200, description="the browser's P-256 public key, base64url")
     auth: str = Field(max_length=100, description="the 16-byte authentication secret, base64url")
 
@@ -52,7 +51,7 @@ class SubscriptionKeys(BaseModel):
         return value
 
 
-class BrowserSubscription(BaseModel):
+class BrowserSubscription(Input):
     """What `PushSubscription.toJSON()` gives in the browser."""
 
     model_config = ConfigDict(extra="ignore")
@@ -69,11 +68,9 @@ class BrowserSubscription(BaseModel):
         return endpoint
 
 
-class PushSubscriptionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PushSubscriptionIn(Input):
     email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=320)
-    lead_id: int | None = Field(default=None, ge=1)
+    lead_id: LeadId | None = None
     subscription: BrowserSubscription
 
     @model_validator(mode="after")

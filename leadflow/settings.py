@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,12 @@ class Settings(BaseSettings):
     smtp_url: str = "smtp://127.0.0.1:1025"
     mail_from: str = "Leadflow <marketing@leadflow.localhost>"
     content_dir: Path = PROJECT_ROOT
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["dev-key"])
+    # Bootstrap API keys (comma-separated), hashed in memory at start; `leadflow keys create` stores more.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Each API key's token bucket (per process): requests a minute on average, up to `burst` at once.
+    api_rate_per_minute: int = Field(default=6000, ge=1)
+    api_rate_burst: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)  # larger request bodies are refused with 413
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_url: str = ""  # links in notifications; empty: http://api_host:api_port
@@ -89,8 +94,8 @@ class Settings(BaseSettings):
         """These settings as LEADFLOW_* variables: what a process started from this one reads back."""
         environment = {}
         for name, value in self.model_dump(mode="json").items():
-            if name == "api_keys":  # NoDecode: comma-separated
-                text = ",".join(value)
+            if name == "api_keys":  # NoDecode: comma-separated, and secret (dumped as "**********")
+                text = ",".join(key.get_secret_value() for key in self.api_keys)
             elif isinstance(value, list | dict):
                 text = json.dumps(value)
             else:

@@ -17,7 +17,8 @@ from uuid import uuid4
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select, update
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -26,38 +27,66 @@ from leadflow.channels.sms import PERMANENT_CODES
 from leadflow.delivery import SUPPRESSING
 from leadflow.ingest import EventIn, store_events
 from leadflow.links import PIXEL_GIF
+from leadflow.refusals import refusals
 from leadflow.runtime import Runtime
-from leadflow.store.models import Consent, Lead, Message
+from leadflow.store.models import Consent, ConsentChange, InboundMessage, Lead, Message
+from leadflow.store.upsert import insert_ignoring_conflicts
 
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 NOT_FOUND = "no such link"
+# What a person who follows a broken or forged link in an email sees: a page, not JSON.
+LINK_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": NOT_FOUND, "content": {"text/html": {}}}
+}
 NO_CACHE = {"Cache-Control": "no-store, max-age=0"}
+# Twilio's message statuses in the order they happen; a final one (delivered, undelivered, failed) is never
+# replaced by an earlier one arriving late or replayed. `read` (WhatsApp, RCS) comes after delivery.
+DELIVERY_ORDER = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+    "canceled": 4,
+}
 
 
 def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | None) -> APIRouter:
     router = APIRouter(include_in_schema=True, tags=["public"])
     tracker = runtime.tracker
 
-    async def record(events: list[EventIn], also: Callable[[Any], None] | None = None) -> None:
-        """Store `events` (and `also`'s writes) in one transaction, then let the router deliver them."""
+    async def record(
+        events: list[EventIn], also: Callable[[Any], None] | None = None, once: str = ""
+    ) -> bool:
+        """Store `events` (and `also`'s writes) in one transaction, then let the router deliver them. With
+        `once`, a provider's message id, only the first time that id arrives: a replay writes nothing and
+        answers False."""
 
-        def write() -> int:
+        def write() -> int | None:
             with runtime.db.transaction() as session:
+                if once and not first_arrival(session, once):
+                    return None
                 if also:
                     also(session)
                 return store_events(session, events).accepted if events else 0
 
-        if await asyncio.to_thread(write) and on_events_accepted:
+        accepted = await asyncio.to_thread(write)
+        if accepted and on_events_accepted:
             on_events_accepted()
+        return accepted is not None
 
     def message_of(message_id: int, lead_id: int) -> Message | None:
         with runtime.db.read() as session:
             message = session.get(Message, message_id)
             return message if message is not None and message.lead_id == lead_id else None
 
-    @router.get("/t/o/{token}", response_class=Response)
+    @router.get("/t/o/{token}", response_class=Response, responses=refusals(404))
     async def email_opened(token: str) -> Response:
         """The open pixel: records `email_opened` once per message, answers a transparent GIF."""
         opened = tracker.read_open(token)
@@ -77,12 +106,12 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         )
         return Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 
-    @router.get("/t/c/{token}")
-    async def email_clicked(token: str) -> RedirectResponse:
+    @router.get("/t/c/{token}", status_code=status.HTTP_302_FOUND, responses=LINK_NOT_FOUND)
+    async def email_clicked(token: str) -> Response:
         """A tracked link: records `email_clicked` (once per link of a message) and redirects to its page."""
         clicked = tracker.read_click(token)
         if not clicked:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+            return link_not_found()
         message = await asyncio.to_thread(message_of, clicked.message_id, clicked.lead_id)
         if message is not None:  # an erased lead's old email still leads to the page, unrecorded
             properties = {"message_id": message.id, "template": message.template, "url": clicked.url}
@@ -92,49 +121,50 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
             )
         return RedirectResponse(clicked.url, status.HTTP_302_FOUND, headers=NO_CACHE)
 
-    def unsubscribe_target(token: str) -> tuple[int, str]:
-        target = tracker.read_unsubscribe(token)
-        if target is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-        return target.lead_id, target.channel
-
-    @router.get("/u/{token}", response_class=HTMLResponse)
+    @router.get("/u/{token}", response_class=HTMLResponse, responses=LINK_NOT_FOUND)
     async def unsubscribe_page(token: str) -> HTMLResponse:
         """The body link: a page with one button. Opening a link changes nothing, because mail scanners
         open links too; the button (and mail clients, via RFC 8058) POST to the same address."""
-        unsubscribe_target(token)
+        if tracker.read_unsubscribe(token) is None:
+            return link_not_found()
         return HTMLResponse(
             _page("Unsubscribe", '<form method="post"><button type="submit">Unsubscribe me</button></form>')
         )
 
-    @router.post("/u/{token}", response_class=HTMLResponse)
+    @router.post("/u/{token}", response_class=HTMLResponse, responses=LINK_NOT_FOUND)
     async def unsubscribe(token: str) -> HTMLResponse:
         """One-click unsubscribe (RFC 8058 `List-Unsubscribe=One-Click`, or the page's button): the opt-out
         is stored before the answer, and the lead's sequences exit when its workflow sees the event."""
-        lead_id, channel = unsubscribe_target(token)
+        target = tracker.read_unsubscribe(token)
+        if target is None:
+            return link_not_found()
+        lead_id, channel = target.lead_id, target.channel
 
-        def already_out() -> bool | None:
+        def consent_changes() -> int | None:
+            """None when the lead is gone or already out; else how many times its consent changed."""
             with runtime.db.read() as session:
                 if session.get(Lead, lead_id) is None:
                     return None
-                current = session.scalars(
-                    select(Consent.status).where(Consent.lead_id == lead_id, Consent.channel == channel)
-                ).first()
-                return current == consent.WITHDRAWN
-
-        out = await asyncio.to_thread(already_out)
-        if out is False:
-            properties = {"channel": channel, "source": "unsubscribe link"}
-            await record(
-                [
-                    EventIn(
-                        id=f"lf-unsubscribe-{uuid4().hex}",
-                        type="unsubscribed",
-                        lead_id=lead_id,
-                        properties=properties,
+                # One statement, so both come from one snapshot even while another click is committing.
+                current, changes = session.execute(
+                    select(
+                        select(Consent.status)
+                        .where(Consent.lead_id == lead_id, Consent.channel == channel)
+                        .scalar_subquery(),
+                        select(func.count(ConsentChange.id))
+                        .where(ConsentChange.lead_id == lead_id, ConsentChange.channel == channel)
+                        .scalar_subquery(),
                     )
-                ]
-            )
+                ).one()
+                return None if current == consent.WITHDRAWN else int(changes)
+
+        changes = await asyncio.to_thread(consent_changes)
+        if changes is not None:
+            # One opt-out per consent state: a click repeated, or sent twice at once, is stored once; after
+            # the lead opts back in, the same link opts it out again.
+            event_id = f"lf-unsubscribe-{lead_id}-{channel}-{changes}"
+            properties = {"channel": channel, "source": "unsubscribe link"}
+            await record([EventIn(id=event_id, type="unsubscribed", lead_id=lead_id, properties=properties)])
         return HTMLResponse(
             _page("Unsubscribed", f"You will receive no more {html.escape(channel)} messages from us.")
         )
@@ -145,7 +175,10 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         """The webhook's parameters, once its X-Twilio-Signature proves Twilio sent them (else 403)."""
         if not runtime.settings.twilio_auth_token:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "SMS is not configured")
-        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        try:
+            params = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not UTF-8 form data") from None
         # Twilio signs the URL it was configured with: our public URL, not whatever a proxy forwarded.
         url = runtime.settings.resolved_public_url + request.url.path
         if request.url.query:
@@ -159,16 +192,18 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         with runtime.db.read() as session:
             return list(session.scalars(select(Lead.id).where(Lead.phone == phone).order_by(Lead.id)))
 
-    @router.post("/webhooks/twilio/sms", response_class=Response)
+    @router.post("/webhooks/twilio/sms", response_class=Response, responses=refusals(400, 403, 404))
     async def sms_received(request: Request) -> Response:
         """A reply to our number: STOP words opt out, START words opt back in, HELP answers; anything else
         becomes an `sms_replied` event of every lead with that number."""
         params = await twilio_form(request)
-        phone, body, sid = params.get("From", ""), params.get("Body", ""), params.get("MessageSid", "")
+        phone, body, sid = params.get("From", ""), params.get("Body", ""), message_sid(params)
         keyword = body.strip().upper()
         lead_ids = await asyncio.to_thread(leads_with_phone, phone)
         now = clock.now()
         reply = MessagingResponse()
+        # Every branch records with once=sid: a replayed message (an old STOP sent again after a START, a
+        # HELP that would be answered twice) changes nothing.
         if keyword in STOP_WORDS or keyword in START_WORDS:
             opting_out = keyword in STOP_WORDS
             kind = "unsubscribed" if opting_out else "subscribed"
@@ -190,10 +225,11 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
                 else:
                     consent.lift_opt_out(session, "sms", phone)
 
-            await record(events, the_number_itself)
+            await record(events, the_number_itself, once=sid)
         elif keyword in HELP_WORDS:
-            reply.message(runtime.settings.sms_help_reply)
-        elif lead_ids:
+            if await record([], once=sid):
+                reply.message(runtime.settings.sms_help_reply)
+        else:
             properties = {"body": body, "message_sid": sid}
             await record(
                 [
@@ -204,41 +240,79 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
                         properties=properties,
                     )
                     for lead_id in lead_ids
-                ]
+                ],
+                once=sid,
             )
         return Response(str(reply), media_type="application/xml")
 
-    @router.post("/webhooks/twilio/status", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+    @router.post(
+        "/webhooks/twilio/status",
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+        responses=refusals(400, 403, 404),
+    )
     async def sms_status(request: Request) -> Response:
         """Delivery reports: the message's delivery status; a number that cannot receive is suppressed."""
         params = await twilio_form(request)
-        sid, state = params.get("MessageSid", ""), params.get("MessageStatus", "")
-        code = int(params["ErrorCode"]) if params.get("ErrorCode", "").isdigit() else None
+        sid, state = message_sid(params), params.get("MessageStatus", "")
+        error_code = params.get("ErrorCode", "")
+        code = (
+            int(error_code)
+            if error_code.isascii() and error_code.isdigit() and len(error_code) < 10
+            else None
+        )
+        if state not in DELIVERY_ORDER:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)  # not a status we track
 
         def write() -> None:
             with runtime.db.transaction() as session:
-                session.execute(
-                    update(Message)
-                    .where(Message.provider_id == sid, Message.channel == "sms")
-                    .values(delivery_status=state, error=f"Twilio error {code}" if code else Message.error)
-                )
+                message = session.scalars(
+                    select(Message).where(Message.provider_id == sid, Message.channel == "sms")
+                ).first()
+                if message is None or DELIVERY_ORDER[state] < DELIVERY_ORDER.get(
+                    message.delivery_status or "", -1
+                ):
+                    return  # unknown, or a late or replayed callback: a status never moves backwards
+                message.delivery_status = state
+                message.error = f"Twilio error {code}" if code else message.error
                 reason = PERMANENT_CODES.get(code) if code and state in ("failed", "undelivered") else None
                 if reason:
-                    message = session.scalars(select(Message).where(Message.provider_id == sid)).first()
-                    if message is not None:
-                        consent.suppress(
-                            session,
-                            "sms",
-                            message.recipient,
-                            SUPPRESSING[reason],
-                            f"Twilio error {code}",
-                            clock.now(),
-                        )
+                    consent.suppress(
+                        session,
+                        "sms",
+                        message.recipient,
+                        SUPPRESSING[reason],
+                        f"Twilio error {code}",
+                        clock.now(),
+                    )
 
         await asyncio.to_thread(write)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router
+
+
+def first_arrival(session: Session, provider_id: str) -> bool:
+    """Whether this is the first time the provider's message `provider_id` arrives (noted if so)."""
+    row = {"provider_id": provider_id[:64], "received_at": clock.now()}
+    return bool(
+        insert_ignoring_conflicts(
+            session, InboundMessage, [row], ["provider_id"], returning=[InboundMessage.id]
+        )
+    )
+
+
+def link_not_found() -> HTMLResponse:
+    return HTMLResponse(
+        _page("Link not found", "This link is not valid: it may have been copied incompletely."),
+        status.HTTP_404_NOT_FOUND,
+        headers=NO_CACHE,
+    )
+
+
+def message_sid(params: dict[str, str]) -> str:
+    """The message's id: `MessageSid`, or the older `SmsSid` Twilio still sends (replays share it)."""
+    return params.get("MessageSid") or params.get("SmsSid") or ""
 
 
 def _page(title: str, body: str) -> str:

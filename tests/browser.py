@@ -47,8 +47,10 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ASGIApp, port: int) -> AsyncIterator[None]:
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+async def serving(app: ASGIApp, port: int, **options: Any) -> AsyncIterator[None]:
+    """`app` served by uvicorn on 127.0.0.1:`port` until the block ends (`options`: uvicorn.Config's)."""
+    settings = {"log_level": "warning", "lifespan": "off", **options}
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, **settings))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

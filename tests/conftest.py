@@ -304,6 +304,14 @@ async def running_stack(runtime: Runtime, client: Client, inbox: Inbox) -> Async
             yield Stack(api, runtime, client, router, inbox)
 
 
+@pytest.fixture
+async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The API over ASGI without a worker or Temporal (nothing is routed); it sends no key unless told to."""
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://leadflow.test") as client:
+        yield client
+
+
 async def eventually(check: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
     """Poll `check` until it returns something truthy; fail with `message` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

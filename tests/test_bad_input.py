@@ -99,11 +99,14 @@ async def test_a_missing_or_wrong_key_is_a_401(stack: Stack, headers: dict) -> N
     assert _counts(stack) == (0, 0, 0)
 
 
-async def test_an_oversized_batch_is_refused(stack: Stack) -> None:
+async def test_an_oversized_batch_is_refused_with_413_and_nothing_of_it_is_stored(stack: Stack) -> None:
     batch = {"events": [{"id": f"e{i}", "type": "page_viewed", "email": "a@b.test"} for i in range(1001)]}
     response = await stack.api.post("/v1/events", json=batch)
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "events"
+    assert response.status_code == 413
+    assert "at most 1000 events" in response.json()["detail"]
+    assert _counts(stack) == (0, 0, 0)
+    accepted = await stack.api.post("/v1/events", json={"events": batch["events"][:1000]})
+    assert accepted.status_code == 202 and accepted.json()["accepted"] == 1000
 
 
 async def test_openapi_describes_the_api(stack: Stack) -> None:

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from leadflow.cli import app
 from leadflow.content.models import RateLimit, Site
+from leadflow.ratelimit import RateLimiter
 from leadflow.settings import PROJECT_ROOT
 from leadflow.store.models import Event, Lead
-from leadflow.tracking.ratelimit import RateLimiter
 from tests.conftest import Stack, eventually
 
 ORIGIN = "https://www.acme-growth.test"
@@ -142,8 +142,8 @@ async def test_a_preflight_is_answered_only_for_allowed_origins(stack: Stack) ->
         (visit("no"), 422, "anonymous_id"),
         (
             visit("visitor-0001", *[{"id": f"event-{i:04}", "type": "page_viewed"} for i in range(51)]),
-            422,
-            "events",
+            413,
+            None,
         ),
         (visit("visitor-0001", identify={"email": "not an email"}), 422, "identify.email"),
         ({"site": KEY, "anonymous_id": "visitor-0001", "events": []}, 422, "body"),

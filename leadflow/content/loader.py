@@ -183,13 +183,16 @@ def _scoring_problems(path: Path) -> list[ContentError]:
 
 
 def _check_templates(templates: TemplateLibrary) -> list[ContentError]:
-    """Every message template compiles and has its channel's blocks, used by a sequence yet or not."""
+    """Every message template compiles, has its channel's blocks and stays within the sandbox, used by a
+    sequence yet or not."""
     errors = []
     for channel in REQUIRED_BLOCKS:
         for name in templates.names(channel):
             problem = templates.problem_at(channel, name)
             if problem:
                 errors.append(ContentError(*problem))
+            else:
+                errors.extend(ContentError(*found) for found in templates.sandbox_problems(channel, name))
     return errors
 
 

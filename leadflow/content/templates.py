@@ -1,4 +1,4 @@
-"""Message templates: Jinja2 in an immutable sandbox with StrictUndefined.
+"""Message templates: Jinja2 in a bounded immutable sandbox (leadflow.content.sandbox) with StrictUndefined.
 
 A template is one file per channel, `templates/CHANNEL/NAME.j2`, made of blocks:
 - email: `subject`, `html` and optionally `text` (a plain-text part is made from the HTML when absent);
@@ -10,13 +10,16 @@ Shared pieces come in with `{% include %}` inside a block. The HTML block is aut
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.exceptions import SecurityError
+
+from leadflow.content.sandbox import BoundedSandbox, render_block, template_line
 
 # channel: (required blocks, optional blocks)
 BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -56,8 +59,8 @@ class TemplateLibrary:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         loader = FileSystemLoader(directory)
-        self._text = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=False)
-        self._html = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=True)
+        self._text = BoundedSandbox(loader=loader, undefined=StrictUndefined, autoescape=False)
+        self._html = BoundedSandbox(loader=loader, undefined=StrictUndefined, autoescape=True)
 
     def names(self, channel: str) -> list[str]:
         return sorted(path.stem for path in (self.directory / channel).glob("[!_]*.j2"))
@@ -98,7 +101,7 @@ class TemplateLibrary:
                 else html_to_text(html)
             )
         except TemplateError as error:
-            raise TemplateRenderError(f"template email/{name}: {error}") from error
+            raise TemplateRenderError(self._refusal("email", name, error)) from error
         return RenderedEmail(subject=subject, text=text, html=html)
 
     def render(self, channel: str, name: str, context: dict[str, Any]) -> dict[str, str]:
@@ -115,14 +118,14 @@ class TemplateLibrary:
                 if block in template.blocks
             }
         except TemplateError as error:
-            raise TemplateRenderError(f"template {channel}/{name}: {error}") from error
+            raise TemplateRenderError(self._refusal(channel, name, error)) from error
 
     def render_sms(self, name: str, context: dict[str, Any]) -> RenderedSms:
         try:
             template = self._text.get_template(_relative("sms", name))
             body = _block(template, "body", context).strip()
         except TemplateError as error:
-            raise TemplateRenderError(f"template sms/{name}: {error}") from error
+            raise TemplateRenderError(self._refusal("sms", name, error)) from error
         if not body or len(body) > SMS_MAX_LENGTH:
             raise TemplateRenderError(
                 f"template sms/{name}: the body is {len(body)} characters; it must be 1 to {SMS_MAX_LENGTH}"
@@ -135,10 +138,49 @@ class TemplateLibrary:
             title, body = (" ".join(_block(template, b, context).split()) for b in ("title", "body"))
             url = _block(template, "url", context).strip() if "url" in template.blocks else ""
         except TemplateError as error:
-            raise TemplateRenderError(f"template push/{name}: {error}") from error
+            raise TemplateRenderError(self._refusal("push", name, error)) from error
         if url and not url.startswith(("https://", "http://", "/")):
             raise TemplateRenderError(f"template push/{name}: url {url!r} is not a web address")
         return RenderedPush(title, body, url)
+
+    def _refusal(self, channel: str, name: str, error: TemplateError) -> str:
+        """Why `channel/name` did not render, with the file and line where it failed when known."""
+        where = template_line(error)
+        if where is None:
+            return f"template {channel}/{name}: {error}"
+        path, line = where
+        return f"template {channel}/{name} ({_shown(path, self.directory)}:{line}): {error}"
+
+    def sandbox_problems(self, channel: str, name: str) -> list[tuple[Path, int | None, str]]:
+        """(file, line, reason) for what the sandbox refuses in `channel/name`: reads of Python internals
+        anywhere in it, and what a render for a sample lead hits (a refused call, a bound on work or size)."""
+        path = self.directory / channel / f"{name}.j2"
+        tree = self._text.parse(path.read_text(encoding="utf-8"))
+        problems: list[tuple[Path, int | None, str]] = [
+            (path, line, why) for line, why in internals_read(tree)
+        ]
+        for include in tree.find_all(nodes.Include):  # shared pieces (`_footer.html.j2`) are read as well
+            included = self.directory / str(getattr(include.template, "value", ""))
+            if isinstance(include.template, nodes.Const) and included.is_file():
+                partial = self._text.parse(included.read_text(encoding="utf-8"))
+                problems.extend((included, line, why) for line, why in internals_read(partial))
+        try:
+            template = self._text.get_template(_relative(channel, name))
+        except TemplateError:
+            return problems  # does not compile: problem_at says so
+        for block in template.blocks:
+            try:
+                render_block(template, block, sample_context())
+            except SecurityError as refused:
+                where = template_line(refused)
+                problems.append(
+                    (where[0], where[1], f"the sandbox refuses it: {refused}")
+                    if where
+                    else (path, None, f"the sandbox refuses the {block} block: {refused}")
+                )
+            except TemplateError:
+                pass  # unknown variables and the like: the lint of the sequences that send it explains them
+        return problems
 
     def variables_used(self, channel: str, name: str) -> list[VariableUse]:
         """Each variable a template reads (`lead.first_name`, `event.properties.title`, `unsubscribe_url`),
@@ -219,12 +261,78 @@ def _collect_uses(node: nodes.Node, guarded: set[Chain], uses: list[VariableUse]
         _collect_uses(child, guarded, uses, defaulted)
 
 
+def internals_read(tree: nodes.Template) -> Iterator[tuple[int, str]]:
+    """(line, reason) for every place a template reaches for a Python internal: a name starting with `_`
+    read as an attribute (`''.__class__`, `lead['__init__']`, `|attr('__class__')`, `ns.__dict__`) or
+    through a format string (`'{0.__class__}'.format(lead)`). The sandbox refuses each when it runs;
+    `leadflow check` refuses them before, even on a branch no sample lead takes."""
+    why = "is a Python internal (a name starting with _): templates may only read the lead's fields"
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.NSRef, nodes.Filter, nodes.Const)):
+        if isinstance(node, nodes.Getattr | nodes.NSRef) and node.attr.startswith("_"):
+            yield node.lineno, f"`{node.attr}` {why}"
+        elif isinstance(node, nodes.Getitem) and _underscored(node.arg):
+            yield node.lineno, f"`[{node.arg.value!r}]` {why}"  # type: ignore[attr-defined]
+        elif (
+            isinstance(node, nodes.Filter)
+            and node.name == "attr"
+            and node.args
+            and _underscored(node.args[0])
+        ):
+            yield node.lineno, f"`attr({node.args[0].value!r})` {why}"  # type: ignore[attr-defined]
+        elif (
+            isinstance(node, nodes.Const)
+            and isinstance(node.value, str)
+            and _FORMAT_INTERNAL.search(node.value)
+        ):
+            yield node.lineno, f"the format string {node.value!r} reads an attribute that {why}"
+
+
+_FORMAT_INTERNAL = re.compile(r"\{[^{}]*[.\[]_")
+
+
+def _underscored(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Const) and isinstance(node.value, str) and node.value.startswith("_")
+
+
+def sample_context() -> dict[str, Any]:
+    """A lead with every field leads are known to have, for trying a template out."""
+    lead = _SampleLead(
+        id=1,
+        email="ada@acme.test",
+        phone="+33612345678",
+        stage="lead",
+        score=42,
+        company="Acme",
+        first_name="Ada",
+        last_name="Lovelace",
+        job_title="CTO",
+        industry="software",
+        company_size=250,
+        country="FR",
+        timezone="Europe/Paris",
+        utm_source="newsletter",
+        ebook_title="The Nurture Playbook",
+    )
+    return {"lead": lead, "unsubscribe_url": "https://leadflow.example/u/sample"}
+
+
+class _SampleLead(dict[str, Any]):
+    """A sample lead has every property: one it lacks reads as empty text, so trying a template goes on."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 def _relative(channel: str, name: str) -> str:
     return f"{channel}/{name}.j2"
 
 
 def _block(template: Template, block: str, context: dict[str, Any]) -> str:
-    return "".join(template.blocks[block](template.new_context(context)))
+    return render_block(template, block, context)
+
+
+def _shown(path: Path, directory: Path) -> str:
+    return str(path.relative_to(directory)) if path.is_relative_to(directory) else str(path)
 
 
 class _TextExtractor(HTMLParser):

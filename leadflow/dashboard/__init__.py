@@ -3,14 +3,13 @@ by `charts`), behind the API's keys.
 
 A script sends `Authorization: Bearer <key>`. A browser signs in once, with the form at /dashboard/login or
 by opening any page with `?key=<key>` (the key is then dropped from the address): either sets an HttpOnly,
-SameSite=Strict cookie holding an HMAC of the key, never the key itself.
+SameSite=Strict cookie naming the key's digest, signed with the secret key and valid for 12 hours; never the
+key itself. Revoking the key ends its sessions at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,12 @@ from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 
 from leadflow import clock, reports
+from leadflow.apikeys import Caller, Keyring
 from leadflow.content.templates import TemplateRenderError
 from leadflow.dashboard import charts
 from leadflow.leads import find_lead, lead_document, preview_context
@@ -38,24 +39,28 @@ class NeedsLogin(Exception):
 
 
 @dataclass(frozen=True)
-class Keys:
-    keys: list[str]
+class Sessions:
+    """Who may see the dashboard: a request with an API key, or a browser with a session cookie."""
 
-    @staticmethod
-    def token(key: str) -> str:
-        return hmac.new(key.encode(), b"leadflow dashboard session", hashlib.sha256).hexdigest()
+    keyring: Keyring
+    signer: URLSafeTimedSerializer
 
-    def accepts_key(self, supplied: str) -> bool:
-        return any(hmac.compare_digest(supplied.encode(), key.encode()) for key in self.keys)
+    def token(self, caller: Caller) -> str:
+        return str(self.signer.dumps(caller.digest))
 
-    def accepts_token(self, supplied: str) -> bool:
-        return any(hmac.compare_digest(supplied.encode(), self.token(key).encode()) for key in self.keys)
+    def caller_of_token(self, token: str) -> Caller | None:
+        try:
+            digest = self.signer.loads(token, max_age=COOKIE_AGE)
+        except BadSignature:
+            return None
+        return self.keyring.caller_by_digest(digest) if isinstance(digest, str) else None
 
-    def allows(self, request: Request) -> bool:
+    def caller(self, request: Request) -> Caller | None:
+        """Blocking: reads the store."""
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer ") and self.accepts_key(header[7:].strip()):
-            return True
-        return self.accepts_token(request.cookies.get(COOKIE, ""))
+        if header.lower().startswith("bearer "):
+            return self.keyring.caller(header[7:].strip())
+        return self.caller_of_token(request.cookies.get(COOKIE, ""))
 
 
 def _environment() -> Environment:
@@ -70,19 +75,21 @@ def _environment() -> Environment:
     return environment
 
 
-def install(app: FastAPI, runtime: Runtime) -> None:
-    """Add the dashboard's routes to the API."""
-    keys = Keys(runtime.settings.api_keys)
+def install(app: FastAPI, runtime: Runtime, keyring: Keyring) -> None:
+    """Add the dashboard's routes to the API, open to the holders of the keys `keyring` knows."""
+    sessions = Sessions(
+        keyring, URLSafeTimedSerializer(runtime.settings.resolved_secret_key, salt="leadflow-dashboard")
+    )
     pages = _environment()
     router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
     def render(page: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(pages.get_template(page).render(**context), status_code)
 
-    def signed_in(request: Request, response: Response, key: str) -> Response:
+    def signed_in(request: Request, response: Response, caller: Caller) -> Response:
         response.set_cookie(
             COOKIE,
-            Keys.token(key),
+            sessions.token(caller),
             max_age=COOKIE_AGE,
             httponly=True,
             samesite="strict",
@@ -101,12 +108,13 @@ def install(app: FastAPI, runtime: Runtime) -> None:
         """None when the request may see the page; a redirect that stores the session for `?key=`."""
         supplied = request.query_params.get("key")
         if supplied is not None:
-            if not keys.accepts_key(supplied):
+            caller = await asyncio.to_thread(sessions.keyring.caller, supplied)
+            if caller is None:
                 raise NeedsLogin()
             rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "key"])
             target = request.url.path + (f"?{rest}" if rest else "")
-            return signed_in(request, RedirectResponse(target, status.HTTP_303_SEE_OTHER), supplied)
-        if not keys.allows(request):
+            return signed_in(request, RedirectResponse(target, status.HTTP_303_SEE_OTHER), caller)
+        if await asyncio.to_thread(sessions.caller, request) is None:
             raise NeedsLogin()
         return None
 
@@ -118,9 +126,10 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     async def login(request: Request) -> Response:
         form = parse_qs((await request.body()).decode(errors="replace"))
         supplied, target = form.get("key", [""])[0], _local(form.get("next", ["/dashboard"])[0])
-        if not keys.accepts_key(supplied):
+        caller = await asyncio.to_thread(sessions.keyring.caller, supplied)
+        if caller is None:
             return render("login.html", status.HTTP_401_UNAUTHORIZED, next=target, failed=True)
-        return signed_in(request, RedirectResponse(target, status.HTTP_303_SEE_OTHER), supplied)
+        return signed_in(request, RedirectResponse(target, status.HTTP_303_SEE_OTHER), caller)
 
     @router.post("/logout", response_model=None)
     async def logout() -> Response:

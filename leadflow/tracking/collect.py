@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from leadflow import clock
 from leadflow.content.models import EVENT_TYPE, Site
 from leadflow.identity import Identified, fill_blank_properties, identify
 from leadflow.ingest import EventIn, IngestResult, LeadIn, properties_at_most, store_events
+from leadflow.inputs import Input
 from leadflow.store import Database
 
 # The snippet's own event types; a site may allow more (`events:` in sites.yaml).
@@ -27,9 +28,7 @@ CLIENT_ID = r"^[A-Za-z0-9_-]{8,64}$"
 _small = properties_at_most(MAX_PROPERTIES_BYTES)
 
 
-class TrackedEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TrackedEvent(Input):
     id: str = Field(pattern=CLIENT_ID, description="random per event: a resent batch is stored once")
     type: str = Field(pattern=EVENT_TYPE, max_length=100)
     age_ms: int = Field(
@@ -49,10 +48,8 @@ class TrackedEvent(BaseModel):
         return event_type
 
 
-class CollectIn(BaseModel):
+class CollectIn(Input):
     """One request from the snippet: the site key, the browser's anonymous id, and what happened."""
-
-    model_config = ConfigDict(extra="forbid")
 
     site: str = Field(max_length=100)
     anonymous_id: str = Field(pattern=CLIENT_ID)

@@ -20,9 +20,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from leadflow.content.models import RateLimit, Site
+from leadflow.ratelimit import RateLimiter, retry_after_header
+from leadflow.refusals import refusals
 from leadflow.runtime import Runtime
-from leadflow.tracking.collect import MAX_BODY_BYTES, CollectIn, store_collected
-from leadflow.tracking.ratelimit import RateLimiter, retry_after_header
+from leadflow.tracking.collect import MAX_EVENTS, CollectIn, store_collected
 
 SNIPPET = Path(__file__).with_name("leadflow.js")
 CONFIG_MARKER = "/*CONFIG*/"
@@ -42,7 +43,11 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
     def site_of(key: str) -> Site | None:
         return runtime.content.sites.get(key)
 
-    @router.get("/leadflow.js", response_class=Response)
+    @router.get(
+        "/leadflow.js",
+        response_class=Response,
+        responses={404: {"description": "unknown site key", "content": {"text/javascript": {}}}},
+    )
     async def snippet(request: Request, site: str = "") -> Response:
         """The tracking snippet with the site's settings in it. Paste
         `<script async src="…/t/leadflow.js?site=KEY"></script>` into the site's pages."""
@@ -82,14 +87,19 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
             },
         )
 
-    @router.post("/collect", status_code=status.HTTP_202_ACCEPTED)
+    @router.post(
+        "/collect",
+        status_code=status.HTTP_202_ACCEPTED,
+        responses={204: {"description": "Do-Not-Track: nothing recorded"}, **refusals(400, 403, 413, 429)},
+    )
     async def collect(request: Request) -> Response:
         """Events (and an identify) from the snippet, for one site key and one browser's anonymous id.
-        Refused: unknown key or origin (403), over the rate limits (429), too large (413), invalid (422)."""
+        Refused: unknown key or origin (403), over the rate limits (429), too large or too many events (413),
+        invalid (422)."""
         origin = request.headers.get("origin", "")
         allowed: dict[str, str] = {}
         try:
-            raw = await read_limited(request)
+            raw = await request.body()  # bounded by MAX_BODY_BYTES (leadflow.bodylimit, set up by the API)
             data = parse_json(raw)
             site = site_of(str(data.get("site", "")))
             if site is None:
@@ -147,22 +157,6 @@ def cors(origin: str) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
-async def read_limited(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise Refused(
-            status.HTTP_413_CONTENT_TOO_LARGE, f"a request may carry at most {MAX_BODY_BYTES} bytes"
-        )
-    received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > MAX_BODY_BYTES:
-            raise Refused(
-                status.HTTP_413_CONTENT_TOO_LARGE, f"a request may carry at most {MAX_BODY_BYTES} bytes"
-            )
-    return bytes(received)
-
-
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw)
@@ -187,6 +181,13 @@ def validate(data: dict[str, Any], site: Site) -> CollectIn:
     try:
         return CollectIn.model_validate(data, context={"site": site})
     except ValidationError as invalid:
+        if any(
+            problem["loc"] == ("events",) and problem["type"] == "too_long" for problem in invalid.errors()
+        ):
+            raise Refused(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"a request may carry at most {MAX_EVENTS} events: nothing of it was stored",
+            ) from None
         raise Refused(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [

@@ -1,7 +1,7 @@
-"""In-process token buckets for the public tracking endpoint: one per site key and one per client IP.
+"""In-process token buckets: per API key (the /v1 routes), and per site key and client IP (`POST /t/collect`).
 
 They live in the API process's memory, so with N API processes behind a load balancer a client gets up to
-N times the configured rate; that bounds abuse of a public key, it is not exact accounting.
+N times the configured rate; that bounds abuse of a key, it is not exact accounting.
 """
 
 from __future__ import annotations
