@@ -93,7 +93,8 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             for chunk in range(0, len(lead_ids), 10_000):
                 await asyncio.gather(*(park(lead_id) for lead_id in lead_ids[chunk : chunk + 10_000]))
-                samples.append({"parked": chunk + 10_000, "worker_rss_mib": resident_mib(worker.pid)})
+                parked = min(chunk + 10_000, len(lead_ids))
+                samples.append({"parked": parked, "worker_rss_mib": resident_mib(worker.pid)})
                 log.info("%s", samples[-1])
             park_seconds = time.perf_counter() - started
             await asyncio.sleep(options.settle)  # the worker journals the last first steps
