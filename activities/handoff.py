@@ -23,7 +23,7 @@ from leadflow.contracts import (
     WebhookNotice,
     WebhookTarget,
 )
-from leadflow.delivery import Claim, deliver_once
+from leadflow.delivery import Claim, HandOver, deliver_once
 from leadflow.handoff import (
     NOTIFICATION_TEMPLATE,
     WAITING,
@@ -175,11 +175,14 @@ class HandoffActivities:
         context = await asyncio.to_thread(prepare)
         target = notice.target
         payload = slack_payload(context) if target.format == "slack" else crm_payload(context)
+
+        async def post(message_id: int, hand_over: HandOver) -> str:
+            await hand_over()
+            return await runtime.webhooks.post(target.url, payload, notice.key)
+
         try:
             delivery = await deliver_once(
-                runtime,
-                Claim(notice.key, None, "webhook", target.format, target.url),
-                lambda message_id: runtime.webhooks.post(target.url, payload, notice.key),
+                runtime, Claim(notice.key, None, "webhook", target.format, target.url), post
             )
         except TemporaryDeliveryError as error:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error

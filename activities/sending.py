@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import update
@@ -43,6 +43,9 @@ from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, EnrollmentStep, Lead
 
 HEARTBEAT_SECONDS = 2.0
+LONGEST_RETRY_DELAY = timedelta(
+    minutes=30
+)  # the send retry policy's maximum interval (workflows/sequence.py)
 T = TypeVar("T")
 
 
@@ -65,6 +68,14 @@ async def heartbeating(work: Awaitable[T]) -> T:
             return task.result()
         if activity.in_activity():
             activity.heartbeat()
+
+
+def provider_delay(error: TemporaryDeliveryError) -> timedelta | None:
+    """The wait the provider asked for before the next attempt (None: the retry policy's backoff decides),
+    at most the policy's longest interval, so a wild Retry-After cannot park a send for days."""
+    if error.retry_after is None:
+        return None
+    return min(timedelta(seconds=error.retry_after), LONGEST_RETRY_DELAY)
 
 
 class SendActivities:
@@ -96,7 +107,9 @@ class SendActivities:
         except TemplateRenderError as error:
             raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
         except TemporaryDeliveryError as error:
-            raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
+            raise ApplicationError(
+                str(error), type="TemporaryDeliveryError", next_retry_delay=provider_delay(error)
+            ) from error
         return SendResult(
             status=delivery.status,
             message_id=delivery.message_id,

@@ -26,8 +26,8 @@ OPT_OUT_EVENT, OPT_IN_EVENT = "unsubscribed", "subscribed"
 CONSENT_EVENTS = {OPT_OUT_EVENT: WITHDRAWN, OPT_IN_EVENT: GRANTED}
 # Suppressions a fresh opt-in lifts; a bounce, a complaint or an erasure stays.
 LIFTED_BY_OPT_IN = ("opt_out",)
-# Messages that count against a frequency cap: sent, or possibly sent.
-COUNTED = ("sent", "sending", "uncertain")
+# Messages that count against a frequency cap: sent, possibly sent, or being sent.
+COUNTED = ("sent", "sending", "claimed", "uncertain")
 CAP_WINDOWS = {"day": timedelta(days=1), "week": timedelta(days=7)}
 
 SEND, SUPPRESSED, SKIPPED, HOLD = "send", "suppressed", "skipped", "held"

@@ -1,8 +1,12 @@
 """Sending a message exactly once per idempotency key, on any channel.
 
 The key is claimed in the store (unique constraint) before the provider is called, so a retried or replayed
-activity never sends twice. A claim left in `sending` means an earlier attempt died during the provider call:
-whether the provider took the message is unknown, and we choose never-twice over maybe-once (`uncertain`).
+activity never sends twice. The claim is held by one attempt (its token): `claimed` while the message is
+being prepared and the provider connected to, `sending` from the moment it is handed over (the attempt
+swaps claimed for sending just before the provider can take it: SMTP DATA, the HTTP request). A claim left
+in `claimed` means an earlier attempt stopped before the provider had anything: the next attempt takes it
+over and sends. A claim left in `sending` means one died during the provider call: whether the provider took
+the message is unknown, and we choose never-twice over maybe-once (`uncertain`).
 
 The send-time policy (consent, suppression, sending hours, frequency caps: leadflow.consent) is asked inside
 the claiming transaction, so what it counts and what is claimed cannot drift apart.
@@ -11,11 +15,12 @@ the claiming transaction, so what it counts and what is claimed cannot drift apa
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from leadflow import clock, consent
@@ -26,11 +31,19 @@ from leadflow.store.models import Lead, Message, PushSubscription
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 SENT, SENDING, DEFERRED, BOUNCED, UNCERTAIN = "sent", "sending", "deferred", "bounced", "uncertain"
+CLAIMED = "claimed"
 ALREADY_SENT, HELD = "already_sent", "held"
 SUPPRESSING = {"bounce": "bounce", "invalid_number": "invalid_number", "opted_out": "opt_out"}
 
 Gate = Callable[[Session], Verdict]
-Send = Callable[[int], Awaitable[str]]  # gets the claimed message's id, returns the provider's id
+HandOver = Callable[[], Awaitable[None]]
+# Gets the claimed message's id and the hand-over to await at the last moment before the provider can take
+# the message (it raises TakenOver when another attempt holds the claim now); returns the provider's id.
+Send = Callable[[int, HandOver], Awaitable[str]]
+
+
+class TakenOver(Exception):
+    """Another attempt holds this message's claim now (this one was presumed dead): it must not send."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +70,14 @@ class Delivery:
     hold_until: datetime | None = None
 
 
-def _claim(claim: Claim, gate: Gate | None, now: datetime, session: Session) -> Delivery | int:
-    """The claimed message's id when the provider must be called now; else the Delivery to report."""
+def _claim(claim: Claim, gate: Gate | None, now: datetime, token: str, session: Session) -> Delivery | int:
+    """The id of the message claimed under `token` when the provider must be called now; else the Delivery
+    to report."""
     message = session.scalars(select(Message).where(Message.idempotency_key == claim.key)).first()
+    if message is not None and message.status == CLAIMED:
+        # An earlier attempt stopped before handing it over (its worker died, or it was presumed dead): the
+        # provider has nothing, so it is decided and sent afresh, like a deferred one.
+        message.status = DEFERRED
     if message is not None and message.status not in (DEFERRED,):
         if message.status == SENDING:
             message.status = UNCERTAIN
@@ -69,10 +87,11 @@ def _claim(claim: Claim, gate: Gate | None, now: datetime, session: Session) -> 
     verdict = gate(session) if gate else Verdict(SEND)
     if verdict.outcome == HOLD:
         return Delivery(HELD, message.id if message else None, verdict.reason, verdict.hold_until)
-    status = SENDING if verdict.outcome == SEND else verdict.outcome
+    status = CLAIMED if verdict.outcome == SEND else verdict.outcome
     if message is not None:
         message.status, message.error = status, verdict.reason or message.error
-        return message.id if status == SENDING else Delivery(status, message.id, verdict.reason)
+        message.claim_token = token
+        return message.id if status == CLAIMED else Delivery(status, message.id, verdict.reason)
     row = {
         "idempotency_key": claim.key,
         "lead_id": claim.lead_id,
@@ -81,6 +100,7 @@ def _claim(claim: Claim, gate: Gate | None, now: datetime, session: Session) -> 
         "recipient": claim.recipient,
         "subject": claim.subject,
         "status": status,
+        "claim_token": token,
         "error": verdict.reason or None,
         "created_at": now,
     }
@@ -90,14 +110,34 @@ def _claim(claim: Claim, gate: Gate | None, now: datetime, session: Session) -> 
     if not inserted:  # another attempt claimed it between our read and our insert: it owns the send
         return Delivery(UNCERTAIN, None, "claimed concurrently")
     message_id = int(inserted[0][0])
-    return message_id if status == SENDING else Delivery(status, message_id, verdict.reason)
+    return message_id if status == CLAIMED else Delivery(status, message_id, verdict.reason)
+
+
+def _hand_over(runtime: Runtime, message_id: int, token: str) -> bool:
+    """claimed -> sending, if this attempt still holds the claim."""
+    with runtime.db.transaction() as session:
+        handed = session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == CLAIMED, Message.claim_token == token)
+            .values(status=SENDING)
+        )
+        return bool(handed.rowcount)  # type: ignore[attr-defined]
 
 
 def _record_outcome(
-    runtime: Runtime, claim: Claim, message_id: int, now: datetime, error: Exception | None, **values: object
+    runtime: Runtime,
+    claim: Claim,
+    message_id: int,
+    token: str,
+    now: datetime,
+    error: Exception | None,
+    **values: object,
 ) -> None:
+    """What came of this attempt's call; nothing when another attempt took the claim over meanwhile."""
     with runtime.db.transaction() as session:
-        message = session.get_one(Message, message_id)
+        message = session.get_one(Message, message_id, with_for_update=True)
+        if message.claim_token != token:
+            return
         message.error = str(error) if error else None
         for name, value in values.items():
             setattr(message, name, value)
@@ -126,32 +166,33 @@ async def deliver_once(
     Raises TemporaryDeliveryError for the caller's retry policy; a permanent refusal returns `bounced`.
     """
     now = now or clock.now()
+    token = uuid.uuid4().hex
 
     def claim_in_store() -> Delivery | int:
         with runtime.db.transaction() as session:
-            return _claim(claim, gate, now, session)
+            return _claim(claim, gate, now, token, session)
 
     claimed = await asyncio.to_thread(claim_in_store)
     if isinstance(claimed, Delivery):
         return claimed
     message_id = claimed
+
+    async def hand_over() -> None:
+        if not await asyncio.to_thread(_hand_over, runtime, message_id, token):
+            raise TakenOver(f"message {message_id} was claimed by a later attempt")
+
+    def record(error: Exception | None, **values: object) -> Awaitable[None]:
+        return asyncio.to_thread(_record_outcome, runtime, claim, message_id, token, now, error, **values)
+
     try:
-        provider_id = await send(message_id)
+        provider_id = await send(message_id, hand_over)
+    except TakenOver as error:
+        return Delivery(UNCERTAIN, message_id, str(error))  # the later attempt sends it, or has
     except TemporaryDeliveryError as error:
-        await asyncio.to_thread(_record_outcome, runtime, claim, message_id, now, error, status=DEFERRED)
+        await record(error, status=DEFERRED)
         raise
     except PermanentDeliveryError as error:
-        await asyncio.to_thread(_record_outcome, runtime, claim, message_id, now, error, status=BOUNCED)
+        await record(error, status=BOUNCED)
         return Delivery(BOUNCED, message_id, str(error))
-    await asyncio.to_thread(
-        _record_outcome,
-        runtime,
-        claim,
-        message_id,
-        now,
-        None,
-        status=SENT,
-        provider_id=provider_id,
-        sent_at=now,
-    )
+    await record(None, status=SENT, provider_id=provider_id, sent_at=now)
     return Delivery(SENT, message_id)

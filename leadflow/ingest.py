@@ -164,8 +164,10 @@ def account_domain(email: str | None, properties: dict[str, Any]) -> str | None:
 
 
 def upsert_lead(db: Database, lead_in: LeadIn) -> tuple[Lead, bool]:
-    """The lead with this email, created or with `properties` merged in; and whether it was created."""
-    with db.transaction() as session:
+    """The lead with this email, created or with `properties` merged in; and whether it was created. Run
+    again when the store's connection drops under it (an upsert by email can be repeated)."""
+
+    def upsert(session: Session) -> tuple[Lead, bool]:
         lead_ids = lead_ids_by_email(session, {lead_in.email: lead_in.properties})
         lead = session.get_one(Lead, lead_ids[lead_in.email][0])
         created = lead_ids[lead_in.email][1]
@@ -176,6 +178,8 @@ def upsert_lead(db: Database, lead_in: LeadIn) -> tuple[Lead, bool]:
             lead.phone = lead_in.phone
             lead.updated_at = clock.now()
         return lead, created
+
+    return db.retrying(upsert)
 
 
 def lead_ids_by_email(
@@ -244,10 +248,10 @@ def _leads_by_anonymous_id(session: Session, anonymous_ids: set[str]) -> dict[st
 def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
     """Store each new event once with its outbox row; repeats of a known id are counted and ignored.
 
-    All or nothing: an unknown lead id anywhere refuses the whole batch before anything is written.
+    All or nothing: an unknown lead id anywhere refuses the whole batch before anything is written. Run
+    again when the store's connection drops under it (events are idempotent by id).
     """
-    with db.transaction() as session:
-        return store_events(session, events)
+    return db.retrying(lambda session: store_events(session, events))
 
 
 def store_events(session: Session, events: list[EventIn]) -> IngestResult:

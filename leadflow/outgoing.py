@@ -19,7 +19,7 @@ from leadflow.channels import OutgoingEmail, PermanentDeliveryError, TemporaryDe
 from leadflow.channels.webpush import PushTarget
 from leadflow.consent import SKIPPED, Verdict
 from leadflow.content.templates import RenderedEmail, RenderedPush, RenderedSms
-from leadflow.delivery import Claim, Delivery, Gate, deliver_once
+from leadflow.delivery import Claim, Delivery, Gate, HandOver, deliver_once
 from leadflow.pacing import paced_until
 from leadflow.runtime import Runtime
 from leadflow.store.models import Lead, PushSubscription
@@ -104,7 +104,7 @@ async def send_email(
     domain = parseaddr(sender or runtime.settings.mail_from)[1].rpartition("@")[2] or "leadflow.localhost"
     lead_id = claim.lead_id
 
-    async def send(message_id: int) -> str:
+    async def send(message_id: int, hand_over: HandOver) -> str:
         html, headers = rendered.html, {}
         if lead_id is not None:
             unsubscribe = runtime.tracker.unsubscribe_url(lead_id)
@@ -123,7 +123,7 @@ async def send_email(
             sender,
             reply_to,
         )
-        return await runtime.email.send(email)
+        return await runtime.email.send(email, before_data=hand_over)
 
     return await deliver_once(runtime, claim, send, gate, now)
 
@@ -131,9 +131,10 @@ async def send_email(
 async def send_sms(
     runtime: Runtime, claim: Claim, rendered: RenderedSms, gate: Gate, now: datetime
 ) -> Delivery:
-    async def send(message_id: int) -> str:
+    async def send(message_id: int, hand_over: HandOver) -> str:
         assert runtime.sms is not None  # the gate skips the step when SMS is not configured
         callback = runtime.settings.resolved_public_url + TWILIO_STATUS_PATH
+        await hand_over()
         return await runtime.sms.send(claim.recipient, rendered.body, callback)
 
     return await deliver_once(runtime, claim, send, gate, now)
@@ -151,8 +152,9 @@ async def send_push(
     410) loses it; when some browsers took the message and others are only temporarily unreachable, the
     message counts as sent (retrying would notify the others twice)."""
 
-    async def send(message_id: int) -> str:
+    async def send(message_id: int, hand_over: HandOver) -> str:
         assert runtime.push is not None  # the gate skips the step when push is not configured
+        await hand_over()
         results = await asyncio.gather(
             *(runtime.push.send(t, rendered.title, rendered.body, rendered.url) for t in targets),
             return_exceptions=True,

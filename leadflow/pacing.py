@@ -92,7 +92,7 @@ def next_allowed_send(
     return None if moment == at else moment
 
 
-PACED_STATUSES = ("sending", "sent", "uncertain")  # what counts against a frequency cap
+PACED_STATUSES = ("claimed", "sending", "sent", "uncertain")  # what counts against a frequency cap
 
 
 def paced_until(

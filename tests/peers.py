@@ -54,16 +54,28 @@ class TwilioApi:
     requests: list[TwilioRequest] = field(default_factory=list)  # every request, refused ones too
     messages: list[dict[str, str]] = field(default_factory=list)  # the messages Twilio accepted
     failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # served first, in order
+    outage: tuple[int, dict[str, Any], dict[str, str]] | None = None  # every request's answer while set
     port: int = 0
 
     def fail_next(self, status: int, code: int, message: str = "refused") -> None:
         self.failures.append((status, {"code": code, "message": message, "status": status}))
+
+    def refuse_all(self, status: int, code: int, retry_after: int | None = None) -> None:
+        """Answer every request with this error (and Retry-After when given) until `recover()`."""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self.outage = (status, {"code": code, "message": "unavailable", "status": status}, headers)
+
+    def recover(self) -> None:
+        self.outage = None
 
     async def create_message(self, request: web.Request) -> web.Response:
         form = {key: str(value) for key, value in (await request.post()).items()}
         self.requests.append(TwilioRequest(request.path, form, request.headers.get("Authorization")))
         if request.match_info["account"] != self.account_sid:
             return web.json_response({"code": 20404, "message": "not found", "status": 404}, status=404)
+        if self.outage:
+            status, body, headers = self.outage
+            return web.json_response(body, status=status, headers=headers)
         if self.failures:
             status, body = self.failures.pop(0)
             return web.json_response(body, status=status)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
@@ -10,6 +12,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.sending import SendActivities
 from leadflow import clock
 from leadflow.contracts import SendInput
+from leadflow.delivery import Claim, HandOver, deliver_once
 from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Message
@@ -39,9 +42,9 @@ async def test_a_retried_send_activity_sends_one_email(runtime: Runtime, inbox: 
     assert len(inbox.to(LEAD)) == 1
 
 
-async def test_a_send_that_died_mid_call_is_not_sent_again(runtime: Runtime, inbox: Inbox) -> None:
-    request = _send_input(runtime)
-    with runtime.db.transaction() as session:  # what a worker killed during the SMTP call leaves behind
+def _left_behind(runtime: Runtime, request: SendInput, status: str) -> None:
+    """The claim a worker killed mid-send leaves in the store."""
+    with runtime.db.transaction() as session:
         session.add(
             Message(
                 idempotency_key=request.idempotency_key,
@@ -49,13 +52,60 @@ async def test_a_send_that_died_mid_call_is_not_sent_again(runtime: Runtime, inb
                 channel="email",
                 template="ebook_delivery",
                 recipient=LEAD,
-                status="sending",
+                status=status,
+                claim_token="dead-worker",
                 created_at=clock.now(),
             )
         )
+
+
+async def test_a_send_that_died_mid_call_is_not_sent_again(runtime: Runtime, inbox: Inbox) -> None:
+    request = _send_input(runtime)
+    _left_behind(runtime, request, "sending")  # killed during the SMTP DATA: the server may have it
     result = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
     assert result.status == "uncertain"
     assert inbox.to(LEAD) == []
+
+
+async def test_a_send_that_died_before_handing_the_message_over_is_sent_once(
+    runtime: Runtime, inbox: Inbox
+) -> None:
+    request = _send_input(runtime)
+    _left_behind(runtime, request, "claimed")  # killed while connecting: the server has nothing
+    result = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
+    assert result.status == "sent"
+    again = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
+    assert again.status == "already_sent"
+    assert len(inbox.to(LEAD)) == 1
+
+
+async def test_of_two_overlapping_attempts_only_the_one_holding_the_claim_sends(runtime: Runtime) -> None:
+    """An attempt presumed dead (its heartbeat was late) wakes up after the retry took its claim over: it
+    must not send, and must not overwrite what the retry recorded."""
+    claim = Claim("handoff-1:webhook", None, "webhook", "json", "https://crm.test/hook")
+    stalled, wake, calls = asyncio.Event(), asyncio.Event(), []
+
+    async def presumed_dead(message_id: int, hand_over: HandOver) -> str:
+        stalled.set()
+        await wake.wait()
+        await hand_over()
+        calls.append("first")
+        return "first"
+
+    async def retry(message_id: int, hand_over: HandOver) -> str:
+        await hand_over()
+        calls.append("retry")
+        return "retry"
+
+    first = asyncio.create_task(deliver_once(runtime, claim, presumed_dead))
+    await stalled.wait()
+    retried = await deliver_once(runtime, claim, retry)
+    wake.set()
+    assert (retried.status, (await first).status) == ("sent", "uncertain")
+    assert calls == ["retry"]
+    with runtime.db.read() as session:
+        message = session.scalars(select(Message)).one()
+    assert (message.status, message.provider_id) == ("sent", "retry")
 
 
 async def test_a_refused_then_accepted_send_goes_out_once(runtime: Runtime, inbox: Inbox) -> None:

@@ -5,7 +5,8 @@ webhooks."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,6 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from activities.sending import SendActivities
 from leadflow import clock
+from leadflow.channels.sms import retry_after_seconds
 from leadflow.consent import suppression_of
 from leadflow.contracts import SendInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
@@ -122,8 +124,33 @@ async def test_rate_limits_and_server_errors_are_retried_and_send_once(
     with pytest.raises(ApplicationError) as refused:
         await send(runtime, sms_step(lead_id))
     assert refused.value.type == "TemporaryDeliveryError" and not refused.value.non_retryable
+    assert refused.value.next_retry_delay is None  # no Retry-After: the retry policy's backoff decides
     assert (await send(runtime, sms_step(lead_id))).status == "sent"
     assert len(twilio.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay"),
+    [("120", timedelta(minutes=2)), ("86400", timedelta(minutes=30))],
+    ids=["as-asked", "at-most-the-policy's-longest-interval"],
+)
+async def test_a_rate_limit_retries_no_sooner_than_twilios_retry_after(
+    runtime: Runtime, twilio: TwilioApi, retry_after: str, delay: timedelta
+) -> None:
+    lead_id = sms_lead(runtime)
+    twilio.refuse_all(429, 20429, retry_after=int(retry_after))
+    with pytest.raises(ApplicationError) as refused:
+        await send(runtime, sms_step(lead_id))
+    assert refused.value.type == "TemporaryDeliveryError" and refused.value.next_retry_delay == delay
+    twilio.recover()
+    assert (await send(runtime, sms_step(lead_id))).status == "sent"
+
+
+def test_retry_after_is_read_in_seconds_or_as_an_http_date() -> None:
+    in_a_minute = format_datetime(clock.now() + timedelta(seconds=60), usegmt=True)
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(in_a_minute) == 60.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
 
 
 # --- webhooks ---------------------------------------------------------------------------------------------

@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 
 
 class TemporaryDeliveryError(Exception):
-    """The provider may accept the message later (connection refused, 4xx, 429, 5xx from an HTTP API)."""
+    """The provider may accept the message later (connection refused, 4xx, 429, 5xx from an HTTP API).
+    `retry_after`: the seconds the provider asked us to wait first (its Retry-After), when it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(Exception):

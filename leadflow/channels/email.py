@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -95,19 +95,22 @@ class SmtpEmailChannel:
         data = self.compose(email).as_bytes(policy=SMTP_POLICY)
         return self.dkim.sign(data) if self.dkim else data
 
-    async def send(self, email: OutgoingEmail) -> str:
-        """Hand the message to the SMTP server; returns its Message-ID."""
+    async def send(
+        self, email: OutgoingEmail, before_data: Callable[[], Awaitable[None]] | None = None
+    ) -> str:
+        """Hand the message to the SMTP server; returns its Message-ID. `before_data` is awaited once the
+        server has accepted the envelope, just before the message itself goes (DATA): until then a failure
+        leaves nothing at the server."""
         envelope_from = parseaddr(email.sender or self.sender)[1]
         data = self.wire_bytes(email)
         try:
             async with self._connected() as smtp:
-                await smtp.sendmail(envelope_from, [email.to], data)
-        except aiosmtplib.SMTPRecipientsRefused as refused:
-            codes = [error.code for error in refused.recipients]
-            if all(400 <= code < 500 for code in codes):
-                raise TemporaryDeliveryError(str(refused)) from refused
-            raise PermanentDeliveryError(str(refused), "bounce") from refused
-        except aiosmtplib.SMTPResponseException as error:
+                await smtp.mail(envelope_from)
+                await smtp.rcpt(email.to)
+                if before_data is not None:
+                    await before_data()
+                await smtp.data(data)
+        except aiosmtplib.SMTPResponseException as error:  # a refused sender, recipient or message
             if 400 <= error.code < 500:
                 raise TemporaryDeliveryError(f"SMTP {error.code}: {error.message}") from error
             raise PermanentDeliveryError(f"SMTP {error.code}: {error.message}", "bounce") from error

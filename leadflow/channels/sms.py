@@ -6,6 +6,8 @@ builds https://api.twilio.com/… URLs, and the HTTP client below rewrites their
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +17,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from leadflow import clock
 from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError
 
 TWILIO_ORIGIN = "https://api.twilio.com"
@@ -31,6 +34,10 @@ PERMANENT_CODES = {
 }
 
 
+# The Retry-After of the last answer in this task: TwilioRestException does not carry the headers.
+_retry_after: ContextVar[float | None] = ContextVar("twilio_retry_after", default=None)
+
+
 class _ApiBaseHttpClient(AsyncTwilioHttpClient):
     def __init__(self, api_base: str) -> None:
         super().__init__(pool_connections=True, timeout=30)
@@ -40,7 +47,22 @@ class _ApiBaseHttpClient(AsyncTwilioHttpClient):
         if self.api_base != TWILIO_ORIGIN:
             parts = urlsplit(url)
             url = self.api_base + parts.path + (f"?{parts.query}" if parts.query else "")
-        return await super().request(method, url, *args, **kwargs)
+        response = await super().request(method, url, *args, **kwargs)
+        _retry_after.set(retry_after_seconds((response.headers or {}).get("Retry-After")))
+        return response
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header's delay (RFC 9110: seconds, or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((moment - clock.now()).total_seconds(), 0.0)
 
 
 class TwilioSmsChannel:
@@ -76,7 +98,7 @@ class TwilioSmsChannel:
         try:
             message = await self._connected().messages.create_async(to=to, body=body, **origin, **callback)
         except TwilioRestException as error:
-            raise classify(error) from error
+            raise classify(error, _retry_after.get()) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise TemporaryDeliveryError(f"Twilio unreachable: {error!r}") from error
         return str(message.sid)
@@ -89,12 +111,13 @@ class TwilioSmsChannel:
             await http.close()
 
 
-def classify(error: TwilioRestException) -> Exception:
-    """Rate limits, server errors and our own credentials (fixable by an operator) are retried; a number
-    that cannot take our messages is permanent and suppresses it; any other refusal is permanent."""
+def classify(error: TwilioRestException, retry_after: float | None = None) -> Exception:
+    """Rate limits, server errors and our own credentials (fixable by an operator) are retried, not sooner
+    than Twilio's Retry-After; a number that cannot take our messages is permanent and suppresses it; any
+    other refusal is permanent."""
     described = f"Twilio {error.status} error {error.code}: {error.msg}"
     if error.code in PERMANENT_CODES:
         return PermanentDeliveryError(described, PERMANENT_CODES[error.code])
     if error.status == 429 or error.status >= 500 or error.status in (401, 403):
-        return TemporaryDeliveryError(described)
+        return TemporaryDeliveryError(described, retry_after)
     return PermanentDeliveryError(described)

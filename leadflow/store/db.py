@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+T = TypeVar("T")
 
 
 def make_engine(url: str) -> Engine:
@@ -69,6 +71,19 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         with self._one_writer or nullcontext(), self._sessions() as session, session.begin():
             yield session
+
+    def retrying(self, work: Callable[[Session], T], attempts: int = 3) -> T:
+        """`work(session)` in a transaction, run again on a new connection when the one under it broke (a
+        dropped connection, a restarted or failed-over PostgreSQL). Only for work that is safe to repeat:
+        a commit whose answer was lost may have happened."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except DBAPIError as error:
+                if not error.connection_invalidated or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -266,8 +266,10 @@ class Message(Base):
     template: Mapped[str] = mapped_column(String(255))
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str | None] = mapped_column(Text)
-    # sending, sent, deferred, bounced, uncertain; suppressed / skipped when the policy decided not to send
+    # claimed (an attempt holds it, the provider does not have it yet), sending (handed to the provider),
+    # sent, deferred, bounced, uncertain; suppressed / skipped when the policy decided not to send
     status: Mapped[str] = mapped_column(String(16))
+    claim_token: Mapped[str | None] = mapped_column(String(32))  # the attempt holding the claim
     provider_id: Mapped[str | None] = mapped_column(String(255), index=True)
     delivery_status: Mapped[str | None] = mapped_column(String(32))  # what the provider reported later
     error: Mapped[str | None] = mapped_column(Text)
