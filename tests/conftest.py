@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -72,16 +72,24 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         return
     if not _postgres_reachable():
         pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
-    name = f"leadflow_test_{os.getpid()}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    database = Database(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
-    database.upgrade()
-    yield database
-    database.dispose()
+    with postgres_database(f"leadflow_test_{os.getpid()}") as database:
+        yield database
+
+
+@contextmanager
+def postgres_database(name: str) -> Iterator[Database]:
+    """A new migrated PostgreSQL database called `name` on the test server, dropped afterwards."""
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    database = Database(POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        database.upgrade()
+        yield database
+    finally:
+        database.dispose()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
