@@ -29,7 +29,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import Any
 import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from leadflow.api import create_app
@@ -105,10 +108,15 @@ def content_with_webhook(directory: Path, url: str) -> Path:
     return directory
 
 
+@dataclass
+class Stack:
+    api: httpx.AsyncClient
+    client: Client
+    settings: Settings
+
+
 @contextlib.asynccontextmanager
-async def embedded_stack(
-    workdir: Path, arrivals: Arrivals, processes: int
-) -> AsyncIterator[httpx.AsyncClient]:
+async def embedded_stack(workdir: Path, arrivals: Arrivals, processes: int) -> AsyncIterator[Stack]:
     smtp_port, api_port = free_port(), free_port()
     receiver = webhook_receiver(arrivals)
     smtp = Controller(arrivals, hostname="127.0.0.1", port=smtp_port)
@@ -147,7 +155,7 @@ async def embedded_stack(
                     headers={"Authorization": f"Bearer {API_KEY}"},
                     timeout=30,
                 ) as api:
-                    yield api
+                    yield Stack(api, client, settings)
                 server.should_exit = True
                 await serving
     finally:
@@ -181,12 +189,14 @@ async def background_load(api: httpx.AsyncClient, rate: int, leads: int, stop: a
 
 
 async def time_leads(
-    api: httpx.AsyncClient, arrivals: Arrivals, label: str, count: int, gap: float
+    api: httpx.AsyncClient, stack: Stack, arrivals: Arrivals, label: str, count: int, gap: float
 ) -> dict[str, Any]:
     email_s, webhook_s, both_s, missed = [], [], [], 0
+    stages: dict[str, list[float]] = defaultdict(list)
+    timed: list[tuple[str, float]] = []
     for n in range(count):
         lead = f"buyer{n}-{label}@hot.test"
-        await api.post(
+        created = await api.post(
             "/v1/leads", json={"email": lead, "properties": {"first_name": "Buyer", "company": "Hot"}}
         )
         event = {
@@ -196,7 +206,7 @@ async def time_leads(
             "properties": {"form": "contact-sales"},
         }
         response = await api.post("/v1/events", json=event)
-        accepted = time.monotonic()
+        accepted, accepted_wall = time.monotonic(), time.time()
         assert response.status_code == 202, response.text
         deadline = accepted + 10
         while (lead not in arrivals.email or lead not in arrivals.webhook) and time.monotonic() < deadline:
@@ -207,13 +217,40 @@ async def time_leads(
         email_s.append(arrivals.email[lead] - accepted)
         webhook_s.append(arrivals.webhook[lead] - accepted)
         both_s.append(max(email_s[-1], webhook_s[-1]))
+        timed.append((stack.settings.lead_workflow_id(created.json()["id"]), accepted_wall))
         await asyncio.sleep(gap)
+    for workflow_id, accepted_wall in timed:  # their first workflow tasks have completed by now
+        for stage, seconds in (await where_the_time_went(stack.client, workflow_id, accepted_wall)).items():
+            stages[stage].append(seconds)
     return {
         "leads": count,
         "missed_within_10s": missed,
         "email_seconds": summary(email_s),
         "webhook_seconds": summary(webhook_s),
         "both_seconds": summary(both_s),
+        "where_the_time_went": {stage: summary(seconds) for stage, seconds in stages.items()},
+    }
+
+
+async def where_the_time_went(client: Client, workflow_id: str, accepted: float) -> dict[str, float]:
+    """From the lead workflow's history: accepted → signal-with-start by the router (`routing`) → a worker
+    picked up the first workflow task (`task_queue`) → that task completed, assessment and hand-off email
+    included, as local activities (`worker`)."""
+    moments: dict[str, float] = {}
+    while "WORKFLOW_TASK_COMPLETED" not in moments:  # the first task may still be running
+        await asyncio.sleep(0.1)
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        for event in history.events:
+            name = EventType.Name(event.event_type)
+            for kind in ("WORKFLOW_EXECUTION_STARTED", "WORKFLOW_TASK_STARTED", "WORKFLOW_TASK_COMPLETED"):
+                if name == f"EVENT_TYPE_{kind}":
+                    moments.setdefault(kind, event.event_time.ToMicroseconds() / 1e6)
+    started = moments["WORKFLOW_EXECUTION_STARTED"]
+    picked = moments["WORKFLOW_TASK_STARTED"]
+    return {
+        "routing": started - accepted,
+        "task_queue": picked - started,
+        "worker": moments["WORKFLOW_TASK_COMPLETED"] - picked,
     }
 
 
@@ -232,10 +269,11 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     arrivals = Arrivals()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as workdir:
-        async with embedded_stack(Path(workdir), arrivals, options.worker_processes) as api:
+        async with embedded_stack(Path(workdir), arrivals, options.worker_processes) as stack:
+            api = stack.api
             for n in range(options.readers):  # the background leads exist before the load starts
                 await api.post("/v1/leads", json={"email": f"reader{n}@load.test"})
-            await time_leads(api, arrivals, "warmup", 3, options.gap)
+            await time_leads(api, stack, arrivals, "warmup", 3, options.gap)
             for rate in options.rates:
                 log.info("speed-to-lead with %s background events/s …", rate)
                 stop = asyncio.Event()
@@ -243,7 +281,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(2)  # let the load settle
                 cpu = time.process_time()
                 started = time.monotonic()
-                timed = await time_leads(api, arrivals, f"at{rate}", options.leads, options.gap)
+                timed = await time_leads(api, stack, arrivals, f"at{rate}", options.leads, options.gap)
                 elapsed = time.monotonic() - started
                 stop.set()
                 sent = await load

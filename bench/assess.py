@@ -1,0 +1,97 @@
+"""Benchmark: the cost of one assessment, the work a lead workflow does for every burst of events (rescore,
+score ledger, stages, segments, enrollments), on the embedded store (SQLite) or PostgreSQL.
+
+Leads of one account each carry a history of page views; every round, each lead gets one more page view
+and is assessed, as the lead workflow's local activity would. No Temporal: this is the store and the
+scoring alone, the part of speed-to-lead a worker spends the most CPU on. JSON on stdout.
+
+    .venv/bin/python bench/assess.py
+    .venv/bin/python bench/assess.py --leads 100 --history 50 --rounds 5 --database postgresql://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from activities.leads import LeadActivities
+from leadflow import clock
+from leadflow.contracts import AssessLeadInput
+from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+
+
+def run(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    settings = Settings(data_dir=workdir, database_url=options.database)
+    runtime = Runtime.from_settings(settings)
+    runtime.db.upgrade()
+    activities = LeadActivities(runtime)
+    emails = [f"reader{n}@assess.test" for n in range(options.leads)]
+    lead_ids = [upsert_lead(runtime.db, LeadIn(email=email))[0].id for email in emails]
+    start = clock.now() - timedelta(days=3)
+    history = [
+        EventIn(
+            id=f"history-{n}-{k}",
+            type="page_viewed",
+            email=email,
+            timestamp=start + timedelta(minutes=k),
+            properties={"url": f"/blog/{k % 7}"},
+        )
+        for n, email in enumerate(emails)
+        for k in range(options.history)
+    ]
+    for at in range(0, len(history), 1000):
+        ingest_events(runtime.db, history[at : at + 1000])
+    for lead_id in lead_ids:  # the history is scored once, as the workflows would have
+        activities._assess(AssessLeadInput(lead_id, []))
+    samples: list[float] = []
+    cpu = time.process_time()
+    for round_ in range(options.rounds):
+        for email, lead_id in zip(emails, lead_ids, strict=True):
+            event = EventIn(id=f"new-{round_}-{email}", type="page_viewed", email=email)
+            ingest_events(runtime.db, [event])
+            began = time.perf_counter()
+            activities._assess(AssessLeadInput(lead_id, []))
+            samples.append(time.perf_counter() - began)
+    cpu = time.process_time() - cpu
+    runtime.db.dispose()
+    samples.sort()
+    return {
+        "benchmark": "assess",
+        "store": runtime.db.dialect,
+        "leads_in_one_account": options.leads,
+        "events_per_lead": options.history + options.rounds,
+        "assessments": len(samples),
+        "ms_per_assessment": {
+            "p50": round(1000 * samples[len(samples) // 2], 2),
+            "p99": round(1000 * samples[int(len(samples) * 0.99)], 2),
+            "mean": round(1000 * sum(samples) / len(samples), 2),
+        },
+        "cpu_ms_per_assessment_and_event": round(1000 * cpu / len(samples), 2),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--leads", type=int, default=100, help="leads, all of one account")
+    parser.add_argument("--history", type=int, default=50, help="page views each lead has already")
+    parser.add_argument("--rounds", type=int, default=5, help="new page views (and assessments) per lead")
+    parser.add_argument("--database", default="", help="a database URL (default: SQLite in a temp dir)")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as workdir:
+        print(json.dumps(run(options, Path(workdir)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
