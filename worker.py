@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.handoff import HandoffActivities
 from activities.leads import LeadActivities
@@ -65,6 +66,9 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             handoff.escalate,
         ],
         max_cached_workflows=runtime.settings.worker_cache_size,
+        workflow_runner=(
+            SandboxedWorkflowRunner() if runtime.settings.workflow_sandbox else UnsandboxedWorkflowRunner()
+        ),
         # On shutdown, let activities in flight finish (a send in the middle of its provider call would
         # otherwise be left `uncertain`, never retried).
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     worker_processes: int = Field(default=1, ge=1)
     # Workflows a worker keeps in memory; the others are rebuilt from their history when they next wake.
     worker_cache_size: int = Field(default=1000, ge=0)
+    # Workflows inside the Temporal SDK's sandbox, which catches non-deterministic code but costs a third of
+    # a busy worker's CPU (it re-enters its importer for every payload of every activation). The test suite
+    # runs every workflow in it (tests/conftest.py), and the replay tests replay recorded histories in it.
+    workflow_sandbox: bool = False
 
     def as_environment(self) -> dict[str, str]:
         """These settings as LEADFLOW_* variables: what a process started from this one reads back."""

@@ -39,6 +39,10 @@ from leadflow.store.models import Base
 from tests.peers import VAPID, PushService, TwilioApi, serve
 from worker import running_worker
 
+# Every workflow the tests run, in-process or in a worker process they start, runs inside the SDK's
+# sandbox: a non-deterministic call fails here rather than in production, where workers run without it.
+os.environ["LEADFLOW_WORKFLOW_SANDBOX"] = "true"
+
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_KEY = "test-key"
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
@@ -192,9 +193,13 @@ async def test_the_ebook_email_names_the_ebook_the_lead_downloaded(
     assert download is not None and download.properties == {"title": "Lead Scoring 101"}
 
 
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["in the sandbox", "as workers run it"])
 async def test_ebook_then_webinar_registrants_get_a_reminder_the_rest_a_last_nudge(
-    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, sandboxed: bool
 ) -> None:
+    # Workers run workflows outside the SDK's sandbox (LEADFLOW_WORKFLOW_SANDBOX): the story is the same.
+    settings = runtime.settings.model_copy(update={"workflow_sandbox": sandboxed})
+    runtime = dataclasses.replace(runtime, settings=settings)
     report = await play(
         skipping,
         runtime,
