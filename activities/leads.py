@@ -86,7 +86,9 @@ class LeadActivities:
                 stage=lead.stage,
                 new_stages=[change.to_stage for change in rescored.stage_changes],
                 to_start=to_start,
-                handoff_stage_change_id=self._pending_handoff(session, lead.id),
+                handoff_stage_change_id=self._pending_handoff(session, lead.id)
+                if lead.stage == "sql"
+                else None,
                 temperature=rescored.result.temperature,
                 # One durable timer for both: the score cooling, and a count window sliding past.
                 next_rescore_at=_earliest(
@@ -173,7 +175,8 @@ class LeadActivities:
 
     @staticmethod
     def _pending_handoff(session: Session, lead_id: int) -> int | None:
-        """The latest SQL promotion whose salesperson has not been notified yet."""
+        """The latest SQL promotion whose salesperson has not been notified yet (asked of SQL leads only: a
+        lead that moved on, to an opportunity or back to nurture, is no longer handed off)."""
         latest = session.scalars(
             select(StageChange.id)
             .where(StageChange.lead_id == lead_id, StageChange.to_stage == "sql")
