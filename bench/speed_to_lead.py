@@ -3,7 +3,8 @@
 Time from the moment the API accepted (202) the event that makes a lead sales-ready (a demo request on the
 contact-sales form) until (a) the SMTP server accepted the salesperson's email and (b) the salesperson's
 signed webhook was received; p50 / p99 / max, with 10 and 100 background events/s (page views of other,
-known leads) going through the same API, router and workers.
+known leads) going through the same API, router and workers. Each timed lead's workflow history then
+splits its time into routing, waiting in the task queue, and the worker's first task (`where_the_time_went`).
 
 What runs is what `leadflow dev` runs: a Temporal dev server subprocess (SQLite file), the worker and
 outbox router in-process, the API served by uvicorn over a socket, a SQLite store, all in a temporary
