@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class TwilioRequest:
     path: str
     form: dict[str, str]
     auth: str | None
+    at: float = field(default_factory=time.monotonic)  # when it arrived
+    status: int = 201  # what it was answered
 
 
 @dataclass
@@ -70,15 +73,17 @@ class TwilioApi:
 
     async def create_message(self, request: web.Request) -> web.Response:
         form = {key: str(value) for key, value in (await request.post()).items()}
-        self.requests.append(TwilioRequest(request.path, form, request.headers.get("Authorization")))
+        received = TwilioRequest(request.path, form, request.headers.get("Authorization"))
+        self.requests.append(received)
         if request.match_info["account"] != self.account_sid:
+            received.status = 404
             return web.json_response({"code": 20404, "message": "not found", "status": 404}, status=404)
         if self.outage:
-            status, body, headers = self.outage
-            return web.json_response(body, status=status, headers=headers)
+            received.status, body, headers = self.outage
+            return web.json_response(body, status=received.status, headers=headers)
         if self.failures:
-            status, body = self.failures.pop(0)
-            return web.json_response(body, status=status)
+            received.status, body = self.failures.pop(0)
+            return web.json_response(body, status=received.status)
         sid = "SM" + uuid.uuid4().hex
         self.messages.append({**form, "sid": sid})
         return web.json_response(
