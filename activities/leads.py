@@ -86,9 +86,7 @@ class LeadActivities:
                 stage=lead.stage,
                 new_stages=[change.to_stage for change in rescored.stage_changes],
                 to_start=to_start,
-                handoff_stage_change_id=self._pending_handoff(session, lead.id)
-                if lead.stage == "sql"
-                else None,
+                handoff_stage_change_id=self._pending_handoff(session, lead),
                 temperature=rescored.result.temperature,
                 # One durable timer for both: the score cooling, and a count window sliding past.
                 next_rescore_at=_earliest(
@@ -174,12 +172,14 @@ class LeadActivities:
         return f"{first}-{len(previous) + 1}"
 
     @staticmethod
-    def _pending_handoff(session: Session, lead_id: int) -> int | None:
-        """The latest SQL promotion whose salesperson has not been notified yet (asked of SQL leads only: a
-        lead that moved on, to an opportunity or back to nurture, is no longer handed off)."""
+    def _pending_handoff(session: Session, lead: Lead) -> int | None:
+        """The latest SQL promotion whose salesperson has not been notified yet. Only an SQL lead has one: a
+        lead that moved on, to an opportunity or back to nurture, is no longer handed off (and costs no query)."""
+        if lead.stage != "sql":
+            return None
         latest = session.scalars(
             select(StageChange.id)
-            .where(StageChange.lead_id == lead_id, StageChange.to_stage == "sql")
+            .where(StageChange.lead_id == lead.id, StageChange.to_stage == "sql")
             .order_by(StageChange.id.desc())
         ).first()
         if latest is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.drill import Campaign, Drill, Leads, drop_connections, running_drill
+from tests.drill import Campaign, Drill, Leads, drop_connections, running_drill, until
 from tests.peers import TwilioRequest
 
 # A campaign takes one to five minutes on a shared 2-core machine, too long for every run of the suite
@@ -117,9 +117,7 @@ async def test_c_d_smtp_server_down_then_twilio_refusing_lose_and_repeat_nothing
     twilio.refuse_all(429, 20429, retry_after=RETRY_AFTER)
     await asyncio.sleep(4)
     # The sends refused with 500 back off past those 4 s on a busy machine: 429s until some were answered.
-    deadline = time.monotonic() + 60
-    while not any(r.status == 429 for r in twilio.requests) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    await until(lambda: any(r.status == 429 for r in twilio.requests), 60, lambda: "no send was answered 429")
     twilio.recover()
     sms = await recovered(drill, campaign, sms_at_fault, "sms")
 
