@@ -66,6 +66,7 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             handoff.escalate,
         ],
         max_cached_workflows=runtime.settings.worker_cache_size,
+        max_concurrent_workflow_tasks=runtime.settings.worker_workflow_task_slots,
         workflow_runner=(
             SandboxedWorkflowRunner() if runtime.settings.workflow_sandbox else UnsandboxedWorkflowRunner()
         ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 from sqlalchemy import select
@@ -20,6 +19,7 @@ from leadflow.contracts import (
     HandOffResult,
     SequenceStart,
 )
+from leadflow.lanes import PriorityLane
 from leadflow.leads import lead_temperature
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
@@ -40,11 +40,15 @@ SALES_STAGES = {"sql", "opportunity", "customer"}
 class LeadActivities:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.lane = PriorityLane(runtime.settings.assess_threads, "assess")
+        # Events that may hand a lead to sales at once: assessed before the page views waiting in the lane.
+        self.urgent_types = {rule.event for rule in runtime.content.scoring.hand_off_now}
 
     @activity.defn
     async def assess_lead(self, request: AssessLeadInput) -> AssessLeadResult:
         """Rescore the lead, stamp the stages it reached, and enroll it in the sequences of new segments."""
-        return await asyncio.to_thread(self._assess, request)
+        urgent = not self.urgent_types.isdisjoint(request.event_types)
+        return await self.lane.run(lambda: self._assess(request), urgent=urgent)
 
     def _assess(self, request: AssessLeadInput) -> AssessLeadResult:
         content, settings = self.runtime.content, self.runtime.settings

@@ -57,6 +57,7 @@ class AssessLeadInput:
     started_sequences: list[str] = field(default_factory=list)
     closed_windows: list[int] = field(default_factory=list)  # trigger event ids whose absence window ended
     as_of: datetime | None = None  # the workflow's time; None: the clock's
+    event_types: list[str] = field(default_factory=list)  # of the new events: a demo request goes first
 
 
 @dataclass

@@ -158,6 +158,7 @@ class LeadWorkflow:
                 already_running,
                 closed_windows=closed_windows,
                 as_of=workflow.now(),
+                event_types=sorted({event.type for event in burst}),
             ),
         )
         if assessment.merged_into is not None:
