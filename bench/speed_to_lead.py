@@ -4,7 +4,8 @@ Time from the moment the API accepted (202) the event that makes a lead sales-re
 contact-sales form) until (a) the SMTP server accepted the salesperson's email and (b) the salesperson's
 signed webhook was received; p50 / p99 / max, with 10 and 100 background events/s (page views of other,
 known leads) going through the same API, router and workers. Each timed lead's workflow history then
-splits its time into routing, waiting in the task queue, and the worker's first task (`where_the_time_went`).
+splits its time into routing, waiting in the task queue, and the worker's first task (`where_the_time_went`);
+and how far the background leads' scores lag behind their newest events (`background_scoring_lag_seconds`).
 
 What runs is what `leadflow dev` runs: a Temporal dev server subprocess (SQLite file), the worker and
 outbox router in-process, the API served by uvicorn over a socket, a SQLite store, all in a temporary
@@ -41,13 +42,17 @@ from typing import Any
 import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from leadflow import clock
 from leadflow.api import create_app
 from leadflow.dev import connect_when_ready, temporal_dev_server, worker_processes
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
+from leadflow.store import Database
+from leadflow.store.models import Event, Lead
 from worker import running_worker
 
 API_KEY = "bench-key"
@@ -114,6 +119,7 @@ class Stack:
     api: httpx.AsyncClient
     client: Client
     settings: Settings
+    db: Database
 
 
 @contextlib.asynccontextmanager
@@ -156,7 +162,7 @@ async def embedded_stack(workdir: Path, arrivals: Arrivals, processes: int) -> A
                     headers={"Authorization": f"Bearer {API_KEY}"},
                     timeout=30,
                 ) as api:
-                    yield Stack(api, client, settings)
+                    yield Stack(api, client, settings, runtime.db)
                 server.should_exit = True
                 await serving
     finally:
@@ -187,6 +193,32 @@ async def background_load(api: httpx.AsyncClient, rate: int, leads: int, stop: a
         sent += per_tick
         await asyncio.sleep(max(0.0, started + (sent / per_tick) * tick - time.monotonic()))
     return sent
+
+
+async def scoring_lag(db: Database, stop: asyncio.Event) -> list[float]:
+    """Once a second, for each background lead: how far its score lags behind its newest event, in seconds
+    (0 once that event was scored). Page views wait behind urgent work and coalesce: this is their price."""
+    newest = (
+        select(Lead.last_activity_at, func.max(Event.occurred_at))
+        .join(Event, Event.lead_id == Lead.id)
+        .where(Lead.email.like("%@load.test"))
+        .group_by(Lead.id)
+    )
+
+    def sample() -> list[float]:
+        with db.read() as session:
+            now = clock.now()  # a lead never scored yet lags by its newest event's age
+            return [
+                max(((event_at - scored_at) if scored_at else (now - event_at)).total_seconds(), 0.0)
+                for scored_at, event_at in session.execute(newest)
+            ]
+
+    lags: list[float] = []
+    while not stop.is_set():
+        lags += await asyncio.to_thread(sample)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
+    return lags
 
 
 async def time_leads(
@@ -280,12 +312,14 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
                 stop = asyncio.Event()
                 load = asyncio.create_task(background_load(api, rate, options.readers, stop))
                 await asyncio.sleep(2)  # let the load settle
+                lagging = asyncio.create_task(scoring_lag(stack.db, stop))
                 cpu = time.process_time()
                 started = time.monotonic()
                 timed = await time_leads(api, stack, arrivals, f"at{rate}", options.leads, options.gap)
                 elapsed = time.monotonic() - started
                 stop.set()
                 sent = await load
+                timed["background_scoring_lag_seconds"] = summary(await lagging)
                 timed["background_events_per_second"] = rate
                 timed["background_events_sent"] = sent
                 timed["process_cpu_share"] = round((time.process_time() - cpu) / elapsed, 2)
