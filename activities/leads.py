@@ -41,14 +41,17 @@ class LeadActivities:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.lane = PriorityLane(runtime.settings.assess_threads, "assess")
-        # Events that may hand a lead to sales at once: assessed before the page views waiting in the lane.
+        # Events that hand a lead to sales at once (a demo request).
         self.urgent_types = {rule.event for rule in runtime.content.scoring.hand_off_now}
 
     @activity.defn
     async def assess_lead(self, request: AssessLeadInput) -> AssessLeadResult:
         """Rescore the lead, stamp the stages it reached, and enroll it in the sequences of new segments."""
-        urgent = not self.urgent_types.isdisjoint(request.event_types)
-        return await self.lane.run(lambda: self._assess(request), urgent=urgent)
+        return await self.lane.run(lambda: self._assess(request), urgent=self.may_hand_off(request))
+
+    def may_hand_off(self, request: AssessLeadInput) -> bool:
+        """Whether this assessment may make the lead sales-ready: it goes before the page views waiting."""
+        return request.stage == "mql" or not self.urgent_types.isdisjoint(request.event_types)
 
     def _assess(self, request: AssessLeadInput) -> AssessLeadResult:
         content, settings = self.runtime.content, self.runtime.settings

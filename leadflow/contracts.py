@@ -48,6 +48,7 @@ class LeadWorkflowInput:
     rescore_requested: bool = False  # a colleague made the account hot, or the model changed
     merged_into: int | None = None  # set once the lead was merged into another: the workflow winds down
     absence_timers: list[AbsenceTimer] = field(default_factory=list)
+    stage: str = ""  # after the last assessment: an MQL's next event may make it sales-ready
 
 
 @dataclass
@@ -57,7 +58,10 @@ class AssessLeadInput:
     started_sequences: list[str] = field(default_factory=list)
     closed_windows: list[int] = field(default_factory=list)  # trigger event ids whose absence window ended
     as_of: datetime | None = None  # the workflow's time; None: the clock's
-    event_types: list[str] = field(default_factory=list)  # of the new events: a demo request goes first
+    # What decides whether the assessment is urgent (leadflow.lanes): the new events' types (a demo request)
+    # and the lead's stage before them (an MQL may cross the SQL threshold with any event).
+    event_types: list[str] = field(default_factory=list)
+    stage: str = ""
 
 
 @dataclass

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from activities.leads import LeadActivities
+from leadflow.contracts import AssessLeadInput
 from leadflow.lanes import PriorityLane
+from leadflow.runtime import Runtime
 
 
 class Gate:
@@ -66,3 +69,16 @@ async def test_a_cancelled_call_leaves_its_turn_to_the_next() -> None:
     assert await asyncio.wait_for(waiting, 5) == "waiting"
     assert await asyncio.wait_for(lane.run(lambda: gate.work("later", wait=False)), 5) == "later"
     assert "cancelled" not in gate.order
+
+
+def test_what_may_make_a_lead_sales_ready_is_urgent(runtime: Runtime) -> None:
+    """The shipped scoring model hands off at once on a demo request; an MQL is one event from SQL."""
+    activities = LeadActivities(runtime)
+
+    def urgent(event_types: list[str], stage: str) -> bool:
+        return activities.may_hand_off(AssessLeadInput(1, [1], event_types=event_types, stage=stage))
+
+    assert urgent(["demo_requested"], "lead")
+    assert urgent(["page_viewed"], "mql")
+    assert not urgent(["page_viewed"], "lead")
+    assert not urgent(["page_viewed", "ebook_downloaded"], "")  # a lead not assessed yet

@@ -159,8 +159,10 @@ class LeadWorkflow:
                 closed_windows=closed_windows,
                 as_of=workflow.now(),
                 event_types=sorted({event.type for event in burst}),
+                stage=self.state.stage,
             ),
         )
+        self.state.stage = assessment.stage
         if assessment.merged_into is not None:
             # The lead's events now belong to the survivor, whose own workflow acts on them. This one only
             # stops what it started. (Histories before merges existed never get here: no patch needed.)
