@@ -34,14 +34,19 @@ class _SharedAdaptersJSON(PydanticJSONPlainPayloadConverter):
         self._type_adapter = _type_adapters
 
 
+# One instance for all: the SDK builds a new payload converter for every serialization context (each
+# workflow and activity call), and a new pydantic converter builds its own schema serializer. It keeps no
+# state of a call (it takes no serialization context), like the SDK's default converters, also shared.
+_JSON = _SharedAdaptersJSON()
+
+
 class PayloadConverter(CompositePayloadConverter):
     """Temporal's default converters, JSON by pydantic (dataclasses, models, datetimes) with shared adapters."""
 
     def __init__(self) -> None:
-        json = _SharedAdaptersJSON()
         super().__init__(
             *(
-                json if isinstance(converter, JSONPlainPayloadConverter) else converter
+                _JSON if isinstance(converter, JSONPlainPayloadConverter) else converter
                 for converter in DefaultPayloadConverter.default_encoding_payload_converters
             )
         )
