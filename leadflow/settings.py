@@ -92,9 +92,11 @@ class Settings(BaseSettings):
     # Assessments (rescoring) a worker runs at once, on threads of their own (leadflow.lanes): more only
     # wait longer for the GIL and, on SQLite, for the one writer.
     assess_threads: int = Field(default=2, ge=1)
-    # Workflow tasks a worker holds at once. A lead's task stays open while its assessment waits in the lane:
-    # with fewer slots than busy leads, a sales-ready lead's task would wait on the server behind page views.
-    worker_workflow_task_slots: int = Field(default=1000, ge=1)
+    # Workflow tasks a worker holds at once (the SDK's default is 100). A lead's task stays open while its
+    # assessment waits in the lane: with fewer slots than leads busy at once, a sales-ready lead's task waits
+    # on the server behind page views; with too many, a burst keeps tasks waiting in the lane past their
+    # 10 s timeout, and the server hands them out again (measured: 1,000 slots tripled a 1,000-lead burst).
+    worker_workflow_task_slots: int = Field(default=200, ge=1)
     # Workflows inside the Temporal SDK's sandbox, which catches non-deterministic code but costs a third of
     # a busy worker's CPU (it re-enters its importer for every payload of every activation). The test suite
     # runs every workflow in it (tests/conftest.py), and the replay tests replay recorded histories in it.
