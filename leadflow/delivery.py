@@ -114,14 +114,22 @@ def _claim(claim: Claim, gate: Gate | None, now: datetime, token: str, session: 
 
 
 def _hand_over(runtime: Runtime, message_id: int, token: str) -> bool:
-    """claimed -> sending, if this attempt still holds the claim."""
-    with runtime.db.transaction() as session:
+    """claimed -> sending, if this attempt still holds the claim. Run again on a new connection when the store
+    connection broke: already `sending` under this attempt's token means the lost commit happened."""
+
+    def hand_over(session: Session) -> bool:
         handed = session.execute(
             update(Message)
-            .where(Message.id == message_id, Message.status == CLAIMED, Message.claim_token == token)
+            .where(
+                Message.id == message_id,
+                Message.status.in_((CLAIMED, SENDING)),
+                Message.claim_token == token,
+            )
             .values(status=SENDING)
         )
         return bool(handed.rowcount)  # type: ignore[attr-defined]
+
+    return runtime.db.retrying(hand_over)
 
 
 def _record_outcome(
@@ -133,16 +141,21 @@ def _record_outcome(
     error: Exception | None,
     **values: object,
 ) -> None:
-    """What came of this attempt's call; nothing when another attempt took the claim over meanwhile."""
-    with runtime.db.transaction() as session:
+    """What came of this attempt's call; nothing when another attempt took the claim over meanwhile. Run again
+    on a new connection when the store connection broke (recording the same outcome twice changes nothing):
+    a message the provider took must not be left `sending`, to be found `uncertain` by the retry."""
+
+    def record(session: Session) -> None:
         message = session.get_one(Message, message_id, with_for_update=True)
-        if message.claim_token != token:
-            return
+        if message.claim_token != token or message.status == values.get("status"):
+            return  # taken over by another attempt, or recorded already by a commit whose answer was lost
         message.error = str(error) if error else None
         for name, value in values.items():
             setattr(message, name, value)
         if isinstance(error, PermanentDeliveryError):
             _consequences(session, claim, error.reason, str(error), now)
+
+    runtime.db.retrying(record)
 
 
 def _consequences(session: Session, claim: Claim, reason: str, error: str, now: datetime) -> None:

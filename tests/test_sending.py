@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -16,7 +18,7 @@ from leadflow.delivery import Claim, HandOver, deliver_once
 from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Message
-from tests.conftest import Inbox
+from tests.conftest import POSTGRES_URL, Inbox
 
 LEAD = "lin@initech.test"
 
@@ -140,3 +142,30 @@ async def test_a_lead_who_unsubscribed_is_never_emailed(runtime: Runtime, inbox:
     result = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
     assert result.status == "suppressed"
     assert inbox.to(LEAD) == []
+
+
+async def test_a_store_connection_broken_while_recording_the_outcome_still_records_it_sent(
+    runtime: Runtime, inbox: Inbox
+) -> None:
+    """PostgreSQL kills the connection just as the send's outcome is written (a failover, a restart): the write
+    runs again on a new connection, so the message is recorded sent and its retry reports it sent, not
+    `uncertain`."""
+    if runtime.db.dialect != "postgresql":
+        pytest.skip("terminating a store connection needs PostgreSQL")
+    request, killed = _send_input(runtime), []
+
+    def kill_the_connection(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not killed and "FROM messages" in statement and "FOR UPDATE" in statement:
+            killed.append(conn.connection.dbapi_connection.info.backend_pid)
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (killed[0],))
+
+    event.listen(runtime.db.engine, "before_cursor_execute", kill_the_connection)
+    try:
+        first = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", kill_the_connection)
+    retried = await ActivityEnvironment().run(SendActivities(runtime).send_message, request)
+    assert killed, "the outcome's connection must have been terminated"
+    assert (first.status, retried.status) == ("sent", "already_sent")
+    assert len(inbox.to(LEAD)) == 1
