@@ -224,9 +224,6 @@ class Campaign:
     drill: str
     leads: Leads
     started: float = field(default_factory=time.monotonic)
-    # Per channel, once checked: messages recorded `uncertain`, and of those how many never reached the peer.
-    uncertain: dict[str, int] = field(default_factory=dict)
-    missing: dict[str, int] = field(default_factory=dict)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -381,8 +378,6 @@ class Drill:
             assert len(uncertain) <= handovers_cut, (
                 f"{len(uncertain)} {channel} messages uncertain, at most {handovers_cut} may be: {uncertain}"
             )
-            campaign.uncertain[channel] = len(uncertain)
-            campaign.missing[channel] = len(missing)
             assert not twice, (
                 f"{len(twice)} leads got the {channel} more than once: {list(twice.items())[:3]}"
             )

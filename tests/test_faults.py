@@ -60,11 +60,12 @@ async def recovered(
     await drill.finished(campaign)
     drill.assert_exactly_once(campaign, handovers_cut=workers_killed * SMTP_CONNECTIONS)
     assert at_fault < LEADS, "the fault must strike while messages are still to go out"
+    uncertain = drill.uncertain(campaign, channel)
     return {
         "flowing_again_s": round(again, 1),
         "done_after_s": round(time.monotonic() - back, 1),
-        "uncertain": campaign.uncertain.get(channel, 0),
-        "uncertain_missing_at_peer": campaign.missing.get(channel, 0),
+        "uncertain": len(uncertain),
+        "uncertain_missing_at_peer": len(uncertain - drill.received(campaign, channel).keys()),
     }
 
 
