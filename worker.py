@@ -60,6 +60,7 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             sending.lead_snapshot,
             sending.next_send_window,
             sending.record_step,
+            sending.record_steps,
             sending.finish_enrollment,
             handoff.notify_webhook,
             handoff.remind,

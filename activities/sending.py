@@ -8,7 +8,8 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -24,6 +25,7 @@ from leadflow.contracts import (
     SendResult,
     SendWindowInput,
     StepReached,
+    StepsReached,
 )
 from leadflow.delivery import Claim, Delivery
 from leadflow.leads import lead_temperature, sequence_message_context
@@ -96,6 +98,7 @@ class SendActivities:
                     return None
                 return recipient_of(session, lead), sequence_message_context(session, lead, enrollment)
 
+        await asyncio.to_thread(self._write_journal, request.journal)
         prepared = await asyncio.to_thread(prepare)
         if prepared is None:
             return SendResult(status=SUPPRESSED, reason="the lead was erased")
@@ -185,31 +188,24 @@ class SendActivities:
 
     @activity.defn
     async def record_step(self, step: StepReached) -> None:
-        def write() -> None:
-            with self.runtime.db.transaction() as session:
-                session.execute(
-                    update(Enrollment)
-                    .where(Enrollment.workflow_id == step.workflow_id)
-                    .values(current_step=step.step)
-                )
-                if step.lead_id is not None:
-                    session.add(
-                        EnrollmentStep(
-                            workflow_id=step.workflow_id,
-                            lead_id=step.lead_id,
-                            step=step.label or str(step.step),
-                            kind=step.kind or "step",
-                            at=clock.not_before(step.at),
-                            detail=step.detail,
-                        )
-                    )
+        """One journal entry (sequence workflows before JOURNAL_IN_BATCHES journaled each step alone)."""
+        await asyncio.to_thread(self._write_journal, [step])
 
-        await asyncio.to_thread(write)
+    @activity.defn
+    async def record_steps(self, steps: StepsReached) -> None:
+        """The journal entries a workflow gathered since its last activity, before it waits."""
+        await asyncio.to_thread(self._write_journal, steps.steps)
+
+    def _write_journal(self, steps: list[StepReached]) -> None:
+        if steps:
+            with self.runtime.db.transaction() as session:
+                write_journal(session, steps)
 
     @activity.defn
     async def finish_enrollment(self, finished: EnrollmentFinished) -> None:
         def write() -> None:
             with self.runtime.db.transaction() as session:
+                write_journal(session, finished.journal)
                 session.execute(
                     update(Enrollment)
                     .where(Enrollment.workflow_id == finished.workflow_id)
@@ -221,3 +217,37 @@ class SendActivities:
                 )
 
         await asyncio.to_thread(write)
+
+
+def write_journal(session: Session, steps: list[StepReached]) -> None:
+    """Journal entries of one enrollment, and its current step. An entry already there is not written again:
+    the activity carrying it may run twice (a retried send, a local activity rerun after a worker crash)."""
+    if not steps:
+        return
+    workflow_id = steps[-1].workflow_id
+    session.execute(
+        update(Enrollment).where(Enrollment.workflow_id == workflow_id).values(current_step=steps[-1].step)
+    )
+    written: set[tuple[str, str, str]] = {
+        (row.step, row.kind, row.detail)
+        for row in session.execute(
+            select(EnrollmentStep.step, EnrollmentStep.kind, EnrollmentStep.detail).where(
+                EnrollmentStep.workflow_id == workflow_id
+            )
+        )
+    }
+    for step in steps:
+        label, kind = step.label or str(step.step), step.kind or "step"
+        if step.lead_id is None or (label, kind, step.detail) in written:
+            continue
+        written.add((label, kind, step.detail))
+        session.add(
+            EnrollmentStep(
+                workflow_id=step.workflow_id,
+                lead_id=step.lead_id,
+                step=label,
+                kind=kind,
+                at=clock.not_before(step.at),
+                detail=step.detail,
+            )
+        )

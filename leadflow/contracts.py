@@ -148,6 +148,22 @@ class SequenceInput:
 
 
 @dataclass
+class StepReached:
+    workflow_id: str
+    step: int
+    label: str = ""  # "4.then.0" for nested steps; empty: str(step)
+    kind: str = ""
+    detail: str = ""
+    lead_id: int | None = None
+    at: datetime | None = None
+
+
+@dataclass
+class StepsReached:
+    steps: list[StepReached]
+
+
+@dataclass
 class SendInput:
     lead_id: int
     idempotency_key: str
@@ -158,6 +174,7 @@ class SendInput:
     at: datetime | None = None  # the workflow's time, for quiet hours and caps; None: the clock's
     sender: str = ""  # the sequence's From for emails; empty: the installation's
     reply_to: str = ""
+    journal: list[StepReached] = field(default_factory=list)  # the steps reached since the last activity
 
 
 @dataclass
@@ -169,17 +186,6 @@ class SendResult:
     reason: str = ""
     hold_until: datetime | None = None
     retry_at: datetime | None = None  # "deferred" results recorded before held existed: read like hold_until
-
-
-@dataclass
-class StepReached:
-    workflow_id: str
-    step: int
-    label: str = ""  # "4.then.0" for nested steps; empty: str(step)
-    kind: str = ""
-    detail: str = ""
-    lead_id: int | None = None
-    at: datetime | None = None
 
 
 @dataclass
@@ -210,3 +216,4 @@ class EnrollmentFinished:
     status: str  # completed, converted, exited
     reason: str = ""
     at: datetime | None = None  # the workflow's time
+    journal: list[StepReached] = field(default_factory=list)  # the steps reached since the last activity

@@ -9,18 +9,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
+from activities.sending import SendActivities
 from leadflow.content.loader import load_content
 from leadflow.content.models import Variant
+from leadflow.contracts import StepReached, StepsReached
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
-from leadflow.store.models import Enrollment, Message
+from leadflow.store.models import Enrollment, EnrollmentStep, Message
 from tests.conftest import Inbox, copy_content, eventually
 from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects, trial_content
 from worker import running_worker
 from workflows.sequence import pick_variant
+
+EBOOK = {"at": "0m", "type": "ebook_downloaded"}
 
 
 @pytest.fixture
@@ -122,6 +126,28 @@ async def test_handed_to_sales_and_opted_out_leads_leave_the_ebook_sequence(
     assert about(opted.finished_at - opted.started_at, 2 * DAY)  # at once, not at the next send
     assert staying.status == "running"
     assert len(subjects(inbox, 1)) == len(subjects(inbox, 2)) == 1 and len(subjects(inbox, 3)) == 2
+
+
+async def test_the_journal_shows_the_step_a_lead_waits_in_and_each_step_once(
+    skipping: WorkflowEnvironment,
+    runtime: Runtime,
+    inbox: Inbox,
+) -> None:
+    """Journal entries ride along with the step's own activity, or are written just before a wait: two days
+    into the ebook sequence the lead's journal already holds the first email and the three-day wait it is
+    in. An entry handed over twice (a retried send carries it again) is written once."""
+    await play(skipping, runtime, "ebook_follow_up", {"horizon": "2d", "events": [EBOOK]}, leads=1)
+    [enrollment] = enrollments(runtime, 1)
+    assert (enrollment.status, enrollment.current_step) == ("running", 1)
+    with runtime.db.read() as session:
+        rows = session.scalars(select(EnrollmentStep).where(EnrollmentStep.lead_id == 1)).all()
+    assert [(row.step, row.kind) for row in rows] == [("0", "send"), ("1", "wait")]
+    again = StepsReached(
+        [StepReached(enrollment.workflow_id, 1, label="1", kind="wait", lead_id=1, at=rows[1].at)]
+    )
+    await SendActivities(runtime).record_steps(again)
+    with runtime.db.read() as session:
+        assert session.scalar(select(func.count(EnrollmentStep.id))) == 2
 
 
 async def test_reenrollment_after_the_cool_down(

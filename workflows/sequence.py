@@ -2,7 +2,8 @@
 
 Steps run in order; `branch` and `split` run their nested steps, then the sequence goes on after them. The
 lead workflow forwards the lead's events (goals, branches, opt-out), hand-offs and segment exits as signals.
-Every step is journaled (activity `record_step`) so a lead's timeline shows what happened and why.
+Every step is journaled so a lead's timeline shows what happened and why: the entries go with the next
+activity (the send, the enrollment's end), or are written together (`record_steps`) before a wait.
 """
 
 # No `from __future__ import annotations` here: the sandbox re-imports this module for every workflow it
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SendWindowInput,
         SequenceInput,
         StepReached,
+        StepsReached,
     )
     from leadflow.scoring import EventFact
     from leadflow.segmentation import LeadFacts, holds, trigger_matches
@@ -66,6 +68,9 @@ WAITS_END_ON_THE_MINUTE = "waits-end-on-the-minute"
 
 # Short reads and writes of our own store run as local activities: no round trip through the server each.
 LOCAL_BOOKKEEPING = "journal-as-local-activity"
+# Journal entries go with the step's own activity (the send, the enrollment's end), or all together just
+# before the workflow waits: a third of the activities per enrollment, and the timeline is as current.
+JOURNAL_IN_BATCHES = "journal-in-batches"
 
 
 @workflow.defn
@@ -77,6 +82,7 @@ class SequenceWorkflow:
         self.outcome: tuple[str, str] | None = None  # (status, reason) once the lead must leave
         self.goals: list[EventTrigger] = [request.sequence.goal] if request.sequence.goal else []
         self.seen: list[EventRef] = []  # the lead's events since enrollment
+        self.unwritten: list[StepReached] = []  # journal entries not handed to an activity yet
 
     @workflow.signal
     def lead_events(self, batch: NewEvents) -> None:
@@ -115,7 +121,7 @@ class SequenceWorkflow:
         status, reason = self.outcome or (COMPLETED, "")
         await workflow.execute_activity_method(
             SendActivities.finish_enrollment,
-            EnrollmentFinished(workflow_id, status, reason, at=workflow.now()),
+            EnrollmentFinished(workflow_id, status, reason, at=workflow.now(), journal=self._unwritten()),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
         )
         parent = workflow.info().parent
@@ -162,7 +168,9 @@ class SequenceWorkflow:
             lead_id=self.request.lead_id,
             at=workflow.now(),
         )
-        if workflow.patched(LOCAL_BOOKKEEPING):
+        if workflow.patched(JOURNAL_IN_BATCHES):
+            self.unwritten.append(reached)
+        elif workflow.patched(LOCAL_BOOKKEEPING):
             await workflow.execute_local_activity_method(
                 SendActivities.record_step, reached, start_to_close_timeout=BOOKKEEPING_TIMEOUT
             )
@@ -171,14 +179,29 @@ class SequenceWorkflow:
                 SendActivities.record_step, reached, start_to_close_timeout=BOOKKEEPING_TIMEOUT
             )
 
+    def _unwritten(self) -> list[StepReached]:
+        """The journal entries gathered so far, handed to the activity about to run (it writes them)."""
+        steps, self.unwritten = self.unwritten, []
+        return steps
+
+    async def _write_journal(self) -> None:
+        """Before a wait: the timeline must show the step the lead waits in."""
+        if self.unwritten:
+            await workflow.execute_local_activity_method(
+                SendActivities.record_steps,
+                StepsReached(self._unwritten()),
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            )
+
     async def _note(self, label: str, detail: str) -> None:
         """A send's decision, kept in the lead's journal; histories from before the journal record none."""
-        if workflow.patched(LOCAL_BOOKKEEPING):
+        if workflow.patched(JOURNAL_IN_BATCHES) or workflow.patched(LOCAL_BOOKKEEPING):
             await self._journal(label, None, detail)
 
     async def _send(self, label: str, step: SendStep) -> None:
         workflow_id = workflow.info().workflow_id
         while self.outcome is None:
+            journal = self._unwritten()
             try:
                 result = await workflow.execute_activity_method(
                     SendActivities.send_message,
@@ -192,12 +215,14 @@ class SequenceWorkflow:
                         at=workflow.now(),
                         sender=self.request.sequence.sender or "",
                         reply_to=self.request.sequence.reply_to or "",
+                        journal=journal,
                     ),
                     start_to_close_timeout=timedelta(minutes=2),
                     heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
                     retry_policy=SEND_RETRY,
                 )
             except ActivityError as error:
+                self.unwritten = journal + self.unwritten  # not written: the next activity carries them
                 cause = error.cause
                 if isinstance(cause, ApplicationError) and cause.type == CHANNEL_UNAVAILABLE:
                     await self._journal(
@@ -225,6 +250,7 @@ class SequenceWorkflow:
             return
         if workflow.patched(WAITS_END_ON_THE_MINUTE):
             duration = on_the_minute(workflow.now() + duration) - workflow.now()
+        await self._write_journal()
         try:
             await workflow.wait_condition(lambda: self.outcome is not None, timeout=duration)
         except TimeoutError:
