@@ -38,7 +38,7 @@ from ingest_and_speed_to_lead import (
 
 from leadflow.content.loader import load_content
 from leadflow.settings import PROJECT_ROOT
-from leadflow.simulation import Script, simulate
+from leadflow.simulation import Script, default_processes, simulate
 from worker import running_worker
 
 log = logging.getLogger("bench")
@@ -52,13 +52,19 @@ CAMPAIGN = {
 }
 
 
-async def measure_simulation(leads: int) -> dict[str, Any]:
+async def measure_simulation(leads: int, processes: int | None = None) -> dict[str, Any]:
     content = load_content(PROJECT_ROOT)
     report = await simulate(
-        content, "ebook_follow_up", Script.model_validate(CAMPAIGN), leads, lambda line: log.info("%s", line)
+        content,
+        "ebook_follow_up",
+        Script.model_validate(CAMPAIGN),
+        leads,
+        lambda line: log.info("%s", line),
+        processes,
     )
     return {
         "leads": leads,
+        "processes": processes or default_processes(leads),
         "simulated_days": report.horizon.days,
         "wall_seconds": round(report.wall_seconds, 1),
         "messages": sum(report.totals["messages"].values()),
@@ -114,7 +120,7 @@ async def measure_first_send(leads: int, gap: float) -> dict[str, Any]:
 
 
 async def run(options: argparse.Namespace) -> dict[str, Any]:
-    simulation = await measure_simulation(options.leads)
+    simulation = await measure_simulation(options.leads, options.processes)
     log.info("simulation: %s", simulation)
     first_send = await measure_first_send(options.first_send_leads, options.gap)
     log.info("first send: %s", first_send)
@@ -131,6 +137,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--leads", type=int, default=1000, help="leads in the simulated campaign")
+    parser.add_argument(
+        "--processes", type=int, help="simulation processes (default: one per CPU, 50 leads or more each)"
+    )
     parser.add_argument("--first-send-leads", type=int, default=60, help="leads timed to their first send")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between two timed leads")
     options = parser.parse_args()

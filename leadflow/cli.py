@@ -293,6 +293,12 @@ def simulate(
     events: Annotated[Path, typer.Option("--events", help="The script: what leads do and when (YAML/JSON).")],
     leads: Annotated[int, typer.Option("--leads", min=1, help="How many leads play the script.")] = 1,
     timelines: Annotated[int, typer.Option(help="Print the timelines of this many leads.")] = 10,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Processes sharing the leads (default: one per CPU, 50 leads or more each)."
+        ),
+    ] = None,
 ) -> None:
     """Run a sequence on the real workflows, on a time-skipping Temporal server: every lead's timeline and
     the totals, in seconds, before the campaign touches a real lead."""
@@ -313,7 +319,9 @@ def simulate(
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("temporalio").setLevel(logging.ERROR)
     report = asyncio.run(
-        run_simulation(content, sequence, script, leads, lambda line: errors.print(line, highlight=False))
+        run_simulation(
+            content, sequence, script, leads, lambda line: errors.print(line, highlight=False), processes
+        )
     )
     for timeline in report.leads[:timelines]:
         table = Table("when", "what")

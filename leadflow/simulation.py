@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import multiprocessing
+import multiprocessing.process
+import os
+import queue
 import socket
 import tempfile
 import time
+import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +53,10 @@ from leadflow.store import Database
 from leadflow.store.models import Enrollment, EnrollmentStep, Event, Lead, Message, Outbox
 
 SIMULATED_DOMAIN = "simulation.test"
+# Below this many leads per process, another process (its interpreter and its Temporal test server, ~2 s to
+# start) costs more than it saves.
+LEADS_PER_PROCESS = 50
+SHARE_EXIT_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 60.0
 SKIP_TIMEOUT = timedelta(hours=1)
 
@@ -106,6 +115,7 @@ class SimulationReport:
     leads: list[LeadTimeline]
     totals: dict[str, Any]
     wall_seconds: float = 0.0
+    first_send_seconds: list[float] = field(default_factory=list)  # per enrollment, sorted
 
 
 class Simulation:
@@ -125,13 +135,17 @@ class Simulation:
         self._offset = server - datetime.now(UTC)
         return server
 
-    async def run(self, sequence_id: str, script: Script, leads: int) -> SimulationReport:
+    async def run(
+        self, sequence_id: str, script: Script, leads: int, numbers: Sequence[int] | None = None
+    ) -> SimulationReport:
+        """Plays `script` for the simulated leads `numbers` (all of 1..`leads` by default) of a campaign of
+        `leads`: shares and lead lists in the script count over the whole campaign."""
         from worker import running_worker
 
         wall = time.perf_counter()
         start = await self._sync_clock()
         with clock.following(self._now):
-            emails = {number: simulated_email(number) for number in range(1, leads + 1)}
+            emails = {number: simulated_email(number) for number in numbers or range(1, leads + 1)}
             for number, email in emails.items():
                 properties = {**script.lead, **script.lead_overrides.get(number, {})}
                 upsert_lead(self.runtime.db, LeadIn(email=email, properties=properties))
@@ -266,9 +280,15 @@ def build_report(db: Database, sequence_id: str, start: datetime, horizon: timed
         "outcomes": dict(Counter(e.status + (f": {e.exit_reason}" if e.exit_reason else "") for e in ours)),
         "messages": dict(Counter(f"{m.channel} {m.template} {m.status}" for m in messages)),
         "decisions": dict(sorted(decisions.items())),
-        "enrollment_to_first_send_p50_seconds": first_sends[len(first_sends) // 2] if first_sends else None,
+        "enrollment_to_first_send_p50_seconds": _median(first_sends),
     }
-    return SimulationReport(sequence_id, start, horizon, list(timelines.values()), totals)
+    return SimulationReport(
+        sequence_id, start, horizon, list(timelines.values()), totals, first_send_seconds=first_sends
+    )
+
+
+def _median(values: list[float]) -> float | None:
+    return values[len(values) // 2] if values else None
 
 
 def _time_to_first_send(enrollments: list[Enrollment], messages: list[Message]) -> list[float]:
@@ -340,7 +360,138 @@ async def standalone(content: Content, leads: int = 0) -> AsyncIterator[tuple[Wo
 
 
 async def simulate(
-    content: Content, sequence_id: str, script: Script, leads: int, progress: Callable[[str], None] = print
+    content: Content,
+    sequence_id: str,
+    script: Script,
+    leads: int,
+    progress: Callable[[str], None] = print,
+    processes: int | None = None,
 ) -> SimulationReport:
-    async with standalone(content, leads) as (env, runtime):
-        return await Simulation(env, runtime, progress).run(sequence_id, script, leads)
+    """Plays the campaign; with several processes (by default one per CPU, for 50 leads or more each) every
+    process runs its own time-skipping server, worker and store with a share of the leads: the simulated
+    leads never meet (each has a company of its own), and one worker process is bound to one core."""
+    processes = processes or default_processes(leads)
+    if processes == 1:
+        return await _play_share(content, sequence_id, script, leads, None, progress)
+    wall = time.perf_counter()
+    shares = [list(range(first, leads + 1, processes)) for first in range(1, processes + 1)]
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked event loop or threads
+    messages: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
+    players = [
+        context.Process(
+            target=_play_share_in_process,
+            args=(content.directory, sequence_id, script, leads, share, index, messages),
+            daemon=True,
+        )
+        for index, share in enumerate(shares)
+    ]
+    for player in players:
+        player.start()
+    try:
+        reports = await asyncio.to_thread(_collect, messages, players, progress)
+    finally:
+        for player in players:
+            player.join(timeout=SHARE_EXIT_TIMEOUT)
+            if player.is_alive():
+                player.kill()
+    report = merge_reports(reports)
+    report.wall_seconds = time.perf_counter() - wall
+    return report
+
+
+def default_processes(leads: int) -> int:
+    return max(1, min(os.cpu_count() or 1, leads // LEADS_PER_PROCESS))
+
+
+async def _play_share(
+    content: Content,
+    sequence_id: str,
+    script: Script,
+    leads: int,
+    numbers: Sequence[int] | None,
+    progress: Callable[[str], None],
+) -> SimulationReport:
+    async with standalone(content, len(numbers) if numbers else leads) as (env, runtime):
+        return await Simulation(env, runtime, progress).run(sequence_id, script, leads, numbers)
+
+
+def _play_share_in_process(
+    content_directory: Path,
+    sequence_id: str,
+    script: Script,
+    leads: int,
+    numbers: list[int],
+    index: int,
+    messages: multiprocessing.Queue[tuple[str, int, Any]],
+) -> None:
+    from leadflow.content.loader import load_content
+
+    try:
+        report = asyncio.run(
+            _play_share(
+                load_content(content_directory),
+                sequence_id,
+                script,
+                leads,
+                numbers,
+                lambda line: messages.put(("progress", index, line)),
+            )
+        )
+        messages.put(("report", index, report))
+    except BaseException:
+        messages.put(("failed", index, traceback.format_exc()))
+
+
+def _collect(
+    messages: multiprocessing.Queue[tuple[str, int, Any]],
+    players: Sequence[multiprocessing.process.BaseProcess],
+    progress: Callable[[str], None],
+) -> list[SimulationReport]:
+    """Each process's report, passing their progress on; a process that failed fails the simulation."""
+    reports: dict[int, SimulationReport] = {}
+    while len(reports) < len(players):
+        try:
+            kind, index, payload = messages.get(timeout=1.0)
+        except queue.Empty:
+            for number, player in enumerate(players):
+                if number not in reports and player.exitcode not in (None, 0):
+                    raise RuntimeError(
+                        f"simulation process {number + 1} died (exit code {player.exitcode})"
+                    ) from None
+            continue
+        if kind == "progress":
+            progress(f"leads {index + 1}/{len(players)}: {payload}")
+        elif kind == "report":
+            reports[index] = payload
+        else:
+            raise RuntimeError(f"simulation process {index + 1} failed:\n{payload}")
+    return [reports[index] for index in sorted(reports)]
+
+
+def merge_reports(reports: list[SimulationReport]) -> SimulationReport:
+    """One report of several shares of a campaign; each share's clock started on its own, so its moments
+    are moved to the first share's start."""
+    first = reports[0]
+    timelines: list[LeadTimeline] = []
+    first_sends: list[float] = []
+    totals: dict[str, Any] = {"leads": 0, "enrolled": 0, "enrollments": 0}
+    counted: dict[str, Counter[str]] = {"outcomes": Counter(), "messages": Counter(), "decisions": Counter()}
+    for report in reports:
+        shift = first.started_at - report.started_at
+        for timeline in report.leads:
+            for entry in timeline.entries:
+                entry.at += shift
+            timelines.append(timeline)
+        first_sends += report.first_send_seconds
+        for name in totals:
+            totals[name] += report.totals[name]
+        for name, counter in counted.items():
+            counter.update(report.totals[name])
+    timelines.sort(key=lambda timeline: timeline.email)
+    first_sends.sort()
+    totals.update({name: dict(counter) for name, counter in counted.items()})
+    totals["decisions"] = dict(sorted(totals["decisions"].items()))
+    totals["enrollment_to_first_send_p50_seconds"] = _median(first_sends)
+    return SimulationReport(
+        first.sequence_id, first.started_at, first.horizon, timelines, totals, first_send_seconds=first_sends
+    )

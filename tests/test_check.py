@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ from typer.testing import CliRunner
 
 from leadflow import clock
 from leadflow.cli import app
+from leadflow.content.loader import load_content
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
+from leadflow.settings import PROJECT_ROOT
+from leadflow.simulation import Script, SimulationReport, simulate
 from leadflow.store.models import Enrollment, Event
 from tests.conftest import copy_content
 
@@ -255,3 +259,43 @@ events:
     assert "outcome: converted: goal form_submitted reached │ 1" in output
     bad = CliRunner().invoke(app, ["simulate", "nope", "--events", str(script)])
     assert bad.exit_code == 1 and "unknown sequence 'nope'" in bad.output
+
+
+async def test_a_campaign_simulated_in_two_processes_adds_up_like_one() -> None:
+    """Each process runs its own server, worker and store with a share of the leads; the report is one."""
+    script = Script.model_validate(
+        {
+            "lead": {"first_name": "Sam"},
+            "events": [
+                {"at": "0m", "type": "ebook_downloaded"},
+                {"at": "8d", "type": "webinar_registered", "leads": [1, 4]},
+            ],
+        }
+    )
+    content = load_content(PROJECT_ROOT)
+    alone, shared = [
+        await simulate(content, "ebook_follow_up", script, 4, lambda _: None, processes)
+        for processes in (1, 2)
+    ]
+    latency = "enrollment_to_first_send_p50_seconds"  # real seconds: differs from run to run
+    assert {**shared.totals, latency: None} == {**alone.totals, latency: None}
+    assert len(shared.first_send_seconds) == 4 and shared.totals[latency] is not None
+    assert shared.totals["outcomes"] == {"converted: goal webinar_registered reached": 2, "completed": 2}
+
+    def story(report: SimulationReport) -> list[tuple[str, str, list[str]]]:
+        return [
+            (
+                lead.email,
+                lead.outcome,
+                [f"{entry.at - report.started_at} {entry.what}" for entry in lead.entries],
+            )
+            for lead in report.leads
+        ]
+
+    # Within a minute, each share's own clock moved to the report's start (waits end on the whole minute).
+    assert [(email, outcome, len(what)) for email, outcome, what in story(shared)] == [
+        (email, outcome, len(what)) for email, outcome, what in story(alone)
+    ]
+    assert [lead.entries[-1].at - shared.started_at for lead in shared.leads] == pytest.approx(
+        [lead.entries[-1].at - alone.started_at for lead in alone.leads], abs=timedelta(minutes=2)
+    )
