@@ -27,8 +27,8 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,16 +329,27 @@ def test_server_path() -> str:
     return found
 
 
+@contextmanager
+def smtp_sink() -> Iterator[int]:
+    """An SMTP sink on its own thread; yields its port."""
+    port = _free_port()
+    sink = Controller(_Sink(), hostname="127.0.0.1", port=port)
+    sink.start()
+    try:
+        yield port
+    finally:
+        sink.stop()
+
+
 @asynccontextmanager
-async def standalone(content: Content, leads: int = 0) -> AsyncIterator[tuple[WorkflowEnvironment, Runtime]]:
+async def standalone(
+    content: Content, leads: int, smtp_port: int
+) -> AsyncIterator[tuple[WorkflowEnvironment, Runtime]]:
     with tempfile.TemporaryDirectory(prefix="leadflow-simulate-") as directory:
-        port = _free_port()
-        sink = Controller(_Sink(), hostname="127.0.0.1", port=port)
-        sink.start()
         settings = Settings(
             data_dir=Path(directory),
             database_url=f"sqlite:///{directory}/simulation.db",
-            smtp_url=f"smtp://127.0.0.1:{port}",
+            smtp_url=f"smtp://127.0.0.1:{smtp_port}",
             content_dir=content.directory,
             task_queue="simulation",
             router_poll_seconds=0.02,
@@ -356,7 +367,6 @@ async def standalone(content: Content, leads: int = 0) -> AsyncIterator[tuple[Wo
         finally:
             await env.shutdown()
             db.dispose()
-            sink.stop()
 
 
 async def simulate(
@@ -371,8 +381,22 @@ async def simulate(
     process runs its own time-skipping server, worker and store with a share of the leads: the simulated
     leads never meet (each has a company of its own), and one worker process is bound to one core."""
     processes = processes or default_processes(leads)
-    if processes == 1:
-        return await _play_share(content, sequence_id, script, leads, None, progress)
+    # The sink runs here: with several processes this one only waits, and the players keep their cores.
+    with smtp_sink() as smtp_port:
+        if processes == 1:
+            return await _play_share(content, sequence_id, script, leads, None, smtp_port, progress)
+        return await _play_in_processes(content, sequence_id, script, leads, processes, smtp_port, progress)
+
+
+async def _play_in_processes(
+    content: Content,
+    sequence_id: str,
+    script: Script,
+    leads: int,
+    processes: int,
+    smtp_port: int,
+    progress: Callable[[str], None],
+) -> SimulationReport:
     wall = time.perf_counter()
     shares = [list(range(first, leads + 1, processes)) for first in range(1, processes + 1)]
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked event loop or threads
@@ -380,7 +404,7 @@ async def simulate(
     players = [
         context.Process(
             target=_play_share_in_process,
-            args=(content.directory, sequence_id, script, leads, share, index, messages),
+            args=(content.directory, sequence_id, script, leads, share, smtp_port, index, messages),
             daemon=True,
         )
         for index, share in enumerate(shares)
@@ -409,9 +433,10 @@ async def _play_share(
     script: Script,
     leads: int,
     numbers: Sequence[int] | None,
+    smtp_port: int,
     progress: Callable[[str], None],
 ) -> SimulationReport:
-    async with standalone(content, len(numbers) if numbers else leads) as (env, runtime):
+    async with standalone(content, len(numbers) if numbers else leads, smtp_port) as (env, runtime):
         return await Simulation(env, runtime, progress).run(sequence_id, script, leads, numbers)
 
 
@@ -421,6 +446,7 @@ def _play_share_in_process(
     script: Script,
     leads: int,
     numbers: list[int],
+    smtp_port: int,
     index: int,
     messages: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
@@ -434,6 +460,7 @@ def _play_share_in_process(
                 script,
                 leads,
                 numbers,
+                smtp_port,
                 lambda line: messages.put(("progress", index, line)),
             )
         )
