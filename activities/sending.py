@@ -92,13 +92,14 @@ class SendActivities:
         enrollment = activity.info().workflow_id if activity.in_activity() else None
 
         def prepare() -> tuple[Recipient, dict[str, Any]] | None:
-            with runtime.db.read() as session:
+            # The steps the workflow reached since its last activity are journaled on the way.
+            with runtime.db.transaction() if request.journal else runtime.db.read() as session:
                 lead = session.get(Lead, request.lead_id)
                 if lead is None:
                     return None
+                write_journal(session, request.journal)
                 return recipient_of(session, lead), sequence_message_context(session, lead, enrollment)
 
-        await asyncio.to_thread(self._write_journal, request.journal)
         prepared = await asyncio.to_thread(prepare)
         if prepared is None:
             return SendResult(status=SUPPRESSED, reason="the lead was erased")
