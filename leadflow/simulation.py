@@ -451,7 +451,9 @@ def _play_share_in_process(
     messages: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
     from leadflow.content.loader import load_content
+    from worker import tune_garbage_collector
 
+    tune_garbage_collector()
     try:
         report = asyncio.run(
             _play_share(
