@@ -2,7 +2,8 @@
 the first send on the embedded stack.
 
 1. `leadflow simulate`'s harness (time-skipping server, real workflows and activities, SQLite, an SMTP sink)
-   plays the ebook follow-up for --leads leads over 30 days (30% register for the webinar on day 8).
+   plays the ebook follow-up for --leads leads over 30 days (30% register for the webinar on day 8), shared
+   among --processes processes (default: one per CPU), each with its own server, worker and store.
 2. The embedded stack (Temporal dev server subprocess, worker and router in-process, the API on uvicorn,
    SQLite, an in-process SMTP server that timestamps what it accepts) gets one `ebook_downloaded` per lead,
    --gap seconds apart; each is timed from the POST to the ebook email's arrival.

@@ -56,6 +56,7 @@ SIMULATED_DOMAIN = "simulation.test"
 # Below this many leads per process, another process (its interpreter and its Temporal test server, ~2 s to
 # start) costs more than it saves.
 LEADS_PER_PROCESS = 50
+MOST_PROCESSES = 8  # each holds a Python worker and a Java test server (a few hundred MB together)
 SHARE_EXIT_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 60.0
 SKIP_TIMEOUT = timedelta(hours=1)
@@ -424,7 +425,7 @@ async def _play_in_processes(
 
 
 def default_processes(leads: int) -> int:
-    return max(1, min(os.cpu_count() or 1, leads // LEADS_PER_PROCESS))
+    return max(1, min(os.cpu_count() or 1, MOST_PROCESSES, leads // LEADS_PER_PROCESS))
 
 
 async def _play_share(
