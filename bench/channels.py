@@ -38,6 +38,8 @@ from leadflow.converter import data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ingest_and_speed_to_lead import figures_output  # the bench's own folder is on sys.path
+
 from activities.sending import SendActivities
 from leadflow.channels import OutgoingEmail
 from leadflow.channels.email import SmtpEmailChannel
@@ -322,7 +324,10 @@ def run(argv: list[str] | None = None, runner: Callable[[Awaitable[Any]], Any] =
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("twilio").setLevel(logging.WARNING)
-    print(json.dumps(runner(main(options.emails, options.samples)), indent=2))
+    figures = figures_output()
+    result = runner(main(options.emails, options.samples))
+    with figures:
+        figures.write(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 import uvicorn
@@ -664,6 +664,14 @@ def summarize(seconds: list[float]) -> dict[str, Any]:
     return {**figures, "max_ms": milliseconds(ordered[-1]), "n": len(ordered)}
 
 
+def figures_output() -> TextIO:
+    """Where the bench writes its JSON: stdout. Anything else written there from now on, by this process or
+    the processes it starts (Temporal's Rust core prints its warnings on stdout), goes to stderr."""
+    figures = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return figures
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
@@ -729,10 +737,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     options = parse_options()
-    # Only the JSON goes to stdout. Anything else written there (the Temporal SDK core logs workflow task
-    # failures to it, for one) goes to stderr.
-    figures = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    figures = figures_output()
     started = time.perf_counter()
     try:
         result = asyncio.run(run(options))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_and_speed_to_lead import bench_settings, machine
+from ingest_and_speed_to_lead import bench_settings, figures_output, machine
 from sqlalchemy import func, select
 
 from leadflow.content.models import Sequence
@@ -159,7 +159,10 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    print(json.dumps(asyncio.run(run(options)), indent=2))
+    figures = figures_output()
+    result = asyncio.run(run(options))
+    with figures:
+        figures.write(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_and_speed_to_lead import (
     API_KEY,
     embedded_stack,
+    figures_output,
     machine,
     percentile,
     serving_api,
@@ -146,7 +147,10 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    print(json.dumps(asyncio.run(run(options)), indent=2))
+    figures = figures_output()
+    result = asyncio.run(run(options))
+    with figures:
+        figures.write(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
