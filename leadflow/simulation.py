@@ -146,7 +146,8 @@ class Simulation:
         wall = time.perf_counter()
         start = await self._sync_clock()
         with clock.following(self._now):
-            emails = {number: simulated_email(number) for number in numbers or range(1, leads + 1)}
+            chosen = range(1, leads + 1) if numbers is None else numbers
+            emails = {number: simulated_email(number) for number in chosen}
             for number, email in emails.items():
                 properties = {**script.lead, **script.lead_overrides.get(number, {})}
                 upsert_lead(self.runtime.db, LeadIn(email=email, properties=properties))
@@ -381,7 +382,7 @@ async def simulate(
     """Plays the campaign; with several processes (by default one per CPU, for 50 leads or more each) every
     process runs its own time-skipping server, worker and store with a share of the leads: the simulated
     leads never meet (each has a company of its own), and one worker process is bound to one core."""
-    processes = processes or default_processes(leads)
+    processes = min(processes or default_processes(leads), leads)
     # The sink runs here: with several processes this one only waits, and the players keep their cores.
     with smtp_sink() as smtp_port:
         if processes == 1:
@@ -437,7 +438,8 @@ async def _play_share(
     smtp_port: int,
     progress: Callable[[str], None],
 ) -> SimulationReport:
-    async with standalone(content, len(numbers) if numbers else leads, smtp_port) as (env, runtime):
+    playing = leads if numbers is None else len(numbers)
+    async with standalone(content, playing, smtp_port) as (env, runtime):
         return await Simulation(env, runtime, progress).run(sequence_id, script, leads, numbers)
 
 

@@ -296,6 +296,9 @@ async def test_a_campaign_simulated_in_two_processes_adds_up_like_one() -> None:
     assert [(email, outcome, len(what)) for email, outcome, what in story(shared)] == [
         (email, outcome, len(what)) for email, outcome, what in story(alone)
     ]
+    # More processes than leads: each lead is played once.
+    one = await simulate(content, "ebook_follow_up", script, 1, lambda _: None, processes=2)
+    assert one.totals["leads"] == 1 and [lead.email for lead in one.leads] == [alone.leads[0].email]
     assert [lead.entries[-1].at - shared.started_at for lead in shared.leads] == pytest.approx(
         [lead.entries[-1].at - alone.started_at for lead in alone.leads], abs=timedelta(minutes=2)
     )
