@@ -78,6 +78,20 @@ def holds(rule: Rule, facts: LeadFacts) -> bool:
     raise TypeError(f"unknown rule {rule!r}")
 
 
+def reads_the_lead(rule: Rule) -> bool:
+    """Whether `rule` looks at the lead's properties, score, temperature or stage, not only its events."""
+    match rule:
+        case PropertyRule() | ScoreRule() | TemperatureRule() | StageRule():
+            return True
+        case AllRule():
+            return any(reads_the_lead(part) for part in rule.all)
+        case AnyRule():
+            return any(reads_the_lead(part) for part in rule.any)
+        case NotRule():
+            return reads_the_lead(rule.not_)
+    return False
+
+
 def _is(trigger: EventTrigger, event: EventFact) -> bool:
     return trigger_matches(trigger, event.type, event.properties)
 

@@ -59,10 +59,11 @@ def test_histories_are_kept() -> None:
     assert {"sequence_workflow_held_skipped_opted_out"} <= names  # sending hours, skips, opt-out exit
     assert {"lead_workflow_handoff", "handoff_workflow_sla"} <= names  # hand-off webhooks and follow-up SLA
     assert {"lead_workflow_local_activities"} <= names
-    assert {  # journal entries carried by the next activity (JOURNAL_IN_BATCHES)
-        "sequence_trial_nurture_journal_in_batches",
-        "sequence_workflow_held_skipped_opted_out_journal_in_batches",
-    } <= names
+    for generation in SEQUENCE_GENERATIONS:
+        assert {
+            f"sequence_trial_nurture{generation}",
+            f"sequence_workflow_held_skipped_opted_out{generation}",
+        } <= names
 
 
 def _keep(name: str, history: WorkflowHistory) -> None:
@@ -70,6 +71,15 @@ def _keep(name: str, history: WorkflowHistory) -> None:
     path = HISTORIES / f"{name}.json"
     if not path.exists():
         path.write_text(history.to_json())
+
+
+# Sequence workflow changes since the first recordings, each kept with a history recorded when it was new.
+SEQUENCE_GENERATIONS = ("", "_journal_in_batches", "_branch_on_events")
+
+
+def _keep_generations(name: str, history: WorkflowHistory) -> None:
+    for generation in SEQUENCE_GENERATIONS:
+        _keep(f"{name}{generation}", history)
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
@@ -203,9 +213,7 @@ async def test_record_histories_of_every_step_kind(
     )
     for sequence in ("abandoned_form", "trial_nurture", "ebook_follow_up"):
         handle = client.get_workflow_handle(settings.sequence_workflow_id(sequence, 1))
-        history = await handle.fetch_history()
-        _keep(f"sequence_{sequence}", history)
-        _keep(f"sequence_{sequence}_journal_in_batches", history)
+        _keep_generations(f"sequence_{sequence}", await handle.fetch_history())
 
 
 @pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
@@ -241,7 +249,5 @@ async def test_record_held_skipped_and_opted_out_history(
         opted_out = EventRef(7, "unsubscribed", await skipping.get_current_time(), {"channel": "sms"})
         await handle.signal(SequenceWorkflow.lead_events, NewEvents([opted_out]))
         assert await handle.result() == "exited"
-        history = await handle.fetch_history()
-        _keep("sequence_workflow_held_skipped_opted_out", history)
-        _keep("sequence_workflow_held_skipped_opted_out_journal_in_batches", history)
+        _keep_generations("sequence_workflow_held_skipped_opted_out", await handle.fetch_history())
     await runtime.close()

@@ -25,6 +25,7 @@ from leadflow.segmentation import (
     evaluate_segments,
     holds,
     next_membership_change,
+    reads_the_lead,
     temperature_of,
 )
 
@@ -218,3 +219,18 @@ def test_quiet_hours_and_frequency_caps_push_a_send_later() -> None:
         2026, 11, 26, 23, tzinfo=UTC
     )
     assert next_allowed_send(policy, "email", tokyo, late, []) is None  # quiet hours hold sms and push
+
+
+def test_a_branch_on_events_alone_needs_no_read_of_the_lead() -> None:
+    """The sequence workflow skips reading the lead for a condition that only looks at events."""
+
+    def reads(entry: str) -> bool:
+        return reads_the_lead(segment(f"{{id: s, name: S, entry: {entry}}}").entry)
+
+    assert not reads("{event: webinar_registered}")
+    assert not reads(
+        "{all: [{event: page_viewed}, {not: {count: {event: page_viewed, at_least: 3, within: 7d}}}]}"
+    )
+    assert reads("{any: [{event: webinar_registered}, {score: 50}]}")
+    assert reads("{not: {property: sms_consent, equals: true}}")
+    assert reads("{all: [{temperature: hot}]}") and reads("{stage: mql}")

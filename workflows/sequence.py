@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         OPTED_OUT,
         EnrollmentFinished,
         EventRef,
+        LeadSnapshot,
         LeadSnapshotInput,
         NewEvents,
         SendInput,
@@ -44,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         StepsReached,
     )
     from leadflow.scoring import EventFact
-    from leadflow.segmentation import LeadFacts, holds, trigger_matches
+    from leadflow.segmentation import LeadFacts, holds, reads_the_lead, trigger_matches
 
 EXIT_ON_OPT_OUT = "exit-on-opt-out"
 CHANNEL_UNAVAILABLE = "ChannelUnavailable"  # raised by workers before SMS and push existed (old histories)
@@ -71,6 +72,8 @@ LOCAL_BOOKKEEPING = "journal-as-local-activity"
 # Journal entries go with the step's own activity (the send, the enrollment's end), or all together just
 # before the workflow waits: a third of the activities per enrollment, and the timeline is as current.
 JOURNAL_IN_BATCHES = "journal-in-batches"
+# A branch on events alone decides from the events the workflow has seen: no read of the lead.
+BRANCH_ON_EVENTS_READS_NO_LEAD = "branch-on-events-reads-no-lead"
 
 
 @workflow.defn
@@ -268,11 +271,14 @@ class SequenceWorkflow:
         await self._sleep_until(opens)
 
     async def _branch(self, label: str, step: BranchStep) -> None:
-        lead = await workflow.execute_local_activity_method(
-            SendActivities.lead_snapshot,
-            LeadSnapshotInput(self.request.lead_id),
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-        )
+        if not reads_the_lead(step.branch.if_) and workflow.patched(BRANCH_ON_EVENTS_READS_NO_LEAD):
+            lead = LeadSnapshot()
+        else:
+            lead = await workflow.execute_local_activity_method(
+                SendActivities.lead_snapshot,
+                LeadSnapshotInput(self.request.lead_id),
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            )
         facts = LeadFacts(
             now=workflow.now(),
             events=tuple(EventFact(e.event_id, e.type, e.occurred_at, e.properties) for e in self.seen),
