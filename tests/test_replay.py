@@ -74,7 +74,7 @@ def _keep(name: str, history: WorkflowHistory) -> None:
 
 
 # Sequence workflow changes since the first recordings, each kept with a history recorded when it was new.
-SEQUENCE_GENERATIONS = ("", "_journal_in_batches", "_branch_on_events")
+SEQUENCE_GENERATIONS = ("", "_journal_in_batches", "_branch_on_events", "_finish_as_local_activity")
 
 
 def _keep_generations(name: str, history: WorkflowHistory) -> None:
