@@ -14,8 +14,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
+from email.policy import SMTP
 from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,24 @@ SIGNED_HEADERS = [
     b"List-Unsubscribe-Post",
 ]
 IDLE_SECONDS = 20  # servers drop idle clients after 30 s to 5 min: never reuse a connection near that
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard library's header factory, with each header's class built once: CPython 3.11 builds a new
+    class for every header of every message (a third of the time it takes to write one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        if key not in self._built:
+            self._built[key] = super().__getitem__(name)
+        return self._built[key]
+
+
+SMTP_POLICY = SMTP.clone(header_factory=_HeaderClasses())
 
 
 class DkimSigner:
@@ -76,7 +95,7 @@ class SmtpEmailChannel:
         self._slots: asyncio.Semaphore | None = None
 
     def compose(self, email: OutgoingEmail) -> EmailMessage:
-        message = EmailMessage()
+        message = EmailMessage(policy=SMTP_POLICY)
         message["From"] = email.sender or self.sender
         message["To"] = email.to
         if email.reply_to:
