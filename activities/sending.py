@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -237,18 +237,21 @@ def write_journal(session: Session, steps: list[StepReached]) -> None:
             )
         )
     }
+    rows = []
     for step in steps:
         label, kind = step.label or str(step.step), step.kind or "step"
         if step.lead_id is None or (label, kind, step.detail) in written:
             continue
         written.add((label, kind, step.detail))
-        session.add(
-            EnrollmentStep(
-                workflow_id=step.workflow_id,
-                lead_id=step.lead_id,
-                step=label,
-                kind=kind,
-                at=clock.not_before(step.at),
-                detail=step.detail,
-            )
+        rows.append(
+            {
+                "workflow_id": step.workflow_id,
+                "lead_id": step.lead_id,
+                "step": label,
+                "kind": kind,
+                "at": clock.not_before(step.at),
+                "detail": step.detail,
+            }
         )
+    if rows:
+        session.execute(insert(EnrollmentStep), rows)

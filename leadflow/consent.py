@@ -216,23 +216,25 @@ def frequency_cap_lifts(
     cap = settings.frequency_caps.get(channel)  # type: ignore[call-overload]
     if cap is None:
         return None
-    lifts: list[datetime] = []
-    for name, window in CAP_WINDOWS.items():
-        limit = getattr(cap, name)
-        if limit is None:
-            continue
-        recent = list(
-            session.scalars(
-                select(Message.created_at)
-                .where(
-                    Message.lead_id == lead_id,
-                    Message.channel == channel,
-                    Message.status.in_(COUNTED),
-                    Message.created_at > now - window,
-                )
-                .order_by(Message.created_at)
+    limits = {window: getattr(cap, name) for name, window in CAP_WINDOWS.items() if getattr(cap, name)}
+    if not limits:
+        return None
+    # One read over the longest window; each window counts its own part of it.
+    sent = list(
+        session.scalars(
+            select(Message.created_at)
+            .where(
+                Message.lead_id == lead_id,
+                Message.channel == channel,
+                Message.status.in_(COUNTED),
+                Message.created_at > now - max(limits),
             )
+            .order_by(Message.created_at)
         )
+    )
+    lifts: list[datetime] = []
+    for window, limit in limits.items():
+        recent = [at for at in sent if at > now - window]
         if len(recent) >= limit:
             # The window frees a place when enough of the oldest messages have aged out of it.
             lifts.append(recent[len(recent) - limit] + window)
