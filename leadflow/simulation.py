@@ -354,7 +354,8 @@ async def standalone(
             smtp_url=f"smtp://127.0.0.1:{smtp_port}",
             content_dir=content.directory,
             task_queue="simulation",
-            router_poll_seconds=0.02,
+            # Events enter the outbox only when the simulation plays them, and it wakes the router then.
+            router_poll_seconds=1.0,
             # Every simulated lead runs two or three workflows at once: keep them all in memory, or each of
             # their tasks would rebuild a workflow from its history.
             worker_cache_size=max(1000, 3 * leads),
