@@ -302,7 +302,7 @@ def simulate(
 ) -> None:
     """Run a sequence on the real workflows, on a time-skipping Temporal server: every lead's timeline and
     the totals, in seconds, before the campaign touches a real lead."""
-    from leadflow.simulation import load_script
+    from leadflow.simulation import load_script, quiet_temporal_core
     from leadflow.simulation import simulate as run_simulation
 
     settings = get_settings()
@@ -318,6 +318,7 @@ def simulate(
         raise typer.Exit(1) from None
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("temporalio").setLevel(logging.ERROR)
+    quiet_temporal_core()
     report = asyncio.run(
         run_simulation(
             content, sequence, script, leads, lambda line: errors.print(line, highlight=False), processes
