@@ -17,6 +17,7 @@ A script (YAML or JSON):
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import multiprocessing
 import multiprocessing.process
@@ -465,9 +466,12 @@ def _play_share_in_process(
     messages: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
     from leadflow.content.loader import load_content
-    from worker import tune_garbage_collector
+    from worker import freeze_startup_objects
 
-    tune_garbage_collector()
+    freeze_startup_objects()
+    # A simulation lives for minutes: full passes over its thousands of cached workflows (~170 ms each at
+    # 500 leads) can wait until it ends.
+    gc.set_threshold(50_000, 50, 100)
     quiet_temporal_core()
     try:
         report = asyncio.run(
