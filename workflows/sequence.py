@@ -9,7 +9,9 @@ activity (the send, the enrollment's end), or are written together (`record_step
 # No `from __future__ import annotations` here: the sandbox re-imports this module for every workflow it
 # loads, and each string annotation would then cost a compile() when the workflow's signatures are read.
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -47,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from leadflow.scoring import EventFact
     from leadflow.segmentation import LeadFacts, holds, reads_the_lead, trigger_matches
 
+In = TypeVar("In")
 EXIT_ON_OPT_OUT = "exit-on-opt-out"
 CHANNEL_UNAVAILABLE = "ChannelUnavailable"  # raised by workers before SMS and push existed (old histories)
 SEND_RETRY = RetryPolicy(
@@ -127,14 +130,9 @@ class SequenceWorkflow:
         finished = EnrollmentFinished(
             workflow_id, status, reason, at=workflow.now(), journal=self._unwritten()
         )
-        if workflow.patched(FINISH_AS_LOCAL_ACTIVITY):
-            await workflow.execute_local_activity_method(
-                SendActivities.finish_enrollment, finished, start_to_close_timeout=BOOKKEEPING_TIMEOUT
-            )
-        else:
-            await workflow.execute_activity_method(
-                SendActivities.finish_enrollment, finished, start_to_close_timeout=BOOKKEEPING_TIMEOUT
-            )
+        await _bookkeeping(
+            SendActivities.finish_enrollment, finished, local=workflow.patched(FINISH_AS_LOCAL_ACTIVITY)
+        )
         parent = workflow.info().parent
         if parent:
             # The lead workflow may have continued as new: address its latest run, not the one that started us.
@@ -181,14 +179,8 @@ class SequenceWorkflow:
         )
         if workflow.patched(JOURNAL_IN_BATCHES):
             self.unwritten.append(reached)
-        elif workflow.patched(LOCAL_BOOKKEEPING):
-            await workflow.execute_local_activity_method(
-                SendActivities.record_step, reached, start_to_close_timeout=BOOKKEEPING_TIMEOUT
-            )
         else:
-            await workflow.execute_activity_method(
-                SendActivities.record_step, reached, start_to_close_timeout=BOOKKEEPING_TIMEOUT
-            )
+            await _bookkeeping(SendActivities.record_step, reached, local=workflow.patched(LOCAL_BOOKKEEPING))
 
     def _unwritten(self) -> list[StepReached]:
         """The journal entries gathered so far, handed to the activity about to run (it writes them)."""
@@ -315,6 +307,17 @@ class SequenceWorkflow:
         for goal in self.goals:
             if self.outcome is None and trigger_matches(goal, event.type, event.properties):
                 self.outcome = (CONVERTED, f"goal {goal.event} reached")
+
+
+async def _bookkeeping(activity: Callable[[Any, In], Awaitable[None]], argument: In, local: bool) -> None:
+    """A write to our own store: a local activity, or scheduled through the server where the history (from
+    before the patch that made it local) says so."""
+    if local:
+        await workflow.execute_local_activity_method(
+            activity, argument, start_to_close_timeout=BOOKKEEPING_TIMEOUT
+        )
+    else:
+        await workflow.execute_activity_method(activity, argument, start_to_close_timeout=BOOKKEEPING_TIMEOUT)
 
 
 def pick_variant(variants: list[Variant], draw: float) -> Variant:
