@@ -216,7 +216,7 @@ def frequency_cap_lifts(
     cap = settings.frequency_caps.get(channel)  # type: ignore[call-overload]
     if cap is None:
         return None
-    limits = {window: getattr(cap, name) for name, window in CAP_WINDOWS.items() if getattr(cap, name)}
+    limits = {window: limit for name, window in CAP_WINDOWS.items() if (limit := getattr(cap, name))}
     if not limits:
         return None
     # One read over the longest window; each window counts its own part of it.
