@@ -88,7 +88,7 @@ class HandoffActivities:
                 return handoff.id, salesperson(runtime.content.sales, handoff.salesperson)
 
         try:
-            handoff_id, person = await asyncio.to_thread(prepare)
+            handoff_id, person = await self.runtime.db.call(prepare)
         except NoSalespersonAvailable as error:
             raise ApplicationError(str(error), non_retryable=True) from error
         webhooks = webhook_notices(person, request.stage_change_id, handoff_id, "", "", 0)
@@ -107,7 +107,7 @@ class HandoffActivities:
                 if handoff.notified_at is None:
                     handoff.notified_at = clock.now()
 
-        await asyncio.to_thread(mark_notified)
+        await self.runtime.db.call(mark_notified)
         follow_up = runtime.content.sales.follow_up
         return HandOffResult(
             salesperson=person.email,
@@ -134,7 +134,7 @@ class HandoffActivities:
                 context = notification_context(session, lead, handoff, self.lead_url(lead.id), notice)
                 return to or handoff.salesperson, context
 
-        recipient, context = await asyncio.to_thread(prepare)
+        recipient, context = await self.runtime.db.call(prepare)
         try:
             rendered = runtime.content.templates.render_email(NOTIFICATION_TEMPLATE, context)
         except TemplateRenderError as error:
@@ -145,7 +145,7 @@ class HandoffActivities:
         except TemporaryDeliveryError as error:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
         if delivery.status == "sent":
-            await asyncio.to_thread(self._record, handoff_id, "notified", f"email to {recipient}", notice)
+            await self.runtime.db.call(self._record, handoff_id, "notified", f"email to {recipient}", notice)
         return delivery.status
 
     def _record(self, handoff_id: int, kind: str, detail: str, notice: str = "") -> None:
@@ -172,7 +172,7 @@ class HandoffActivities:
                 lead = session.get_one(Lead, handoff.lead_id)
                 return notification_context(session, lead, handoff, self.lead_url(lead.id), notice.notice)
 
-        context = await asyncio.to_thread(prepare)
+        context = await self.runtime.db.call(prepare)
         target = notice.target
         payload = slack_payload(context) if target.format == "slack" else crm_payload(context)
 
@@ -188,13 +188,13 @@ class HandoffActivities:
             raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
         if delivery.status == "sent":
             detail = f"{target.format} webhook {target.url}"
-            await asyncio.to_thread(self._record, notice.handoff_id, "notified", detail, notice.notice)
+            await self.runtime.db.call(self._record, notice.handoff_id, "notified", detail, notice.notice)
         return delivery.status
 
     @activity.defn
     async def remind(self, step: FollowUpStep) -> FollowUpResult:
         """The salesperson has not accepted in time: remind them on every channel (once per round)."""
-        waiting = await asyncio.to_thread(self._remind_if_waiting, step.handoff_id)
+        waiting = await self.runtime.db.call(self._remind_if_waiting, step.handoff_id)
         if isinstance(waiting, str):
             return FollowUpResult(open=False, status=waiting)
         stage_change_id, person = waiting
@@ -203,7 +203,9 @@ class HandoffActivities:
             await self.email(
                 step.handoff_id, notice_key(stage_change_id, "reminder", step.round, "email"), label
             )
-        await asyncio.to_thread(self._record, step.handoff_id, "reminded", f"{person.email} has not accepted")
+        await self.runtime.db.call(
+            self._record, step.handoff_id, "reminded", f"{person.email} has not accepted"
+        )
         notices = webhook_notices(person, stage_change_id, step.handoff_id, "reminder", label, step.round)
         return FollowUpResult(open=True, salesperson=person.email, webhooks=notices)
 
@@ -239,7 +241,7 @@ class HandoffActivities:
                 record(session, handoff, "escalated", f"not accepted by {previous}{whom}{told}")
                 return handoff.stage_change_id, previous, person
 
-        applied = await asyncio.to_thread(apply)
+        applied = await self.runtime.db.call(apply)
         if isinstance(applied, str):
             return FollowUpResult(open=False, status=applied)
         stage_change_id, previous, person = applied

@@ -47,6 +47,8 @@ class LeadActivities:
     @activity.defn
     async def assess_lead(self, request: AssessLeadInput) -> AssessLeadResult:
         """Rescore the lead, stamp the stages it reached, and enroll it in the sequences of new segments."""
+        if self.runtime.db.calls_inline:
+            return self._assess(request)
         return await self.lane.run(lambda: self._assess(request), urgent=self.may_hand_off(request))
 
     def may_hand_off(self, request: AssessLeadInput) -> bool:

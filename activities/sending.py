@@ -100,7 +100,7 @@ class SendActivities:
                 write_journal(session, request.journal)
                 return recipient_of(session, lead), sequence_message_context(session, lead, enrollment)
 
-        prepared = await asyncio.to_thread(prepare)
+        prepared = await self.runtime.db.call(prepare)
         if prepared is None:
             return SendResult(status=SUPPRESSED, reason="the lead was erased")
         recipient, context = prepared
@@ -172,7 +172,7 @@ class SendActivities:
                     stage=lead.stage,
                 )
 
-        return await asyncio.to_thread(read)
+        return await self.runtime.db.call(read)
 
     @activity.defn
     async def next_send_window(self, request: SendWindowInput) -> datetime:
@@ -183,19 +183,19 @@ class SendActivities:
                 lead = session.get(Lead, request.lead_id)
                 return dict(lead.properties) if lead else {}
 
-        properties = await asyncio.to_thread(read)
+        properties = await self.runtime.db.call(read)
         zone = lead_zone(properties, self.runtime.content.sending)
         return next_window_opening(request.window, zone, request.after)
 
     @activity.defn
     async def record_step(self, step: StepReached) -> None:
         """One journal entry (sequence workflows before JOURNAL_IN_BATCHES journaled each step alone)."""
-        await asyncio.to_thread(self._write_journal, [step])
+        await self.runtime.db.call(self._write_journal, [step])
 
     @activity.defn
     async def record_steps(self, steps: StepsReached) -> None:
         """The journal entries a workflow gathered since its last activity, before it waits."""
-        await asyncio.to_thread(self._write_journal, steps.steps)
+        await self.runtime.db.call(self._write_journal, steps.steps)
 
     def _write_journal(self, steps: list[StepReached]) -> None:
         if steps:
@@ -217,7 +217,7 @@ class SendActivities:
                     )
                 )
 
-        await asyncio.to_thread(write)
+        await self.runtime.db.call(write)
 
 
 def write_journal(session: Session, steps: list[StepReached]) -> None:

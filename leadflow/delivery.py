@@ -14,7 +14,6 @@ the claiming transaction, so what it counts and what is claimed cannot drift apa
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -185,17 +184,17 @@ async def deliver_once(
         with runtime.db.transaction() as session:
             return _claim(claim, gate, now, token, session)
 
-    claimed = await asyncio.to_thread(claim_in_store)
+    claimed = await runtime.db.call(claim_in_store)
     if isinstance(claimed, Delivery):
         return claimed
     message_id = claimed
 
     async def hand_over() -> None:
-        if not await asyncio.to_thread(_hand_over, runtime, message_id, token):
+        if not await runtime.db.call(_hand_over, runtime, message_id, token):
             raise TakenOver(f"message {message_id} was claimed by a later attempt")
 
     def record(error: Exception | None, **values: object) -> Awaitable[None]:
-        return asyncio.to_thread(_record_outcome, runtime, claim, message_id, token, now, error, **values)
+        return runtime.db.call(_record_outcome, runtime, claim, message_id, token, now, error, **values)
 
     try:
         provider_id = await send(message_id, hand_over)

@@ -1,6 +1,6 @@
 """A lane of threads for one kind of blocking work, so that it cannot crowd out the rest.
 
-Every store call of the worker's activities runs on a thread (`asyncio.to_thread`: the loop's shared pool).
+Every store call of the worker's activities runs on a thread (`Database.call`: the loop's shared pool).
 Rescoring is the bulk of them: under a stream of page views, dozens of assessments would queue in that pool
 ahead of the few short writes of a hand-off, and each would hold SQLite's one writer for longer while they
 all share the GIL. In their own lane, at most `threads` run at once; the shared pool stays free for sends

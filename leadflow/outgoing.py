@@ -165,7 +165,7 @@ async def send_push(
             if isinstance(result, PermanentDeliveryError) and result.reason == "subscription_gone"
         ]
         if gone:
-            await asyncio.to_thread(_forget_subscriptions, runtime, gone)
+            await runtime.db.call(_forget_subscriptions, runtime, gone)
         accepted = [result for result in results if isinstance(result, str)]
         if accepted:
             return " ".join(filter(None, accepted))[:255]

@@ -95,14 +95,14 @@ class OutboxRouter:
                     for waiting in waits:
                         waiting.cancel()
         finally:
-            await asyncio.to_thread(self._release_lease)
+            await self.db.call(self._release_lease)
 
     async def _hold_lease(self) -> bool:
         """Whether this router holds the lease now (taking or renewing it in the store when due)."""
         if time.monotonic() < self._lease_renew_at:
             return True
         started = time.monotonic()
-        if not await asyncio.to_thread(self._take_lease):
+        if not await self.db.call(self._take_lease):
             return False
         # Renewed when a third of it is used up: a slow store never lets it lapse while this router lives.
         self._lease_renew_at = started + self.lease.total_seconds() / 3
@@ -136,7 +136,7 @@ class OutboxRouter:
 
     async def drain_once(self) -> int:
         """Route one batch of the outbox; returns how many rows were delivered."""
-        rows = await asyncio.to_thread(self._read_batch)
+        rows = await self.db.call(self._read_batch)
         if not rows:
             return 0
         by_lead: dict[int, list[tuple[int, EventRef]]] = defaultdict(list)
@@ -145,7 +145,7 @@ class OutboxRouter:
         results = await asyncio.gather(*(self._signal(lead_id, items) for lead_id, items in by_lead.items()))
         delivered = [outbox_id for ids in results for outbox_id in ids]
         if delivered:
-            await asyncio.to_thread(self._delete, delivered)
+            await self.db.call(self._delete, delivered)
         self.routed += len(delivered)
         if len(delivered) < len(rows):
             raise RuntimeError(f"{len(rows) - len(delivered)} events could not be routed yet")

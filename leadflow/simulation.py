@@ -361,7 +361,8 @@ async def standalone(
             # their tasks would rebuild a workflow from its history.
             worker_cache_size=max(1000, 3 * leads),
         )
-        db = Database(settings.resolved_database_url)
+        # One process per core and a file of its own: store calls run inline, not on threads (Database.call).
+        db = Database(settings.resolved_database_url, calls_inline=True)
         db.upgrade()
         env = await WorkflowEnvironment.start_time_skipping(
             test_server_existing_path=test_server_path(), data_converter=data_converter

@@ -1,6 +1,9 @@
-"""The store rides out a dropped connection: a unit of work that is safe to repeat runs again on a new one."""
+"""The store rides out a dropped connection: a unit of work that is safe to repeat runs again on a new one.
+The worker's store calls run on a thread, or inline in a simulation."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -35,3 +38,20 @@ def test_any_other_error_is_raised_at_once(db: Database) -> None:
     with pytest.raises(DBAPIError):
         db.retrying(work)
     assert runs == [1]
+
+
+async def test_the_worker_calls_the_store_on_a_thread_and_a_simulation_inline(db: Database) -> None:
+    def where(number: int) -> tuple[str, int]:
+        with db.read() as session:
+            return threading.current_thread().name, int(
+                session.scalar(text("SELECT :n + 1"), {"n": number}) or 0
+            )
+
+    here = threading.current_thread().name
+    elsewhere, answer = await db.call(where, 1)
+    assert (elsewhere != here, answer) == (True, 2)
+    inline = Database(db.url, calls_inline=True)
+    try:
+        assert await inline.call(where, number=2) == (here, 3)
+    finally:
+        inline.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -51,8 +52,9 @@ def _begin_immediate(connection: Any) -> None:
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work everywhere."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, calls_inline: bool = False) -> None:
         self.url = url
+        self.calls_inline = calls_inline  # see `call`
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
@@ -62,6 +64,15 @@ class Database:
         # sleeps (up to 100 ms each): writers of this process queue on a lock instead and start the moment
         # the previous one commits. Other processes still queue on busy_timeout.
         self._one_writer = threading.RLock() if self.dialect == "sqlite" else None
+
+    async def call(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking store call of the worker (activities, router): on a thread, so that the event loop
+        goes on serving while the store answers. A simulation (one process per core, its own SQLite file)
+        makes its calls inline instead: there, threads only pass the GIL back and forth, which cost a fifth
+        of its CPU (bench/sequences.py)."""
+        if self.calls_inline:
+            return work(*args, **kwargs)
+        return await asyncio.to_thread(work, *args, **kwargs)
 
     @property
     def dialect(self) -> str:
