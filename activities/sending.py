@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -42,7 +42,7 @@ from leadflow.outgoing import (
 )
 from leadflow.pacing import lead_zone, next_window_opening
 from leadflow.runtime import Runtime
-from leadflow.store.models import Enrollment, EnrollmentStep, Lead
+from leadflow.store.models import Enrollment, EnrollmentStep, Lead, table_of
 
 HEARTBEAT_SECONDS = 2.0
 LONGEST_RETRY_DELAY = timedelta(
@@ -220,22 +220,29 @@ class SendActivities:
         await self.runtime.db.call(write)
 
 
+# The journal is written at every send and before every wait: prebuilt Core statements (table_of).
+_ENROLLMENTS, _JOURNAL = table_of(Enrollment), table_of(EnrollmentStep)
+_SET_CURRENT_STEP = (
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.workflow_id == bindparam("workflow"))
+    .values(current_step=bindparam("reached"))
+)
+_JOURNALED = select(_JOURNAL.c.step, _JOURNAL.c.kind, _JOURNAL.c.detail).where(
+    _JOURNAL.c.workflow_id == bindparam("workflow")
+)
+_JOURNAL_ENTRY = insert(_JOURNAL)
+
+
 def write_journal(session: Session, steps: list[StepReached]) -> None:
     """Journal entries of one enrollment, and its current step. An entry already there is not written again:
     the activity carrying it may run twice (a retried send, a local activity rerun after a worker crash)."""
     if not steps:
         return
     workflow_id = steps[-1].workflow_id
-    session.execute(
-        update(Enrollment).where(Enrollment.workflow_id == workflow_id).values(current_step=steps[-1].step)
-    )
+    connection = session.connection()
+    connection.execute(_SET_CURRENT_STEP, {"workflow": workflow_id, "reached": steps[-1].step})
     written: set[tuple[str, str, str]] = {
-        (row.step, row.kind, row.detail)
-        for row in session.execute(
-            select(EnrollmentStep.step, EnrollmentStep.kind, EnrollmentStep.detail).where(
-                EnrollmentStep.workflow_id == workflow_id
-            )
-        )
+        (row.step, row.kind, row.detail) for row in connection.execute(_JOURNALED, {"workflow": workflow_id})
     }
     rows = []
     for step in steps:
@@ -254,4 +261,4 @@ def write_journal(session: Session, steps: list[StepReached]) -> None:
             }
         )
     if rows:
-        session.execute(insert(EnrollmentStep), rows)
+        connection.execute(_JOURNAL_ENTRY, rows)

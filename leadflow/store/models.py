@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -52,6 +53,12 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, for the few prebuilt statements of hot paths (an ORM statement built at
+    every call costs more than running it)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class Account(Base):
