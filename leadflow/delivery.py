@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from leadflow import clock, consent
 from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError
 from leadflow.consent import HOLD, SEND, Verdict
 from leadflow.runtime import Runtime
-from leadflow.store.models import Lead, Message, PushSubscription
+from leadflow.store.models import Lead, Message, PushSubscription, table_of
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 SENT, SENDING, DEFERRED, BOUNCED, UNCERTAIN = "sent", "sending", "deferred", "bounced", "uncertain"
@@ -112,21 +112,25 @@ def _claim(claim: Claim, gate: Gate | None, now: datetime, token: str, session: 
     return message_id if status == CLAIMED else Delivery(status, message_id, verdict.reason)
 
 
+_MESSAGES = table_of(Message)
+_HAND_OVER = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id == bindparam("message"),
+        _MESSAGES.c.status.in_((CLAIMED, SENDING)),
+        _MESSAGES.c.claim_token == bindparam("token"),
+    )
+    .values(status=SENDING)
+)
+
+
 def _hand_over(runtime: Runtime, message_id: int, token: str) -> bool:
     """claimed -> sending, if this attempt still holds the claim. Run again on a new connection when the store
     connection broke: already `sending` under this attempt's token means the lost commit happened."""
 
     def hand_over(session: Session) -> bool:
-        handed = session.execute(
-            update(Message)
-            .where(
-                Message.id == message_id,
-                Message.status.in_((CLAIMED, SENDING)),
-                Message.claim_token == token,
-            )
-            .values(status=SENDING)
-        )
-        return bool(handed.rowcount)  # type: ignore[attr-defined]
+        handed = session.connection().execute(_HAND_OVER, {"message": message_id, "token": token})
+        return bool(handed.rowcount)
 
     return runtime.db.retrying(hand_over)
 
@@ -138,20 +142,22 @@ def _record_outcome(
     token: str,
     now: datetime,
     error: Exception | None,
+    status: str,
     **values: object,
 ) -> None:
     """What came of this attempt's call; nothing when another attempt took the claim over meanwhile. Run again
     on a new connection when the store connection broke (recording the same outcome twice changes nothing):
     a message the provider took must not be left `sending`, to be found `uncertain` by the retry."""
+    # Not when taken over by another attempt, or recorded already by a commit whose answer was lost.
+    recording = (
+        update(_MESSAGES)
+        .where(_MESSAGES.c.id == message_id, _MESSAGES.c.claim_token == token, _MESSAGES.c.status != status)
+        .values(status=status, error=str(error) if error else None, **values)
+    )
 
     def record(session: Session) -> None:
-        message = session.get_one(Message, message_id, with_for_update=True)
-        if message.claim_token != token or message.status == values.get("status"):
-            return  # taken over by another attempt, or recorded already by a commit whose answer was lost
-        message.error = str(error) if error else None
-        for name, value in values.items():
-            setattr(message, name, value)
-        if isinstance(error, PermanentDeliveryError):
+        recorded = session.connection().execute(recording)
+        if recorded.rowcount and isinstance(error, PermanentDeliveryError):
             _consequences(session, claim, error.reason, str(error), now)
 
     runtime.db.retrying(record)

@@ -155,7 +155,7 @@ async def test_a_store_connection_broken_while_recording_the_outcome_still_recor
     request, killed = _send_input(runtime), []
 
     def kill_the_connection(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not killed and "FROM messages" in statement and "FOR UPDATE" in statement:
+        if not killed and statement.startswith("UPDATE messages") and "provider_id" in statement:
             killed.append(conn.connection.dbapi_connection.info.backend_pid)
             with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (killed[0],))
