@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from temporalio import activity
 
@@ -31,10 +31,14 @@ from leadflow.segmentation import (
     evaluate_segments,
     next_membership_change,
 )
-from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, StageChange
+from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, StageChange, table_of
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 SALES_STAGES = {"sql", "opportunity", "customer"}
+
+
+_LEADS = table_of(Lead)
+_MERGED_INTO = select(_LEADS.c.merged_into_id).where(_LEADS.c.id == bindparam("lead"))
 
 
 class LeadActivities:
@@ -60,7 +64,7 @@ class LeadActivities:
         # The later of the two clocks: the workflow's (which the time-skipping server moves) and ours.
         now = max(clock.now(), request.as_of) if request.as_of else clock.now()
         with self.runtime.db.transaction() as session:
-            merged_into = session.scalar(select(Lead.merged_into_id).where(Lead.id == request.lead_id))
+            merged_into = session.connection().scalar(_MERGED_INTO, {"lead": request.lead_id})
             if merged_into is not None:  # merged into another lead on identify: that lead carries on
                 merged = session.get_one(Lead, request.lead_id)
                 return AssessLeadResult(score=merged.score, stage=merged.stage, merged_into=merged_into)

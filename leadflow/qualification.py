@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import yaml
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from leadflow.content.models import HandOffNow, ScoringModel
@@ -35,6 +35,7 @@ from leadflow.store.models import (
     ScoreSnapshot,
     ScoringModelVersion,
     StageChange,
+    table_of,
 )
 from leadflow.store.upsert import insert_ignoring_conflicts
 from leadflow.tracking.attribution import first_and_last_touch
@@ -180,7 +181,8 @@ class _Ledger:
     def write(self) -> None:
         if not self.rows:
             return
-        if self.session.get(ScoringModelVersion, self.model.version) is None:
+        connection = self.session.connection()
+        if connection.scalar(_KEPT_MODEL, {"version": self.model.version}) is None:
             insert_ignoring_conflicts(
                 self.session,
                 ScoringModelVersion,
@@ -193,7 +195,13 @@ class _Ledger:
                 ],
                 ["version"],
             )
-        self.session.execute(insert(ScoreSnapshot), self.rows)
+        connection.execute(_LEDGER_ENTRY, self.rows)
+
+
+# An assessment writes the ledger: prebuilt Core statements (table_of).
+_MODELS = table_of(ScoringModelVersion)
+_KEPT_MODEL = select(_MODELS.c.version).where(_MODELS.c.version == bindparam("version"))
+_LEDGER_ENTRY = insert(table_of(ScoreSnapshot))
 
 
 def _ledger(session: Session, lead_ids: list[int], model: ScoringModel) -> _Ledger:
