@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +20,19 @@ def insert_ignoring_conflicts(
     """Insert the rows that do not collide on `conflict_columns`; return `returning` of the inserted ones."""
     if not rows:
         return []
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    names = tuple(column.key for column in returning)  # names: SQL expressions make poor cache keys
+    statement = _statement(session.get_bind().dialect.name, model, tuple(conflict_columns), names)
     if returning:
-        return [tuple(row) for row in session.execute(statement.returning(*returning), rows)]
+        return [tuple(row) for row in session.execute(statement, rows)]
     session.execute(statement, rows)
     return []
+
+
+@functools.cache
+def _statement(
+    dialect: str, model: Any, conflict_columns: tuple[str, ...], returning: tuple[str, ...]
+) -> Any:
+    """Built once per shape: hot paths (a send's claim, an enrollment) insert one row each."""
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+    statement = insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    return statement.returning(*(getattr(model, name) for name in returning)) if returning else statement
