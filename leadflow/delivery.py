@@ -69,10 +69,13 @@ class Delivery:
     hold_until: datetime | None = None
 
 
+_MESSAGE_BY_KEY = select(Message).where(Message.idempotency_key == bindparam("key"))
+
+
 def _claim(claim: Claim, gate: Gate | None, now: datetime, token: str, session: Session) -> Delivery | int:
     """The id of the message claimed under `token` when the provider must be called now; else the Delivery
     to report."""
-    message = session.scalars(select(Message).where(Message.idempotency_key == claim.key)).first()
+    message = session.scalars(_MESSAGE_BY_KEY, {"key": claim.key}).first()
     if message is not None and message.status == CLAIMED:
         # An earlier attempt stopped before handing it over (its worker died, or it was presumed dead): the
         # provider has nothing, so it is decided and sent afresh, like a deferred one.

@@ -11,7 +11,7 @@ from email.utils import parseaddr
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from leadflow import consent
@@ -54,6 +54,9 @@ def recipient_of(session: Session, lead: Lead) -> Recipient:
     return Recipient(lead.id, lead.email, lead.phone, targets)
 
 
+_LOCKED_LEAD = select(Lead).where(Lead.id == bindparam("lead")).with_for_update()
+
+
 def policy_gate(runtime: Runtime, recipient: Recipient, channel: str, now: datetime) -> Gate:
     """The send-time policy for one lead and channel, run inside the claiming transaction."""
 
@@ -64,7 +67,7 @@ def policy_gate(runtime: Runtime, recipient: Recipient, channel: str, now: datet
             return Verdict(SKIPPED, "web push is not configured (set LEADFLOW_VAPID_PRIVATE_KEY)")
         # The row lock (PostgreSQL; SQLite already serializes writers) makes concurrent sends to one lead
         # take turns, so frequency caps hold across sequences.
-        lead = session.scalars(select(Lead).where(Lead.id == recipient.lead_id).with_for_update()).first()
+        lead = session.scalars(_LOCKED_LEAD, {"lead": recipient.lead_id}).first()
         verdict = consent.send_verdict(
             session, runtime.settings, lead, channel, recipient.address(channel), now
         )
