@@ -37,8 +37,13 @@ from leadflow.store.upsert import insert_ignoring_conflicts
 SALES_STAGES = {"sql", "opportunity", "customer"}
 
 
+# Statements of every assessment, built once.
 _LEADS = table_of(Lead)
 _MERGED_INTO = select(_LEADS.c.merged_into_id).where(_LEADS.c.id == bindparam("lead"))
+_MEMBERSHIPS = select(SegmentMembership).where(SegmentMembership.lead_id == bindparam("lead"))
+_RUNNING_ENROLLMENTS = select(Enrollment).where(
+    Enrollment.lead_id == bindparam("lead"), Enrollment.status == "running"
+)
 
 
 class LeadActivities:
@@ -89,9 +94,7 @@ class LeadActivities:
             session.flush()
             to_start = [
                 SequenceStart(e.workflow_id, Sequence.model_validate(e.definition))
-                for e in session.scalars(
-                    select(Enrollment).where(Enrollment.lead_id == lead.id, Enrollment.status == "running")
-                )
+                for e in session.scalars(_RUNNING_ENROLLMENTS, {"lead": lead.id})
                 if e.workflow_id not in request.started_sequences
             ]
             return AssessLeadResult(
@@ -120,10 +123,7 @@ class LeadActivities:
         self, session: Session, lead_id: int, facts: LeadFacts
     ) -> tuple[SegmentChanges, set[str]]:
         """The changes, and the segments the lead is a member of after them."""
-        memberships = {
-            m.segment_id: m
-            for m in session.scalars(select(SegmentMembership).where(SegmentMembership.lead_id == lead_id))
-        }
+        memberships = {m.segment_id: m for m in session.scalars(_MEMBERSHIPS, {"lead": lead_id})}
         members = {segment_id for segment_id, m in memberships.items() if m.left_at is None}
         changes = evaluate_segments(self.runtime.content.segments.values(), members, facts)
         for segment_id in changes.joined:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import yaml
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import BindParameter, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from leadflow.content.models import HandOffNow, ScoringModel
@@ -60,21 +60,39 @@ def rescore(session: Session, lead_id: int, model: ScoringModel, now: datetime) 
     return rescore_many(session, [lead_id], model, now).get(lead_id)
 
 
+# An assessment runs these for every burst of a lead's events: built once (building an ORM statement at
+# every call cost more than running it).
+_IDS: BindParameter[int] = bindparam("ids", expanding=True)
+_LOCKED_LEADS = select(Lead).where(Lead.id.in_(_IDS)).order_by(Lead.id).with_for_update()
+_EVENTS_OF_LEADS = select(
+    Event.lead_id, Event.received_at, Event.id, Event.type, Event.occurred_at, Event.properties
+).where(Event.lead_id.in_(_IDS))
+_ACCOUNTS = select(Account).where(Account.id.in_(_IDS))
+_ENGAGED_IN_ACCOUNTS = select(Lead.account_id, Lead.id, Lead.last_activity_at).where(
+    Lead.account_id.in_(_IDS),
+    Lead.last_activity_at > bindparam("since"),
+    Lead.last_activity_at <= bindparam("now"),
+)
+_NEWEST_LEDGER_ENTRIES = select(
+    ScoreSnapshot.lead_id, ScoreSnapshot.score, ScoreSnapshot.temperature, ScoreSnapshot.model_version
+).where(
+    ScoreSnapshot.id.in_(
+        select(func.max(ScoreSnapshot.id))
+        .where(ScoreSnapshot.lead_id.in_(_IDS))
+        .group_by(ScoreSnapshot.lead_id)
+    )
+)
+
+
 def rescore_many(
     session: Session, lead_ids: list[int], model: ScoringModel, now: datetime
 ) -> dict[int, Rescored]:
     """`rescore` for a batch of leads with a handful of queries (what `leadflow rescore` runs)."""
-    leads = session.scalars(
-        select(Lead).where(Lead.id.in_(lead_ids)).order_by(Lead.id).with_for_update()
-    ).all()
+    leads = session.scalars(_LOCKED_LEADS, {"ids": lead_ids}).all()
     ids = [lead.id for lead in leads]
     events: dict[int, list[EventFact]] = defaultdict(list)  # what the store knew at `now`: scored
     every_event: dict[int, list[EventFact]] = defaultdict(list)  # for segments, which look at all of them
-    for lead_id, received_at, *fact in session.execute(
-        select(
-            Event.lead_id, Event.received_at, Event.id, Event.type, Event.occurred_at, Event.properties
-        ).where(Event.lead_id.in_(ids))
-    ):
+    for lead_id, received_at, *fact in session.execute(_EVENTS_OF_LEADS, {"ids": ids}):
         every_event[lead_id].append(EventFact(*fact))
         if received_at <= now:
             events[lead_id].append(every_event[lead_id][-1])
@@ -133,15 +151,10 @@ def _accounts(
         return {}
     states = {
         account.id: _AccountState(account, signal.within, {})
-        for account in session.scalars(select(Account).where(Account.id.in_(account_ids)))
+        for account in session.scalars(_ACCOUNTS, {"ids": list(account_ids)})
     }
-    for account_id, lead_id, engaged_at in session.execute(
-        select(Lead.account_id, Lead.id, Lead.last_activity_at).where(
-            Lead.account_id.in_(account_ids),
-            Lead.last_activity_at > now - signal.within,
-            Lead.last_activity_at <= now,
-        )
-    ):
+    engaged = {"ids": list(account_ids), "since": now - signal.within, "now": now}
+    for account_id, lead_id, engaged_at in session.execute(_ENGAGED_IN_ACCOUNTS, engaged):
         # The filter above excludes None; mypy cannot tell.
         if account_id is not None and engaged_at is not None:
             states[account_id].engaged[lead_id] = engaged_at
@@ -205,21 +218,9 @@ _LEDGER_ENTRY = insert(table_of(ScoreSnapshot))
 
 
 def _ledger(session: Session, lead_ids: list[int], model: ScoringModel) -> _Ledger:
-    newest = (
-        select(func.max(ScoreSnapshot.id))
-        .where(ScoreSnapshot.lead_id.in_(lead_ids))
-        .group_by(ScoreSnapshot.lead_id)
-    )
     latest = {
         lead_id: (score, temperature, version)
-        for lead_id, score, temperature, version in session.execute(
-            select(
-                ScoreSnapshot.lead_id,
-                ScoreSnapshot.score,
-                ScoreSnapshot.temperature,
-                ScoreSnapshot.model_version,
-            ).where(ScoreSnapshot.id.in_(newest))
-        )
+        for lead_id, score, temperature, version in session.execute(_NEWEST_LEDGER_ENTRIES, {"ids": lead_ids})
     }
     return _Ledger(session, latest, model)
 
