@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from leadflow.settings import CHANNELS, Settings
@@ -74,12 +74,17 @@ def suppress(
     )
 
 
+# Every send asks these: statements built once.
+_SUPPRESSION = select(Suppression).where(
+    Suppression.channel == bindparam("channel"), Suppression.address_hash == bindparam("hash")
+)
+_CONSENT_STATUS = select(Consent.status).where(
+    Consent.lead_id == bindparam("lead"), Consent.channel == bindparam("channel")
+)
+
+
 def suppression_of(session: Session, channel: str, address: str) -> Suppression | None:
-    return session.scalars(
-        select(Suppression).where(
-            Suppression.channel == channel, Suppression.address_hash == address_hash(channel, address)
-        )
-    ).first()
+    return session.scalars(_SUPPRESSION, {"channel": channel, "hash": address_hash(channel, address)}).first()
 
 
 def lift_opt_out(session: Session, channel: str, address: str) -> None:
@@ -170,9 +175,7 @@ def send_verdict(
     if suppression is not None:
         outcome = SKIPPED if suppression.reason in ("bounce", "invalid_number") else SUPPRESSED
         return Verdict(outcome, f"{_address_name(channel)} is on the suppression list ({suppression.reason})")
-    consent = session.scalars(
-        select(Consent.status).where(Consent.lead_id == lead.id, Consent.channel == channel)
-    ).first()
+    consent = session.scalars(_CONSENT_STATUS, {"lead": lead.id, "channel": channel}).first()
     if consent == WITHDRAWN:
         return Verdict(SUPPRESSED, f"the lead opted out of {channel}")
     if consent != GRANTED and channel in settings.consent_required:
@@ -209,6 +212,18 @@ def next_sending_time(now: datetime, zone: ZoneInfo, settings: Settings) -> date
     return datetime.combine(day, start, tzinfo=zone).astimezone(now.tzinfo)
 
 
+_COUNTED_SINCE = (
+    select(Message.created_at)
+    .where(
+        Message.lead_id == bindparam("lead"),
+        Message.channel == bindparam("channel"),
+        Message.status.in_(COUNTED),
+        Message.created_at > bindparam("since"),
+    )
+    .order_by(Message.created_at)
+)
+
+
 def frequency_cap_lifts(
     session: Session, settings: Settings, lead_id: int, channel: str, now: datetime
 ) -> datetime | None:
@@ -220,18 +235,8 @@ def frequency_cap_lifts(
     if not limits:
         return None
     # One read over the longest window; each window counts its own part of it.
-    sent = list(
-        session.scalars(
-            select(Message.created_at)
-            .where(
-                Message.lead_id == lead_id,
-                Message.channel == channel,
-                Message.status.in_(COUNTED),
-                Message.created_at > now - max(limits),
-            )
-            .order_by(Message.created_at)
-        )
-    )
+    since = now - max(limits)
+    sent = list(session.scalars(_COUNTED_SINCE, {"lead": lead_id, "channel": channel, "since": since}))
     lifts: list[datetime] = []
     for window, limit in limits.items():
         recent = [at for at in sent if at > now - window]

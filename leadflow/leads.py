@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from leadflow.consent import addresses, consent_document
@@ -86,9 +86,18 @@ def lead_temperature(lead: Lead, thresholds: Thresholds) -> str:
     return temperature_of(known, lead.score, thresholds)
 
 
+# Every message renders with these: statements built once.
+_COMPANY = select(Account.name).where(Account.id == bindparam("account"))
+_ENROLLING_EVENT = (
+    select(Event)
+    .join(Enrollment, Enrollment.event_id == Event.id)
+    .where(Enrollment.workflow_id == bindparam("workflow"))
+)
+
+
 def template_context(session: Session, lead: Lead) -> dict[str, Any]:
     """What a message template can use: `lead` (email, id, stage, score and every property)."""
-    account = session.get(Account, lead.account_id) if lead.account_id else None
+    company = session.scalar(_COMPANY, {"account": lead.account_id}) if lead.account_id else None
     return {
         "lead": {
             **lead.properties,
@@ -97,7 +106,7 @@ def template_context(session: Session, lead: Lead) -> dict[str, Any]:
             "phone": lead.phone,
             "stage": lead.stage,
             "score": lead.score,
-            "company": lead.properties.get("company") or (account.name if account else None),
+            "company": lead.properties.get("company") or company,
         }
     }
 
@@ -119,11 +128,7 @@ def sequence_message_context(session: Session, lead: Lead, workflow_id: str | No
     sequence workflow's id) recorded it."""
     event = None
     if workflow_id is not None:
-        event = session.scalars(
-            select(Event)
-            .join(Enrollment, Enrollment.event_id == Event.id)
-            .where(Enrollment.workflow_id == workflow_id)
-        ).first()
+        event = session.scalars(_ENROLLING_EVENT, {"workflow": workflow_id}).first()
     return {**template_context(session, lead), "event": event_context(event)}
 
 

@@ -44,13 +44,15 @@ class Recipient:
         return self.push[0].endpoint if self.push else None
 
 
+_PUSH_TARGETS = (  # every send reads them: built once
+    select(PushSubscription.endpoint, PushSubscription.p256dh, PushSubscription.auth)
+    .where(PushSubscription.lead_id == bindparam("lead"))
+    .order_by(PushSubscription.id.desc())
+)
+
+
 def recipient_of(session: Session, lead: Lead) -> Recipient:
-    subscriptions = session.scalars(
-        select(PushSubscription)
-        .where(PushSubscription.lead_id == lead.id)
-        .order_by(PushSubscription.id.desc())
-    )
-    targets = [PushTarget(s.endpoint, s.p256dh, s.auth) for s in subscriptions]
+    targets = [PushTarget(*row) for row in session.execute(_PUSH_TARGETS, {"lead": lead.id})]
     return Recipient(lead.id, lead.email, lead.phone, targets)
 
 

@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from leadflow.content.models import WEEKDAYS, FrequencyCap, QuietHours, SendingPolicy, SendWindow, known_zone
@@ -95,6 +95,15 @@ def next_allowed_send(
 PACED_STATUSES = ("claimed", "sending", "sent", "uncertain")  # what counts against a frequency cap
 
 
+_SENT_AT = func.coalesce(Message.sent_at, Message.created_at)
+_PACED_SINCE = select(_SENT_AT).where(  # every send asks: built once
+    Message.lead_id == bindparam("lead"),
+    Message.channel == bindparam("channel"),
+    Message.status.in_(PACED_STATUSES),
+    bindparam("since") < _SENT_AT,
+)
+
+
 def paced_until(
     session: Session, policy: SendingPolicy, lead: Lead, channel: str, at: datetime
 ) -> datetime | None:
@@ -102,16 +111,9 @@ def paced_until(
     message may go out `at`, else the earliest moment it may."""
     if not policy.quiet_hours and not policy.frequency_caps:
         return None
-    sent_at = func.coalesce(Message.sent_at, Message.created_at)
+    since = at - WEEK - timedelta(days=1)
     sent = [
         moment if moment.tzinfo else moment.replace(tzinfo=at.tzinfo)
-        for moment in session.scalars(
-            select(sent_at).where(
-                Message.lead_id == lead.id,
-                Message.channel == channel,
-                Message.status.in_(PACED_STATUSES),
-                sent_at > at - WEEK - timedelta(days=1),
-            )
-        )
+        for moment in session.scalars(_PACED_SINCE, {"lead": lead.id, "channel": channel, "since": since})
     ]
     return next_allowed_send(policy, channel, lead_zone(lead.properties, policy), at, sent)
