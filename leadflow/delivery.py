@@ -138,6 +138,18 @@ def _hand_over(runtime: Runtime, message_id: int, token: str) -> bool:
     return runtime.db.retrying(hand_over)
 
 
+# Not when another attempt took the claim over, or a commit whose answer was lost recorded it already.
+_RECORD_OUTCOME = update(_MESSAGES).where(
+    _MESSAGES.c.id == bindparam("message"),
+    _MESSAGES.c.claim_token == bindparam("token"),
+    _MESSAGES.c.status != bindparam("outcome"),
+)
+_RECORD_FAILURE = _RECORD_OUTCOME.values(status=bindparam("outcome"), error=bindparam("failure"))
+_RECORD_SENT = _RECORD_OUTCOME.values(
+    status=bindparam("outcome"), error=None, provider_id=bindparam("provider"), sent_at=bindparam("at")
+)
+
+
 def _record_outcome(
     runtime: Runtime,
     claim: Claim,
@@ -146,20 +158,22 @@ def _record_outcome(
     now: datetime,
     error: Exception | None,
     status: str,
-    **values: object,
+    provider_id: str | None = None,
 ) -> None:
-    """What came of this attempt's call; nothing when another attempt took the claim over meanwhile. Run again
-    on a new connection when the store connection broke (recording the same outcome twice changes nothing):
-    a message the provider took must not be left `sending`, to be found `uncertain` by the retry."""
-    # Not when taken over by another attempt, or recorded already by a commit whose answer was lost.
-    recording = (
-        update(_MESSAGES)
-        .where(_MESSAGES.c.id == message_id, _MESSAGES.c.claim_token == token, _MESSAGES.c.status != status)
-        .values(status=status, error=str(error) if error else None, **values)
-    )
+    """What came of this attempt's call (sent, or failed with `error`); nothing when another attempt took
+    the claim over meanwhile. Run again on a new connection when the store connection broke (recording the
+    same outcome twice changes nothing): a message the provider took must not be left `sending`, to be found
+    `uncertain` by the retry."""
+    values: dict[str, object] = {"message": message_id, "token": token, "outcome": status}
+    if error is None:
+        statement = _RECORD_SENT
+        values.update(provider=provider_id, at=now)
+    else:
+        statement = _RECORD_FAILURE
+        values.update(failure=str(error))
 
     def record(session: Session) -> None:
-        recorded = session.connection().execute(recording)
+        recorded = session.connection().execute(statement, values)
         if recorded.rowcount and isinstance(error, PermanentDeliveryError):
             _consequences(session, claim, error.reason, str(error), now)
 
@@ -202,18 +216,20 @@ async def deliver_once(
         if not await runtime.db.call(_hand_over, runtime, message_id, token):
             raise TakenOver(f"message {message_id} was claimed by a later attempt")
 
-    def record(error: Exception | None, **values: object) -> Awaitable[None]:
-        return runtime.db.call(_record_outcome, runtime, claim, message_id, token, now, error, **values)
+    def record(error: Exception | None, status: str, provider_id: str | None = None) -> Awaitable[None]:
+        return runtime.db.call(
+            _record_outcome, runtime, claim, message_id, token, now, error, status, provider_id
+        )
 
     try:
         provider_id = await send(message_id, hand_over)
     except TakenOver as error:
         return Delivery(UNCERTAIN, message_id, str(error))  # the later attempt sends it, or has
     except TemporaryDeliveryError as error:
-        await record(error, status=DEFERRED)
+        await record(error, DEFERRED)
         raise
     except PermanentDeliveryError as error:
-        await record(error, status=BOUNCED)
+        await record(error, BOUNCED)
         return Delivery(BOUNCED, message_id, str(error))
-    await record(None, status=SENT, provider_id=provider_id, sent_at=now)
+    await record(None, SENT, provider_id)
     return Delivery(SENT, message_id)
