@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from leadflow.store.models import table_of
+
 
 def insert_ignoring_conflicts(
     session: Session,
@@ -20,6 +22,7 @@ def insert_ignoring_conflicts(
     """Insert the rows that do not collide on `conflict_columns`; return `returning` of the inserted ones."""
     if not rows:
         return []
+    session.flush()  # what the ORM's own insert did first: rows added before may be referenced
     names = tuple(column.key for column in returning)  # names: SQL expressions make poor cache keys
     statement = _statement(session.get_bind().dialect.name, model, tuple(conflict_columns), names)
     if returning:
@@ -32,7 +35,9 @@ def insert_ignoring_conflicts(
 def _statement(
     dialect: str, model: Any, conflict_columns: tuple[str, ...], returning: tuple[str, ...]
 ) -> Any:
-    """Built once per shape: hot paths (a send's claim, an enrollment) insert one row each."""
+    """Built once per shape, on the model's Core table: hot paths (a send's claim, an enrollment) insert one
+    row each, and the ORM's bulk insert cost more than the insert itself."""
+    table = table_of(model)
     insert = (postgresql if dialect == "postgresql" else sqlite).insert
-    statement = insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
-    return statement.returning(*(getattr(model, name) for name in returning)) if returning else statement
+    statement = insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    return statement.returning(*(table.c[name] for name in returning)) if returning else statement
