@@ -80,6 +80,9 @@ def provider_delay(error: TemporaryDeliveryError) -> timedelta | None:
     return min(timedelta(seconds=error.retry_after), LONGEST_RETRY_DELAY)
 
 
+_LEAD = select(Lead).where(Lead.id == bindparam("lead"))  # every send reads it: built once
+
+
 class SendActivities:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -94,7 +97,7 @@ class SendActivities:
         def prepare() -> tuple[Recipient, dict[str, Any]] | None:
             # The steps the workflow reached since its last activity are journaled on the way.
             with runtime.db.transaction() if request.journal else runtime.db.read() as session:
-                lead = session.get(Lead, request.lead_id)
+                lead = session.scalars(_LEAD, {"lead": request.lead_id}).first()
                 if lead is None:
                     return None
                 write_journal(session, request.journal)
