@@ -107,15 +107,21 @@ async def test_b_temporal_killed_and_restarted_on_its_database_loses_and_repeats
 async def test_c_d_smtp_server_down_then_twilio_refusing_lose_and_repeat_nothing(
     drill: Drill, leads: Leads
 ) -> None:
-    """Each lead gets an email, then an SMS. The SMTP server goes away for 8 s (connections refused), then
-    Twilio answers 500 for 4 s and 429 with Retry-After: 8 for at least 4 s: every refused send is retried (not
-    sooner than Twilio asked) until it goes through, once."""
+    """Each lead gets an email, then an SMS. The SMTP server goes away for at least 8 s (connections refused),
+    then Twilio answers 500 for at least 4 s and 429 with Retry-After: 8 for at least 4 s (each until a send
+    was refused so): every refused send is retried (not sooner than Twilio asked) until it goes through, once."""
     failed_before = drill.workers.failed_attempts("SMTP server")
     campaign = await drill.launch("providers_down", leads)
     await drill.until_delivered(campaign, FAULT_AFTER)
     drill.smtp.stop()
     emails_at_fault = drill.delivered(campaign)
     await asyncio.sleep(8)
+    # Down until a send was refused: the sends waiting out their retry backoff may all miss the 8 s.
+    await until(
+        lambda: drill.workers.failed_attempts("SMTP server") > failed_before,
+        60,
+        lambda: "no send failed while the SMTP server was down",
+    )
     drill.smtp.start()
     emails_again = await drill.resumed(campaign)
 
@@ -123,6 +129,8 @@ async def test_c_d_smtp_server_down_then_twilio_refusing_lose_and_repeat_nothing
     sms_at_fault = drill.delivered(campaign, "sms")
     twilio.refuse_all(500, 20500)
     await asyncio.sleep(4)
+    # Likewise: the SMS follow emails that are still retrying, and may all come after those 4 s.
+    await until(lambda: any(r.status == 500 for r in twilio.requests), 60, lambda: "no send was answered 500")
     twilio.refuse_all(429, 20429, retry_after=RETRY_AFTER)
     await asyncio.sleep(4)
     # The sends refused with 500 back off past those 4 s on a busy machine: 429s until some were answered.
