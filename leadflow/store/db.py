@@ -69,8 +69,8 @@ class Database:
     async def call(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking store call of the worker (activities, router): on a thread, so that the event loop
         goes on serving while the store answers. A simulation (one process per core, its own SQLite file)
-        makes its calls inline instead: there, threads only pass the GIL back and forth, which cost a fifth
-        of its CPU (bench/sequences.py)."""
+        makes its calls inline instead: there, threads only pass the GIL back and forth (inline, 1,000 simulated
+        leads took a sixth less time: docs/performance.md, session 6)."""
         if self.calls_inline:
             return work(*args, **kwargs)
         return await asyncio.to_thread(work, *args, **kwargs)
