@@ -129,3 +129,21 @@ def test_a_sequence_sender_must_be_an_address(content_dir: Path) -> None:
     with pytest.raises(ContentErrors) as raised:
         load_content(content_dir)
     assert ":4: sender: 'Ada from marketing' is not an address" in str(raised.value)
+
+
+def test_continue_after_handoff_is_the_short_way_to_keep_leads_sales_works_on(content_dir: Path) -> None:
+    """`continue_after_handoff: true` and `exit_when: {handed_to_sales: false}` are one rule, read one way:
+    enrolling a lead already with sales and exiting on the hand-off agree. Saying both, differently, is
+    refused with the file and line."""
+    sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
+    shipped = sequence.read_text()
+    sequence.write_text(shipped.replace("reenroll:", "continue_after_handoff: true\nreenroll:"))
+    loaded = load_content(content_dir).sequences["ebook_follow_up"]
+    assert loaded.exit_when.handed_to_sales is False
+    sequence.write_text(
+        shipped.replace(
+            "reenroll:", "continue_after_handoff: true\nexit_when: {handed_to_sales: true}\nreenroll:"
+        )
+    )
+    with pytest.raises(ContentErrors, match=r"ebook_follow_up.yaml:1: .*contradicts exit_when"):
+        load_content(content_dir)

@@ -11,18 +11,23 @@ from typing import Any
 import pytest
 import yaml
 from sqlalchemy import func, select
+from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner
 
+from activities.leads import LeadActivities
 from leadflow import clock
 from leadflow.cli import app
-from leadflow.content.loader import Content
+from leadflow.content.loader import Content, load_content
 from leadflow.content.models import ScoringModel
+from leadflow.contracts import AssessLeadInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.qualification import NotRecyclable, recycle, rescore, score_at
 from leadflow.rescoring import rescore_everyone
+from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, get_settings
 from leadflow.store import Database
-from leadflow.store.models import Account, Lead, RescoreRun, StageChange
+from leadflow.store.models import Account, Event, Lead, RescoreRun, SegmentMembership, StageChange
+from tests.conftest import settings_for_test
 
 _numbers = iter(range(1_000_000))
 
@@ -211,3 +216,34 @@ def test_leadflow_rescore_reports_how_many_leads_changed_stage(
     assert "4/4" in result.output  # the progress bar reached the end
     assert "rescored 4 leads with model" in result.output and "3 changed stage" in result.output
     assert "│ lead │ mql │ 3     │" in result.output
+
+
+@pytest.mark.parametrize(
+    "keeps_nurturing", [False, True], ids=["exits on hand-off", "continue_after_handoff"]
+)
+async def test_a_lead_already_with_sales_is_enrolled_only_by_a_sequence_that_keeps_nurturing(
+    db: Database, smtp_server: Any, content_dir: Any, keeps_nurturing: bool
+) -> None:
+    """Sam works with sales already, then downloads the ebook: its sequence enrolls him only when it goes on
+    nurturing after a hand-off (as it would, had he been handed over while inside it)."""
+    if keeps_nurturing:
+        sequence = content_dir / "templates/sequences/ebook_follow_up.yaml"
+        sequence.write_text(
+            sequence.read_text().replace("reenroll:", "continue_after_handoff: true\nreenroll:")
+        )
+    runtime = Runtime.assemble(settings_for_test(db, smtp_server[1]), db, load_content(content_dir))
+    lead_id = lead_with(db, "sam@hooli.test", "ebook_downloaded")
+    with db.transaction() as session:
+        session.get_one(Lead, lead_id).stage = "sql"
+        event_id = session.scalars(select(Event.id).where(Event.lead_id == lead_id)).one()
+    try:
+        assessed = await ActivityEnvironment().run(
+            LeadActivities(runtime).assess_lead, AssessLeadInput(lead_id, [event_id], stage="sql")
+        )
+    finally:
+        await runtime.close()
+    with db.read() as session:
+        assert session.scalars(select(SegmentMembership.segment_id)).all() == ["ebook_downloaders"]
+    assert [start.sequence.id for start in assessed.to_start] == (
+        ["ebook_follow_up"] if keeps_nurturing else []
+    )

@@ -105,9 +105,8 @@ class SequenceWorkflow:
 
     @workflow.signal
     def exit(self, reason: str) -> None:
-        sequence = self.request.sequence
-        keeps_going = sequence.continue_after_handoff or not sequence.exit_when.handed_to_sales
-        if reason == HANDED_TO_SALES and keeps_going:
+        # (`continue_after_handoff: true` reads as `exit_when.handed_to_sales: false`: one rule, see Sequence.)
+        if reason == HANDED_TO_SALES and not self.request.sequence.exit_when.handed_to_sales:
             return  # this sequence keeps nurturing leads that sales works on
         if self.outcome is None:
             self.outcome = (EXITED, reason)

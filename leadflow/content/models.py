@@ -700,9 +700,27 @@ class Sequence(Strict):
     sender: Mailbox | None = Field(default=None, description="the From of its emails")
     reply_to: Mailbox | None = None
     steps: list[Step] = Field(min_length=1)
-    # Keep nurturing a lead once it is handed to sales; the same as `exit_when: {handed_to_sales: false}`.
+    # Keep nurturing a lead once it is handed to sales: the short way to write
+    # `exit_when: {handed_to_sales: false}`, which is what the engine reads (see _one_hand_off_rule).
     continue_after_handoff: bool = False
     version: str = ""  # filled by the loader: a hash of the file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_hand_off_rule(cls, data: Any) -> Any:
+        """Both spellings become `exit_when.handed_to_sales: false`, so that enrolling a lead already with
+        sales and exiting on the hand-off read the same rule; saying both ways, differently, is a mistake."""
+        if not isinstance(data, dict) or data.get("continue_after_handoff") is not True:
+            return data
+        exit_when = data.get("exit_when")
+        if isinstance(exit_when, ExitWhen):
+            exit_when = exit_when.model_dump(exclude_unset=True)
+        exit_when = exit_when if isinstance(exit_when, dict) else {}
+        if exit_when.get("handed_to_sales") is True:
+            raise ValueError(
+                "continue_after_handoff: true contradicts exit_when: {handed_to_sales: true}; keep one of them"
+            )
+        return {**data, "exit_when": {**exit_when, "handed_to_sales": False}}
 
 
 # --- sending policy -----------------------------------------------------------------------------
