@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import platform
@@ -38,7 +37,7 @@ from leadflow.converter import data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest_and_speed_to_lead import figures_output  # the bench's own folder is on sys.path
+from ingest_and_speed_to_lead import print_figures  # the bench's own folder is on sys.path
 
 from activities.sending import SendActivities
 from leadflow.channels import OutgoingEmail
@@ -324,10 +323,7 @@ def run(argv: list[str] | None = None, runner: Callable[[Awaitable[Any]], Any] =
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("twilio").setLevel(logging.WARNING)
-    figures = figures_output()
-    result = runner(main(options.emails, options.samples))
-    with figures:
-        figures.write(json.dumps(result, indent=2) + "\n")
+    print_figures(lambda: runner(main(options.emails, options.samples)))
 
 
 if __name__ == "__main__":

@@ -672,6 +672,14 @@ def figures_output() -> TextIO:
     return figures
 
 
+def print_figures(measure: Callable[[], dict[str, Any]]) -> None:
+    """Runs a bench (`measure` returns its figures) and prints the figures as JSON on stdout, alone there."""
+    figures = figures_output()
+    result = measure()
+    with figures:
+        figures.write(json.dumps(result, indent=2) + "\n")
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_and_speed_to_lead import bench_settings, figures_output, machine
+from ingest_and_speed_to_lead import bench_settings, machine, print_figures
 from sqlalchemy import func, select
 
 from leadflow.content.models import Sequence
@@ -159,10 +158,7 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    figures = figures_output()
-    result = asyncio.run(run(options))
-    with figures:
-        figures.write(json.dumps(result, indent=2) + "\n")
+    print_figures(lambda: asyncio.run(run(options)))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -32,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_and_speed_to_lead import (
     API_KEY,
     embedded_stack,
-    figures_output,
     machine,
     percentile,
+    print_figures,
     serving_api,
 )
 
@@ -147,10 +146,7 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    figures = figures_output()
-    result = asyncio.run(run(options))
-    with figures:
-        figures.write(json.dumps(result, indent=2) + "\n")
+    print_figures(lambda: asyncio.run(run(options)))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
-from ingest_and_speed_to_lead import figures_output  # the bench's own folder is on sys.path
+from ingest_and_speed_to_lead import print_figures  # the bench's own folder is on sys.path
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -356,10 +356,7 @@ def main() -> None:
     logging.getLogger("temporalio").setLevel(logging.ERROR)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    figures = figures_output()
-    result = asyncio.run(run(options))
-    with figures:
-        figures.write(json.dumps(result, indent=2) + "\n")
+    print_figures(lambda: asyncio.run(run(options)))
 
 
 if __name__ == "__main__":
