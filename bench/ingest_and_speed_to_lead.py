@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -670,6 +670,21 @@ def figures_output() -> TextIO:
     figures = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     return figures
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a bench whose help is its module's docstring."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_bench(
+    parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
+) -> None:
+    """Parse the options, log progress to stderr and print the figures `run(options)` returns."""
+    options = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    print_figures(lambda: asyncio.run(run(options)))
 
 
 def print_figures(measure: Callable[[], dict[str, Any]]) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_and_speed_to_lead import bench_settings, machine, print_figures
+from ingest_and_speed_to_lead import bench_parser, bench_settings, machine, run_bench
 from sqlalchemy import func, select
 
 from leadflow.content.models import Sequence
@@ -148,17 +148,12 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--cache", type=int, default=1000, help="LEADFLOW_WORKER_CACHE_SIZE of the worker")
     parser.add_argument("--wake", type=int, default=2000, help="parked leads woken by an event at the end")
     parser.add_argument("--settle", type=float, default=10, help="seconds to let the worker settle")
-    options = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    print_figures(lambda: asyncio.run(run(options)))
+    run_bench(parser, run)
 
 
 if __name__ == "__main__":

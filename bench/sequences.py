@@ -30,10 +30,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_and_speed_to_lead import (
     API_KEY,
+    bench_parser,
     embedded_stack,
     machine,
     percentile,
-    print_figures,
+    run_bench,
     serving_api,
 )
 
@@ -134,19 +135,14 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--leads", type=int, default=1000, help="leads in the simulated campaign")
     parser.add_argument(
         "--processes", type=int, help="simulation processes (default: one per CPU, 50 leads or more each)"
     )
     parser.add_argument("--first-send-leads", type=int, default=60, help="leads timed to their first send")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between two timed leads")
-    options = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    print_figures(lambda: asyncio.run(run(options)))
+    run_bench(parser, run)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_and_speed_to_lead import machine, print_figures
+from ingest_and_speed_to_lead import bench_parser, machine, run_bench
 from sequences import CAMPAIGN
 
 from activities.leads import LeadActivities
@@ -127,15 +127,10 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--leads", type=int, default=1000, help="leads in the simulated campaign")
     parser.add_argument("--processes", type=int, default=2, help="simulation processes, each with a share")
-    options = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    print_figures(lambda: asyncio.run(run(options)))
+    run_bench(parser, run)
 
 
 if __name__ == "__main__":
