@@ -708,18 +708,15 @@ class Sequence(Strict):
     @model_validator(mode="before")
     @classmethod
     def _one_hand_off_rule(cls, data: Any) -> Any:
-        """Both spellings become `exit_when.handed_to_sales: false`, so that enrolling a lead already with
-        sales and exiting on the hand-off read the same rule; saying both ways, differently, is a mistake."""
+        """`continue_after_handoff: true` becomes `exit_when.handed_to_sales: false`, so that enrolling a lead
+        already with sales and exiting on the hand-off read one rule. It wins over `handed_to_sales: true`:
+        snapshots taken at enrollment before this rule hold both (a dump writes the default too)."""
         if not isinstance(data, dict) or data.get("continue_after_handoff") is not True:
             return data
         exit_when = data.get("exit_when")
         if isinstance(exit_when, ExitWhen):
-            exit_when = exit_when.model_dump(exclude_unset=True)
+            exit_when = exit_when.model_dump()
         exit_when = exit_when if isinstance(exit_when, dict) else {}
-        if exit_when.get("handed_to_sales") is True:
-            raise ValueError(
-                "continue_after_handoff: true contradicts exit_when: {handed_to_sales: true}; keep one of them"
-            )
         return {**data, "exit_when": {**exit_when, "handed_to_sales": False}}
 
 
