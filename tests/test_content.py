@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from leadflow.cli import app
@@ -144,3 +145,5 @@ def test_continue_after_handoff_is_the_short_way_to_keep_leads_sales_works_on(co
         "exit_when": {"handed_to_sales": True, "left_segment": False}
     }
     assert Sequence.model_validate(older_snapshot).exit_when.handed_to_sales is False
+    with pytest.raises(ValidationError, match="exit_when"):
+        Sequence.model_validate(older_snapshot | {"exit_when": "yes"})

@@ -713,10 +713,11 @@ class Sequence(Strict):
         snapshots taken at enrollment before this rule hold both (a dump writes the default too)."""
         if not isinstance(data, dict) or data.get("continue_after_handoff") is not True:
             return data
-        exit_when = data.get("exit_when")
+        exit_when = data.get("exit_when") or {}
         if isinstance(exit_when, ExitWhen):
             exit_when = exit_when.model_dump()
-        exit_when = exit_when if isinstance(exit_when, dict) else {}
+        if not isinstance(exit_when, dict):
+            return data  # not a mapping: validation reports it as it stands
         return {**data, "exit_when": {**exit_when, "handed_to_sales": False}}
 
 
