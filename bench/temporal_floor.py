@@ -38,7 +38,7 @@ from activities.sending import SendActivities
 from leadflow.content.loader import load_content
 from leadflow.contracts import AssessLeadInput, AssessLeadResult, SendResult
 from leadflow.settings import PROJECT_ROOT
-from leadflow.simulation import Script, quiet_temporal_core, simulate
+from leadflow.simulation import Script, prepare_player_process, simulate
 
 log = logging.getLogger("bench")
 COOLING_EVERY = timedelta(days=7)
@@ -85,8 +85,9 @@ def use_stand_ins() -> None:
 
 
 def play_share(leads: int, stand_ins: bool) -> None:
-    """One process's half of the campaign (its leads are numbered 1..leads, like every other share's)."""
-    quiet_temporal_core()
+    """One process's half of the campaign (its leads are numbered 1..leads, like every other share's), set
+    up as `leadflow simulate` sets up each of its processes."""
+    prepare_player_process()
     if stand_ins:
         use_stand_ins()
     asyncio.run(

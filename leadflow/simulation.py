@@ -456,6 +456,17 @@ async def _play_share(
         return await Simulation(env, runtime, progress).run(sequence_id, script, leads, numbers)
 
 
+def prepare_player_process() -> None:
+    """What a simulation process sets up before it plays its share."""
+    from worker import freeze_startup_objects
+
+    freeze_startup_objects()
+    # A simulation lives for minutes: full passes over its thousands of cached workflows (~170 ms each at
+    # 500 leads) can wait until it ends.
+    gc.set_threshold(50_000, 50, 100)
+    quiet_temporal_core()
+
+
 def _play_share_in_process(
     content_directory: Path,
     sequence_id: str,
@@ -467,13 +478,8 @@ def _play_share_in_process(
     messages: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
     from leadflow.content.loader import load_content
-    from worker import freeze_startup_objects
 
-    freeze_startup_objects()
-    # A simulation lives for minutes: full passes over its thousands of cached workflows (~170 ms each at
-    # 500 leads) can wait until it ends.
-    gc.set_threshold(50_000, 50, 100)
-    quiet_temporal_core()
+    prepare_player_process()
     try:
         report = asyncio.run(
             _play_share(
