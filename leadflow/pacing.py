@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from leadflow.consent import COUNTED
 from leadflow.content.models import WEEKDAYS, FrequencyCap, QuietHours, SendingPolicy, SendWindow, known_zone
 from leadflow.store.models import Lead, Message
 
@@ -92,14 +93,11 @@ def next_allowed_send(
     return None if moment == at else moment
 
 
-PACED_STATUSES = ("claimed", "sending", "sent", "uncertain")  # what counts against a frequency cap
-
-
 _SENT_AT = func.coalesce(Message.sent_at, Message.created_at)
 _PACED_SINCE = select(_SENT_AT).where(  # every send asks: built once
     Message.lead_id == bindparam("lead"),
     Message.channel == bindparam("channel"),
-    Message.status.in_(PACED_STATUSES),
+    Message.status.in_(COUNTED),  # what counts against a frequency cap, as for the settings' caps
     bindparam("since") < _SENT_AT,
 )
 
