@@ -35,6 +35,7 @@ from sequences import CAMPAIGN
 
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
+from leadflow import clock
 from leadflow.content.loader import load_content
 from leadflow.contracts import AssessLeadInput, AssessLeadResult, SendResult
 from leadflow.settings import PROJECT_ROOT
@@ -51,7 +52,7 @@ def use_stand_ins() -> None:
     assess = LeadActivities._assess
 
     def assess_or_repeat(self: LeadActivities, request: AssessLeadInput) -> AssessLeadResult:
-        as_of = request.as_of or datetime.now()
+        as_of = request.as_of or clock.now()
         if request.event_ids or request.lead_id not in first:
             result = assess(self, request)
             first.setdefault(request.lead_id, (as_of, result))
