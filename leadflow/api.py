@@ -30,6 +30,7 @@ from leadflow.handoff import HandoffRefused, SalesAnswer, answer, close_open_han
 from leadflow.identity import identify_visitor
 from leadflow.ingest import (
     MAX_BATCH_EVENTS,
+    ClientEventIn,
     EventBatchIn,
     EventIn,
     LeadIn,
@@ -204,9 +205,9 @@ def create_app(
     @v1.post(
         "/events", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted, responses=refusals(404)
     )
-    async def accept_events(body: EventIn | EventBatchIn) -> Accepted:
+    async def accept_events(body: ClientEventIn | EventBatchIn) -> Accepted:
         """One event, or a batch `{"events": [...]}`. Stored before the answer; a repeated id is ignored."""
-        events = body.events if isinstance(body, EventBatchIn) else [body]
+        events: list[EventIn] = [*body.events] if isinstance(body, EventBatchIn) else [body]
         result = await asyncio.to_thread(ingest_events, runtime.db, events)
         if result.accepted and on_events_accepted:
             on_events_accepted()
@@ -439,7 +440,7 @@ def create_app(
 def _readable(problems: list[Any], body: Any) -> list[dict[str, Any]]:
     """Validation errors with the field path a client wrote (`events.3.type`). For the event union body,
     only the errors of the form the client meant: a batch when it has `events`, else a single event."""
-    meant = "EventBatchIn" if isinstance(body, dict) and "events" in body else "EventIn"
+    meant = "EventBatchIn" if isinstance(body, dict) and "events" in body else "ClientEventIn"
     readable = []
     for problem in problems:
         location = [str(part) for part in problem["loc"] if part != "body"]
@@ -455,8 +456,8 @@ def _readable(problems: list[Any], body: Any) -> list[dict[str, Any]]:
 
 
 def _union_branch(part: str) -> str | None:
-    # pydantic names a union member by its class, wrapped when it has validators ("function-after[…, EventIn]").
-    for name in ("EventBatchIn", "EventIn"):
+    # pydantic names a union member by its class, wrapped when it has validators ("function-after[…, ClientEventIn]").
+    for name in ("EventBatchIn", "ClientEventIn"):
         if part == name or part.endswith(f" {name}]"):
             return name
     return None

@@ -21,6 +21,19 @@ The rules, applied in one transaction when a visitor identifies with an email (`
 Every identify that links or merges records an `identified` event on the surviving lead, keyed by
 (anonymous id, lead) so a repeat is ignored; it is routed like any event, so the lead is rescored with the
 properties the identify brought.
+
+Those rules apply to identifies that are proof: a server-side `POST /v1/identify` (a secret API key), and a
+browser that opened a signed link from an email to the lead (`prove`). The snippet's identify, sent with the
+public site key, is only a **claim** (`claim`): anybody can type anybody's address into a form.
+
+- A claim of a **new address** creates its lead from the form (how leads arrive) by the rules above, unless
+  the site requires double opt-in: then nothing is linked until the site's backend confirms the address
+  and calls `POST /v1/identify`.
+- A claim of an address **a lead already has** links nothing, merges nothing and writes nothing on that
+  lead (no blank filled). The browser keeps (or, if it belonged to another known lead, gets a fresh)
+  anonymous lead of its own, which records an `identify_claimed` event; its events count for the claimed
+  lead only once it proves itself, and then they all move there by rule 3.
+- A browser already linked to the address's lead is that lead's: its claims fill blanks (never overwrite).
 """
 
 from __future__ import annotations
@@ -33,12 +46,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadflow import clock
-from leadflow.ingest import account_domain, account_ids_by_email, lead_ids_by_email
+from leadflow.ingest import (
+    account_domain,
+    account_ids_by_email,
+    lead_ids_by_email,
+    leads_by_anonymous_id,
+    new_anonymous_lead,
+)
 from leadflow.store import Database
 from leadflow.store.models import Event, Identity, Lead, LeadMerge, Outbox
 from leadflow.store.upsert import insert_ignoring_conflicts
 
-Outcome = Literal["linked", "identified", "merged", "relinked", "unchanged"]
+Outcome = Literal["linked", "identified", "merged", "relinked", "unchanged", "claimed"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +108,49 @@ def identify_visitor(db: Database, anonymous_id: str, email: str, properties: di
         return identified
 
 
+def claim(
+    session: Session, anonymous_id: str, email: str, properties: dict[str, Any], *, new_addresses: bool = True
+) -> Identified:
+    """A public identify (the snippet's): believed for a new address (unless `new_addresses` is False, a site
+    with double opt-in), only recorded for an address a lead already has. See the rules above."""
+    linked = session.scalars(
+        select(Lead).join(Identity, Identity.lead_id == Lead.id).where(Identity.anonymous_id == anonymous_id)
+    ).first()
+    if linked is not None and linked.email == email:
+        fill_blank_properties(session, linked.id, properties)
+        return Identified(linked.id, "unchanged")
+    claimed = session.scalars(select(Lead.id).where(Lead.email == email)).first()
+    if claimed is None and new_addresses:
+        identified = identify(session, anonymous_id, email)
+        fill_blank_properties(session, identified.lead_id, properties)
+        return identified
+    if linked is None:
+        own = leads_by_anonymous_id(session, {anonymous_id})[anonymous_id]
+    elif linked.email is None:
+        own = linked.id
+    else:  # the browser of another known person: it is not theirs either, as far as we know
+        own = new_anonymous_lead(session)
+        session.execute(update(Identity).where(Identity.anonymous_id == anonymous_id).values(lead_id=own))
+    # Keyed without the address (event keys reach workflow histories): one record per claimed lead.
+    _record_event(
+        session,
+        own,
+        f"identified:{anonymous_id}:claimed:{claimed or 'new'}",
+        "identify_claimed",
+        {"anonymous_id": anonymous_id, "lead_id": claimed, "proven": False},
+    )
+    return Identified(own, "claimed")
+
+
+def prove(session: Session, anonymous_id: str, lead_id: int) -> Identified | None:
+    """The browser opened a signed link from an email to `lead_id`: it is that lead's (as a trusted identify).
+    None when the lead has no address any more (erased)."""
+    email = session.scalars(select(Lead.email).where(Lead.id == lead_id)).first()
+    return identify(session, anonymous_id, email) if email else None
+
+
 def fill_blank_properties(session: Session, lead_id: int, properties: dict[str, Any]) -> None:
-    """Set the properties the lead does not have yet; never overwrite (a public form can claim any email)."""
+    """Set the properties the lead does not have yet; never overwrite (a public form is not the lead's word)."""
     lead = session.get_one(Lead, lead_id)
     blanks = {name: value for name, value in properties.items() if lead.properties.get(name) in (None, "")}
     if blanks:

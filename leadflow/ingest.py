@@ -27,6 +27,10 @@ MAX_BATCH_EVENTS = 1000
 MAX_FUTURE = timedelta(days=1)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
+# The ids leadflow gives its own events (links and webhooks `lf-…`, the tracker `web:<site>:…`, identity
+# `identified:…` and `merged:…`). A client may not use them: else an API key holder who stores
+# `lf-unsubscribe-{lead}-email-0` first would have the lead's real unsubscribe dropped as a duplicate.
+RESERVED_ID_PREFIXES = ("lf-", "web:", "identified:", "merged:")
 FREE_MAIL_DOMAINS = frozenset(
     [
         "gmail.com",
@@ -137,8 +141,20 @@ class EventIn(Input):
         return self
 
 
+class ClientEventIn(EventIn):
+    """An event sent by an API client: any id but those leadflow reserves for its own events."""
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, event_id: str) -> str:
+        if event_id.startswith(RESERVED_ID_PREFIXES):
+            reserved = ", ".join(f"{prefix!r}" for prefix in RESERVED_ID_PREFIXES)
+            raise ValueError(f"ids starting with {reserved} are reserved for leadflow's own events")
+        return event_id
+
+
 class EventBatchIn(Input):
-    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+    events: list[ClientEventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
 class UnknownLead(LookupError):
@@ -229,20 +245,25 @@ def account_ids_by_email(session: Session, domain_by_email: dict[str, str | None
     return {email: ids[domain] for email, domain in domain_by_email.items() if domain}
 
 
-def _leads_by_anonymous_id(session: Session, anonymous_ids: set[str]) -> dict[str, int]:
+def leads_by_anonymous_id(session: Session, anonymous_ids: set[str]) -> dict[str, int]:
     known = dict(
         session.execute(
             select(Identity.anonymous_id, Identity.lead_id).where(Identity.anonymous_id.in_(anonymous_ids))
         ).all()
     )
-    now = clock.now()
     for anonymous_id in anonymous_ids - known.keys():
-        lead = Lead(properties={}, stage="subscriber", score=0, created_at=now, updated_at=now)
-        session.add(lead)
-        session.flush()
-        session.add(Identity(anonymous_id=anonymous_id, lead_id=lead.id, created_at=now))
-        known[anonymous_id] = lead.id
+        known[anonymous_id] = new_anonymous_lead(session)
+        session.add(Identity(anonymous_id=anonymous_id, lead_id=known[anonymous_id], created_at=clock.now()))
     return known
+
+
+def new_anonymous_lead(session: Session) -> int:
+    """A lead known only by a browser: no email, no properties."""
+    now = clock.now()
+    lead = Lead(properties={}, stage="subscriber", score=0, created_at=now, updated_at=now)
+    session.add(lead)
+    session.flush()
+    return lead.id
 
 
 def ingest_events(db: Database, events: list[EventIn]) -> IngestResult:
@@ -267,7 +288,7 @@ def store_events(session: Session, events: list[EventIn]) -> IngestResult:
         {e: lead_id for e, (lead_id, _) in lead_ids_by_email(session, emails).items()} if emails else {}
     )
     anonymous = {event.anonymous_id for event in events if event.anonymous_id}
-    lead_by_anonymous = _leads_by_anonymous_id(session, anonymous) if anonymous else {}
+    lead_by_anonymous = leads_by_anonymous_id(session, anonymous) if anonymous else {}
 
     def lead_of(event: EventIn) -> int:
         if event.email:

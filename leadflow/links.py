@@ -2,6 +2,10 @@
 
 Each link carries an HMAC-signed token (itsdangerous) naming the message or lead it belongs to, so a forged
 or altered link is refused (404) before anything is recorded, and nobody can unsubscribe someone else.
+
+A click redirect to one of the sites in sites.yaml also hands the page a short-lived signed proof
+(`?lf_proof=…`): the snippet sends it back with the browser's anonymous id, which proves that this browser
+opened an email to the lead (a public identify proves nothing: leadflow.identity).
 """
 
 from __future__ import annotations
@@ -9,11 +13,19 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 
-OPEN, CLICK, UNSUBSCRIBE = "open", "click", "unsubscribe"
+from leadflow import clock
+
+OPEN, CLICK, UNSUBSCRIBE, PROOF = "open", "click", "unsubscribe", "proof"
+PROOF_PARAMETER = "lf_proof"  # leadflow.js reads it by this name
+# Long enough for the page to load after the redirect (or the visitor to answer a consent banner on it),
+# short enough that a proof copied from an address bar or a log is soon worthless.
+PROOF_MAX_AGE = timedelta(minutes=15)
 PIXEL_GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
@@ -41,6 +53,13 @@ class Unsubscribe:
     channel: str
 
 
+class _ClockSigner(TimestampSigner):
+    """Dates proofs by leadflow's clock (tests move it), not the system's."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
 class Tracker:
     def __init__(self, secret_key: str, public_url: str) -> None:
         self.public_url = public_url.rstrip("/")
@@ -49,6 +68,7 @@ class Tracker:
             kind: URLSafeSerializer(secret_key, salt=f"leadflow-{kind}")
             for kind in (OPEN, CLICK, UNSUBSCRIBE)
         }
+        self._proofs = URLSafeTimedSerializer(secret_key, salt=f"leadflow-{PROOF}", signer=_ClockSigner)
 
     def _token(self, kind: str, payload: list[Any]) -> str:
         return str(self._signers[kind].dumps(payload))
@@ -85,6 +105,25 @@ class Tracker:
         match self._payload(UNSUBSCRIBE, token):
             case [int(lead_id), str(channel)]:
                 return Unsubscribe(lead_id, channel)
+        return None
+
+    def with_proof(self, url: str, lead_id: int, message_id: int) -> str:
+        """`url` with a proof that whoever opens it got message `message_id`, an email to `lead_id`."""
+        scheme, netloc, path, query, fragment = urlsplit(url)
+        token = self._proofs.dumps([lead_id, message_id])
+        # The destination's own query stays as it was written; the token is URL-safe.
+        query = (f"{query}&" if query else "") + f"{PROOF_PARAMETER}={token}"
+        return urlunsplit((scheme, netloc, path, query, fragment))
+
+    def read_proof(self, token: str) -> int | None:
+        """The lead a proof was made for, if it is genuine and younger than PROOF_MAX_AGE."""
+        try:
+            payload = self._proofs.loads(token, max_age=int(PROOF_MAX_AGE.total_seconds()))
+        except BadSignature:  # SignatureExpired is one too
+            return None
+        match payload:
+            case [int(lead_id), int(_)]:
+                return lead_id
         return None
 
     def tracked_html(self, body: str, message_id: int, lead_id: int, untracked: tuple[str, ...] = ()) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import html
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 from uuid import uuid4
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -119,7 +119,11 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
             await record(
                 [EventIn(id=event_id, type="email_clicked", lead_id=clicked.lead_id, properties=properties)]
             )
-        return RedirectResponse(clicked.url, status.HTTP_302_FOUND, headers=NO_CACHE)
+        destination = clicked.url
+        if message is not None and on_our_sites(runtime, destination):
+            # Only to our own sites (a proof handed to anyone else's page could be used by them).
+            destination = tracker.with_proof(destination, clicked.lead_id, message.id)
+        return RedirectResponse(destination, status.HTTP_302_FOUND, headers=NO_CACHE)
 
     @router.get("/u/{token}", response_class=HTMLResponse, responses=LINK_NOT_FOUND)
     async def unsubscribe_page(token: str) -> HTMLResponse:
@@ -300,6 +304,13 @@ def first_arrival(session: Session, provider_id: str) -> bool:
             session, InboundMessage, [row], ["provider_id"], returning=[InboundMessage.id]
         )
     )
+
+
+def on_our_sites(runtime: Runtime, url: str) -> bool:
+    """Whether `url` is a page of a site in sites.yaml (its origin is one a site key allows)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    return any(site.allows_origin(origin) for site in runtime.content.sites.values())
 
 
 def link_not_found() -> HTMLResponse:

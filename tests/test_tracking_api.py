@@ -21,9 +21,11 @@ from leadflow.ratelimit import RateLimiter
 from leadflow.settings import PROJECT_ROOT
 from leadflow.store.models import Event, Lead
 from tests.conftest import Stack, eventually
+from tests.proofs import EBOOK_LINK_ORIGIN, emailed_link, proof_from_click
 
 ORIGIN = "https://www.acme-growth.test"
 KEY = "pk_test_acme_growth"
+ADA = "ada@acme-robotics.test"
 
 
 def use_site(stack: Stack, **overrides: Any) -> Site:
@@ -197,8 +199,8 @@ async def test_a_site_key_can_never_read_or_use_the_api(stack: Stack) -> None:
     ).status_code == 401
 
 
-async def test_an_identify_in_a_batch_merges_the_visitor_into_the_known_lead(stack: Stack) -> None:
-    use_site(stack)
+async def test_an_identify_of_a_known_address_is_a_claim_until_the_browser_proves_it(stack: Stack) -> None:
+    use_site(stack, origins=[ORIGIN, EBOOK_LINK_ORIGIN])
     saved = await stack.api.post(
         "/v1/leads", json={"email": "ada@acme-robotics.test", "properties": {"first_name": "Ada"}}
     )
@@ -228,17 +230,26 @@ async def test_an_identify_in_a_batch_merges_the_visitor_into_the_known_lead(sta
     assert response.status_code == 202
     assert "lead" not in response.text  # a public key learns nothing about leads
 
-    lead = await eventually(lambda: scored(stack, "visitor-0002", at_least=40))
+    # Anybody can type Ada's address: the browser keeps its own lead, Ada's is untouched (no blank filled).
+    visitor = await eventually(lambda: scored(stack, "visitor-0002", at_least=25))
+    assert visitor["id"] != ada and visitor["email"] is None
+    assert "identify_claimed" in {item["type"] for item in visitor["timeline"]}
+    unclaimed = (await stack.api.get(f"/v1/leads/{ada}")).json()
+    assert unclaimed["properties"] == {"first_name": "Ada"} and unclaimed["merged_leads"] == []
+
+    # Ada follows a link in an email we sent her, in this browser: now it is hers, with all it did.
+    proof = await proof_from_click(stack.api, await emailed_link(stack.runtime, stack.inbox, ada, ADA))
+    assert (
+        await collect(stack, {"site": KEY, "anonymous_id": "visitor-0002", "proof": proof})
+    ).status_code == 202
+    lead = await eventually(lambda: scored(stack, "visitor-0002", at_least=30))
     assert lead["id"] == ada
-    assert lead["properties"] == {
-        "first_name": "Ada",
-        "job_title": "CTO",
-    }  # blanks filled, nothing overwritten
-    assert lead["score"]["total"] == 15 + 10 + 15  # pricing, ebook, senior job title
+    assert lead["properties"] == {"first_name": "Ada"}  # an unproven claim's properties are not kept
+    assert lead["score"]["total"] == 15 + 10 + 5  # pricing, ebook, the click
     assert lead["source"]["first_touch"]["source"] == "newsletter"
     [merge] = lead["merged_leads"]
-    assert merge["anonymous_id"] == "visitor-0002" and merge["events_moved"] == 1
-    assert (await stack.api.get(f"/v1/leads/{merge['id']}")).json()["id"] == ada
+    assert merge["id"] == visitor["id"] and merge["anonymous_id"] == "visitor-0002"
+    assert merge["events_moved"] == 3  # the page view, the download, the claim
     with stack.runtime.db.read() as session:
         assert session.get_one(Lead, merge["id"]).merged_into_id == ada
     # The merged-away lead's workflow received `lead_merged` and ended; Ada's carries on.

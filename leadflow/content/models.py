@@ -868,6 +868,11 @@ class Site(Strict):
     origins: list[Origin] = Field(min_length=1)
     consent: Literal["required", "not_required"] = "not_required"
     honor_do_not_track: bool = True
+    double_opt_in: bool = Field(
+        default=False,
+        description="the snippet's identify never creates or links a lead: the site confirms the address "
+        "itself and then calls POST /v1/identify",
+    )
     events: list[Annotated[str, Field(pattern=EVENT_TYPE)]] = Field(
         default_factory=list, description="event types the site may send besides the snippet's own"
     )

@@ -9,7 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from leadflow import clock
 from leadflow.content.models import EVENT_TYPE, Site
-from leadflow.identity import Identified, fill_blank_properties, identify
+from leadflow.identity import Identified, claim, prove
 from leadflow.ingest import EventIn, IngestResult, LeadIn, properties_at_most, store_events
 from leadflow.inputs import Input
 from leadflow.store import Database
@@ -23,6 +23,7 @@ MAX_EVENTS = 50
 MAX_PROPERTIES_BYTES = 4_096
 MAX_AGE = timedelta(days=1)
 CLIENT_ID = r"^[A-Za-z0-9_-]{8,64}$"
+PROOF = r"^[A-Za-z0-9_.-]{1,300}$"  # what leadflow.links makes: URL-safe base64 and dots
 
 
 _small = properties_at_most(MAX_PROPERTIES_BYTES)
@@ -54,18 +55,28 @@ class CollectIn(Input):
     site: str = Field(max_length=100)
     anonymous_id: str = Field(pattern=CLIENT_ID)
     consent: bool = False
-    identify: LeadIn | None = Field(default=None, description="who the visitor is: email and properties")
+    identify: LeadIn | None = Field(
+        default=None, description="who the visitor says they are: a claim, not proof (see the README)"
+    )
+    proof: str | None = Field(
+        default=None,
+        pattern=PROOF,
+        description="the `lf_proof` a click in an email added to the page's address: this browser got it",
+    )
     events: list[TrackedEvent] = Field(default_factory=list, max_length=MAX_EVENTS)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
-        if not self.events and self.identify is None:
-            raise ValueError("send at least one event or an identify")
+        if not self.events and self.identify is None and self.proof is None:
+            raise ValueError("send at least one event, an identify or a proof")
         return self
 
 
-def store_collected(db: Database, site: Site, body: CollectIn) -> tuple[IngestResult, Identified | None]:
-    """The identify first (so this batch's events land on the surviving lead), then the events; all or nothing.
+def store_collected(
+    db: Database, site: Site, body: CollectIn, proven_lead: int | None = None
+) -> tuple[IngestResult, Identified | None]:
+    """The proof (`proven_lead`, read from `body.proof`), then the identify's claim (so this batch's events
+    land on the lead they belong to), then the events; all or nothing.
 
     Event ids are namespaced by site (`web:<site id>:<id>`), so a public key cannot collide with, and so
     suppress, events that other sources send."""
@@ -82,8 +93,16 @@ def store_collected(db: Database, site: Site, body: CollectIn) -> tuple[IngestRe
     ]
     with db.transaction() as session:
         identified = None
+        if proven_lead is not None:
+            identified = prove(session, body.anonymous_id, proven_lead)
         if body.identify is not None:
-            identified = identify(session, body.anonymous_id, body.identify.email)
-            fill_blank_properties(session, identified.lead_id, body.identify.properties)
+            identity = body.identify
+            identified = claim(
+                session,
+                body.anonymous_id,
+                identity.email,
+                identity.properties,
+                new_addresses=not site.double_opt_in,
+            )
         result = store_events(session, events) if events else IngestResult(0, 0, [])
     return result, identified

@@ -14,10 +14,11 @@
   var ID_COOKIE = "lf_aid", CONSENT_COOKIE = "lf_consent", COOKIE_DAYS = 395;
   var MAX_BATCH = 50, SCROLLED_AT = 0.9, LONG_PAGE = 1.5; // "long": at least 1.5 screens high
   var SENSITIVE = /pass|card|cvv|cvc|iban|ssn|secret|token/i;
+  var PROOF_PARAMETER = "lf_proof"; // added by leadflow's click redirect to links from its emails
 
   var doNotTrack = CONFIG.honor_do_not_track && (navigator.doNotTrack === "1" || window.doNotTrack === "1");
   var consented = CONFIG.consent !== "required" || readCookie(CONSENT_COOKIE) === "1";
-  var queue = [], identity = null, timer = null;
+  var queue = [], identity = null, timer = null, proof = null;
   var forms = {}; // form name -> "started" | "submitted"
   var deepestScroll = 0, scrolledSent = false;
   var visibleMs = 0, visibleSince = document.visibilityState === "visible" ? Date.now() : null;
@@ -69,6 +70,24 @@
 
   // --- identity and consent -------------------------------------------------------------------------
 
+  // A link from one of our emails brings a signed, short-lived proof that this browser opened an email to
+  // the lead: taken out of the address bar at once (so it is not bookmarked, shared, or recorded with the
+  // page view), sent once with the anonymous id. Only then do the browser's events count for that lead.
+  function takeProof() {
+    var url = new URL(location.href), value = url.searchParams.get(PROOF_PARAMETER);
+    if (value === null) return null;
+    url.searchParams.delete(PROOF_PARAMETER);
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+    return value;
+  }
+
+  function prove() {
+    if (!proof || doNotTrack || !consented) return;
+    var body = JSON.stringify({ site: CONFIG.site, anonymous_id: anonymousId(), consent: consented, proof: proof });
+    proof = null;
+    send(body, [], false);
+  }
+
   function identify(traits) {
     if (!traits || !traits.email) return console.warn("leadflow.identify needs an email");
     var properties = {};
@@ -81,10 +100,11 @@
     consented = !!granted;
     if (consented) {
       writeCookie(CONSENT_COOKIE, "1", COOKIE_DAYS);
+      prove();
       flush();
     } else {
       queue = [];
-      identity = null;
+      identity = proof = null;
       writeCookie(CONSENT_COOKIE, "", -1);
       writeCookie(ID_COOKIE, "", -1);
     }
@@ -240,7 +260,9 @@
   var early = (window.leadflow && window.leadflow.q) || [];
   window.leadflow = leadflow;
   if (!CONFIG.site) return console.warn("leadflow: no site key: load /t/leadflow.js?site=<key>");
+  proof = takeProof();
   pageViewed();
+  prove();
   early.forEach(function (call) { leadflow.apply(null, call); });
   window.addEventListener("scroll", onScroll, { passive: true });
   document.addEventListener("click", onClick, true);

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from leadflow.content.models import RateLimit, Site
+from leadflow.links import PROOF_MAX_AGE
 from leadflow.ratelimit import RateLimiter, retry_after_header
 from leadflow.refusals import refusals
 from leadflow.runtime import Runtime
@@ -28,6 +29,12 @@ from leadflow.tracking.collect import MAX_EVENTS, CollectIn, store_collected
 SNIPPET = Path(__file__).with_name("leadflow.js")
 CONFIG_MARKER = "/*CONFIG*/"
 SNIPPET_MAX_AGE = 300  # seconds browsers may cache the snippet (a settings change shows within 5 minutes)
+PROOF_REFUSED = {
+    "field": "proof",
+    "message": "not a proof leadflow made, or older than "
+    f"{PROOF_MAX_AGE.total_seconds() / 60:.0f} minutes: open the link in the email again",
+    "type": "value_error",
+}
 
 
 class Refused(Exception):
@@ -118,11 +125,14 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
             body = validate(data, site)
             if site.consent == "required" and not body.consent:
                 raise Refused(status.HTTP_403_FORBIDDEN, "this site requires the visitor's consent")
+            proven_lead = runtime.tracker.read_proof(body.proof) if body.proof else None
+            if body.proof and proven_lead is None:
+                raise Refused(status.HTTP_422_UNPROCESSABLE_CONTENT, [PROOF_REFUSED])
         except Refused as refused:
             return JSONResponse(
                 {"detail": refused.detail}, refused.status_code, headers={**allowed, **refused.headers}
             )
-        result, _ = await asyncio.to_thread(store_collected, runtime.db, site, body)
+        result, _ = await asyncio.to_thread(store_collected, runtime.db, site, body, proven_lead)
         if result.accepted and on_events_accepted:
             on_events_accepted()
         return JSONResponse(
