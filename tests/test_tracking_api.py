@@ -21,7 +21,7 @@ from leadflow.ratelimit import RateLimiter
 from leadflow.settings import PROJECT_ROOT
 from leadflow.store.models import Event, Lead
 from tests.conftest import Stack, eventually
-from tests.proofs import EBOOK_LINK_ORIGIN, emailed_link, proof_from_click
+from tests.proofs import EMAIL_LINK_ORIGIN, emailed_link, proof_from_click
 
 ORIGIN = "https://www.acme-growth.test"
 KEY = "pk_test_acme_growth"
@@ -200,7 +200,7 @@ async def test_a_site_key_can_never_read_or_use_the_api(stack: Stack) -> None:
 
 
 async def test_an_identify_of_a_known_address_is_a_claim_until_the_browser_proves_it(stack: Stack) -> None:
-    use_site(stack, origins=[ORIGIN, EBOOK_LINK_ORIGIN])
+    use_site(stack, origins=[ORIGIN, EMAIL_LINK_ORIGIN])
     saved = await stack.api.post(
         "/v1/leads", json={"email": "ada@acme-robotics.test", "properties": {"first_name": "Ada"}}
     )
