@@ -102,7 +102,7 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
     async def collect(request: Request) -> Response:
         """Events (and an identify) from the snippet, for one site key and one browser's anonymous id.
         Refused: unknown key or origin (403), over the rate limits (429), too large or too many events (413),
-        invalid (422)."""
+        invalid, or a `proof` forged or expired (422)."""
         origin = request.headers.get("origin", "")
         allowed: dict[str, str] = {}
         try:
