@@ -20,11 +20,12 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from activities.handoff import HandoffActivities
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
-from leadflow.converter import data_converter
+from leadflow.converter import lead_data_converter
 from leadflow.logs import configure_logging
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, get_settings
+from leadflow.store import Database
 from workflows.handoff import HandoffWorkflow
 from workflows.lead import LeadWorkflow
 from workflows.sequence import SequenceWorkflow
@@ -32,15 +33,16 @@ from workflows.sequence import SequenceWorkflow
 WORKFLOWS = [LeadWorkflow, SequenceWorkflow, HandoffWorkflow]
 
 
-async def connect(settings: Settings, patience: float = 30.0) -> Client:
-    """The Temporal client; a server still starting (or restarting) gets `patience` seconds to answer."""
+async def connect(settings: Settings, db: Database, patience: float = 30.0) -> Client:
+    """The Temporal client, its leads' payloads encrypted under their keys in `db`; a server still starting
+    (or restarting) gets `patience` seconds to answer."""
     deadline = time.monotonic() + patience
     while True:
         try:
             return await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
-                data_converter=data_converter,
+                data_converter=lead_data_converter(db),
             )
         except RuntimeError:
             if time.monotonic() > deadline:
@@ -108,7 +110,7 @@ async def main() -> None:
     settings = get_settings()
     runtime = Runtime.from_settings(settings)
     runtime.db.upgrade()
-    client = await connect(settings)
+    client = await connect(settings, runtime.db)
     async with running_worker(client, runtime):
         logging.getLogger("leadflow").info("worker polling task queue %r", settings.task_queue)
         await asyncio.Event().wait()

@@ -198,7 +198,7 @@ async def embedded_stack(mail: Any) -> AsyncIterator[tuple[Runtime, Client]]:
         runtime.db.upgrade()
         try:
             with temporal_dev_server(settings):
-                yield runtime, await connect_when_ready(settings)
+                yield runtime, await connect_when_ready(settings, runtime.db)
         finally:
             runtime.db.dispose()
 

@@ -83,7 +83,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
         lead_ids = await asyncio.to_thread(store_leads, db, options.leads)
         log.info("%d leads stored in %.1f s", len(lead_ids), time.perf_counter() - started)
         with temporal_dev_server(settings), worker_processes(settings, 1) as [worker]:
-            client = await connect_when_ready(settings)
+            client = await connect_when_ready(settings, db)
             in_flight = asyncio.Semaphore(64)
             samples: list[dict[str, Any]] = []
 

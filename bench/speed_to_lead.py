@@ -143,7 +143,7 @@ async def embedded_stack(workdir: Path, arrivals: Arrivals, processes: int) -> A
     runtime.db.upgrade()
     try:
         with temporal_dev_server(settings), worker_processes(settings, processes - 1):
-            client = await connect_when_ready(settings)
+            client = await connect_when_ready(settings, runtime.db)
             async with running_worker(client, runtime) as router:
                 loop = asyncio.get_running_loop()
 

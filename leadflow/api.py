@@ -25,7 +25,7 @@ from leadflow.apikeys import Caller, Keyring
 from leadflow.bodylimit import BodySizeLimit
 from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
 from leadflow.content.models import RateLimit
-from leadflow.erasure import cancel_workflows, erase_lead
+from leadflow.erasure import erase_lead, stop_workflows
 from leadflow.handoff import HandoffRefused, SalesAnswer, answer, close_open_handoff, handoff_document
 from leadflow.identity import identify_visitor
 from leadflow.ingest import (
@@ -389,7 +389,7 @@ def create_app(
     @v1.delete("/leads/{reference}", response_model=Erased, responses=lead_routes)
     async def erase(reference: LeadReference) -> Erased:
         """Erase the lead (GDPR): events, messages, scores and everything else about it, keeping only a
-        hash of its addresses on the suppression list; its workflows are cancelled."""
+        keyed hash of its addresses on the suppression list; its workflows are terminated."""
         lead_id = await asyncio.to_thread(lead_id_of, reference)
         erasure = await asyncio.to_thread(erase_lead, runtime.db, runtime.settings, lead_id, clock.now())
         if erasure is None:
@@ -397,9 +397,14 @@ def create_app(
         cancelled = 0
         if temporal is not None:
             try:
-                cancelled = await cancel_workflows(await temporal(), erasure.workflow_ids)
-            except Exception as error:  # Temporal down: the workflows find the lead gone at their next step
-                log.warning("erased lead %s; its workflows were not cancelled: %s", lead_id, error)
+                cancelled = await stop_workflows(await temporal(), erasure)
+            except Exception as error:  # Temporal down: docs/operations.md says what becomes of them
+                log.warning(
+                    "erased lead %s; its workflows %s were not terminated: %s",
+                    lead_id,
+                    " ".join(erasure.workflow_ids),
+                    error,
+                )
         return Erased(
             erased=lead_id, addresses_suppressed=erasure.addresses_suppressed, workflows_cancelled=cancelled
         )

@@ -96,7 +96,7 @@ def api() -> None:
 
     async def temporal_client() -> Client:  # connected on first use: the API serves while Temporal is down
         if not clients:
-            clients.append(await connect(settings, patience=0))
+            clients.append(await connect(settings, runtime.db, patience=0))
         return clients[0]
 
     _logging()
@@ -243,9 +243,8 @@ def preview(
 
 def _lead_context(reference: str, channel: str, template: str) -> dict[str, Any]:
     from leadflow.leads import find_lead, preview_context
-    from leadflow.store import Database
 
-    db = Database(get_settings().resolved_database_url)
+    db = _database()
     with db.read() as session:
         found = find_lead(session, reference)
         if found is None:
@@ -563,7 +562,7 @@ async def _wake_lead_workflows(lead_ids: list[int]) -> None:
 
     settings = get_settings()
     try:
-        client = await connect(settings)
+        client = await connect(settings, _database())
         for lead_id in lead_ids:
             await client.start_workflow(
                 LeadWorkflow.run,
@@ -584,7 +583,8 @@ async def _wake_lead_workflows(lead_ids: list[int]) -> None:
 def _database() -> Database:
     from leadflow.store import Database
 
-    return Database(get_settings().resolved_database_url)
+    settings = get_settings()
+    return Database(settings.resolved_database_url, address_key=settings.resolved_secret_key)
 
 
 # --- scoring fit / evaluate ---------------------------------------------------------------------------

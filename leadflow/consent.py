@@ -9,14 +9,16 @@ moment ago is never missed. Consent changes arrive as events (`unsubscribed` / `
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
+from leadflow.logs import redact
 from leadflow.settings import CHANNELS, Settings
 from leadflow.store.models import Consent, ConsentChange, Lead, Message, PushSubscription, Suppression
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -43,9 +45,31 @@ class Verdict:
     hold_until: datetime | None = None
 
 
-def address_hash(channel: str, address: str) -> str:
-    normalised = address.strip().lower() if channel == "email" else address.strip()
-    return hashlib.sha256(normalised.encode()).hexdigest()
+DETAIL_LENGTH = 500  # a provider's refusal is kept for the record, bounded
+
+
+def address_hash(key: str, channel: str, address: str) -> str:
+    """HMAC-SHA256 of the address under LEADFLOW_SECRET_KEY: whoever holds the store but not the key cannot
+    test addresses against the suppression list (a plain hash of an email is guessed from a list of names)."""
+    return hmac.new(key.encode(), _normalised(channel, address).encode(), hashlib.sha256).hexdigest()
+
+
+def _plain_hash(channel: str, address: str) -> str:
+    """The hash stored before the list was keyed (migration erase_0012_lead_keys): never written any more,
+    still matched, and re-keyed when the address is suppressed again (the address itself is gone)."""
+    return hashlib.sha256(_normalised(channel, address).encode()).hexdigest()
+
+
+def _normalised(channel: str, address: str) -> str:
+    return address.strip().lower() if channel == "email" else address.strip()
+
+
+def _hashes(session: Session, channel: str, address: str) -> tuple[str, str]:
+    """The address's keyed hash and its plain one; the key comes with the session (Database.address_key)."""
+    key = session.info.get("address_key")
+    if not key:
+        raise RuntimeError("the store was opened without the suppression list's key (LEADFLOW_SECRET_KEY)")
+    return address_hash(key, channel, address), _plain_hash(channel, address)
 
 
 def channel_of(properties: dict[str, Any]) -> str:
@@ -58,15 +82,23 @@ def channel_of(properties: dict[str, Any]) -> str:
 def suppress(
     session: Session, channel: str, address: str, reason: str, detail: str | None, now: datetime
 ) -> None:
+    """Put the address on the list (a row already there keeps its reason). `detail` (a provider's refusal,
+    an opt-out's source) is kept with every email and phone number in it masked: it outlives the lead."""
+    keyed, plain = _hashes(session, channel, address)
+    session.execute(
+        update(Suppression)
+        .where(Suppression.channel == channel, Suppression.address_hash == plain)
+        .values(address_hash=keyed)
+    )
     insert_ignoring_conflicts(
         session,
         Suppression,
         [
             {
                 "channel": channel,
-                "address_hash": address_hash(channel, address),
+                "address_hash": keyed,
                 "reason": reason,
-                "detail": detail,
+                "detail": redact(detail)[:DETAIL_LENGTH] if detail else None,
                 "created_at": now,
             }
         ],
@@ -74,9 +106,22 @@ def suppress(
     )
 
 
+def suppress_erased(session: Session, channel: str, address: str, now: datetime) -> None:
+    """An erased person's address stays on the list, with nothing but its hash and reason: the detail of an
+    earlier row (a bounce's text, an opt-out's source) goes too."""
+    suppress(session, channel, address, "erased", None, now)
+    keyed, _ = _hashes(session, channel, address)
+    session.execute(
+        update(Suppression)
+        .where(Suppression.channel == channel, Suppression.address_hash == keyed)
+        .values(detail=None)
+    )
+
+
 # Every send asks these: statements built once.
 _SUPPRESSION = select(Suppression).where(
-    Suppression.channel == bindparam("channel"), Suppression.address_hash == bindparam("hash")
+    Suppression.channel == bindparam("channel"),
+    Suppression.address_hash.in_(bindparam("hashes", expanding=True)),
 )
 _CONSENT_STATUS = select(Consent.status).where(
     Consent.lead_id == bindparam("lead"), Consent.channel == bindparam("channel")
@@ -84,14 +129,15 @@ _CONSENT_STATUS = select(Consent.status).where(
 
 
 def suppression_of(session: Session, channel: str, address: str) -> Suppression | None:
-    return session.scalars(_SUPPRESSION, {"channel": channel, "hash": address_hash(channel, address)}).first()
+    hashes = list(_hashes(session, channel, address))
+    return session.scalars(_SUPPRESSION, {"channel": channel, "hashes": hashes}).first()
 
 
 def lift_opt_out(session: Session, channel: str, address: str) -> None:
     session.execute(
         delete(Suppression).where(
             Suppression.channel == channel,
-            Suppression.address_hash == address_hash(channel, address),
+            Suppression.address_hash.in_(_hashes(session, channel, address)),
             Suppression.reason.in_(LIFTED_BY_OPT_IN),
         )
     )

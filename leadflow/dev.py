@@ -29,6 +29,7 @@ from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.mailcatcher import MailCatcher
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
+from leadflow.store import Database
 from leadflow.store.models import Lead
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
 
@@ -123,11 +124,11 @@ def worker_processes(settings: Settings, count: int) -> Iterator[list[subprocess
         log.close()
 
 
-async def connect_when_ready(settings: Settings, timeout: float = 30.0) -> Client:
+async def connect_when_ready(settings: Settings, db: Database, timeout: float = 30.0) -> Client:
     from worker import connect
 
     try:
-        return await connect(settings, patience=timeout)
+        return await connect(settings, db, patience=timeout)
     except Exception as error:
         log = settings.data_dir / "temporal.log"
         raise SystemExit(f"Temporal did not start at {settings.temporal_address}; see {log}") from error
@@ -221,7 +222,7 @@ async def run_dev(settings: Settings, demo: bool = True) -> None:
         catcher.start()
     try:
         with temporal_dev_server(settings):
-            client = await connect_when_ready(settings)
+            client = await connect_when_ready(settings, runtime.db)
             with worker_processes(settings, settings.worker_processes - 1):
                 await _serve(settings, runtime, client, stop, demo, catcher is not None)
     finally:

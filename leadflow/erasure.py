@@ -1,5 +1,7 @@
-"""Erasing a lead on request (GDPR): everything about the person goes, except a hash of each address on the
-suppression list, so they are never messaged again."""
+"""Erasing a lead on request (GDPR): everything about the person goes, except a keyed hash of each address on
+the suppression list, so they are never messaged again. The store overwrites what it deletes (SQLite's
+secure_delete, then a checkpoint that truncates the WAL); the lead's data key goes with it, which leaves what
+Temporal's histories hold of the person unreadable (leadflow.converter); its workflows are terminated."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from leadflow import consent
+from leadflow.converter import LeadPayloadCodec
 from leadflow.settings import CHANNELS, Settings
 from leadflow.store import Database
 from leadflow.store.models import Enrollment, Lead, Message, Outbox, StageChange
@@ -27,9 +30,9 @@ class Erasure:
 
 
 def erase_lead(db: Database, settings: Settings, lead_id: int, now: datetime) -> Erasure | None:
-    """Delete the lead with its events, messages, scores, stages, consents, subscriptions and identities
-    (foreign keys cascade), the hand-off notifications about it, and its events still waiting to be routed.
-    Returns the workflows to cancel, or None when there is no such lead."""
+    """Delete the lead with its events, messages, scores, stages, consents, subscriptions, identities, the
+    leads merged into it and its data key (foreign keys cascade), the hand-off notifications about it, and
+    its events still waiting to be routed. Returns the workflows to stop, or None when there is no such lead."""
     with db.transaction() as session:
         lead = session.scalars(select(Lead).where(Lead.id == lead_id).with_for_update()).first()
         if lead is None:
@@ -37,7 +40,7 @@ def erase_lead(db: Database, settings: Settings, lead_id: int, now: datetime) ->
         suppressed = 0
         for channel in CHANNELS:
             for address in consent.addresses(session, lead, channel):
-                consent.suppress(session, channel, address, "erased", None, now)
+                consent.suppress_erased(session, channel, address, now)
                 suppressed += 1
         sequences = list(session.scalars(select(Enrollment.workflow_id).where(Enrollment.lead_id == lead_id)))
         promotions = list(session.scalars(select(StageChange.id).where(StageChange.lead_id == lead_id)))
@@ -49,19 +52,25 @@ def erase_lead(db: Database, settings: Settings, lead_id: int, now: datetime) ->
             )
         session.execute(delete(Outbox).where(Outbox.lead_id == lead_id))
         session.execute(delete(Lead).where(Lead.id == lead_id))
+    db.checkpoint()
     follow_ups = [settings.handoff_workflow_id(stage_change_id) for stage_change_id in promotions]
     return Erasure(lead_id, [settings.lead_workflow_id(lead_id), *sequences, *follow_ups], suppressed)
 
 
-async def cancel_workflows(client: Client, workflow_ids: list[str]) -> int:
-    """Cancel what still runs for an erased lead; returns how many were running. Should Temporal be down,
-    the workflows find the lead gone at their next step (a send is suppressed, a rescore does nothing)."""
-    cancelled = 0
-    for workflow_id in workflow_ids:
+async def stop_workflows(client: Client, erasure: Erasure) -> int:
+    """Terminate what still runs for an erased lead; returns how many were running. Terminated, not
+    cancelled: a cancellation is a workflow task, and the workflow can no longer read its own history (its
+    key is gone). Should Temporal be down, each of them fails its next task for that reason, until someone
+    terminates it (docs/operations.md)."""
+    codec = client.data_converter.payload_codec
+    if isinstance(codec, LeadPayloadCodec):
+        codec.keys.forget(erasure.lead_id)
+    stopped = 0
+    for workflow_id in erasure.workflow_ids:
         try:
-            await client.get_workflow_handle(workflow_id).cancel()
-            cancelled += 1
+            await client.get_workflow_handle(workflow_id).terminate(reason="the lead was erased")
+            stopped += 1
         except RPCError as error:
             if error.status != RPCStatusCode.NOT_FOUND:
-                log.warning("could not cancel %s of an erased lead: %s", workflow_id, error)
-    return cancelled
+                log.warning("could not terminate %s of an erased lead: %s", workflow_id, error)
+    return stopped

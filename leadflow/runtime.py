@@ -27,6 +27,7 @@ class Runtime:
     webhooks: WebhookChannel = field(init=False)  # hand-off webhooks, signed with LEADFLOW_WEBHOOK_SECRET
 
     def __post_init__(self) -> None:
+        self.db.address_key = self.settings.resolved_secret_key  # the suppression list's hashes are keyed
         self.webhooks = WebhookChannel(self.settings.webhook_secret, self.settings.webhook_timeout_seconds)
 
     @classmethod

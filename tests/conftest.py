@@ -30,7 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from leadflow.api import create_app
 from leadflow.content.loader import load_content
-from leadflow.converter import data_converter
+from leadflow.converter import data_converter, lead_data_converter
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
@@ -300,7 +300,9 @@ async def stack(runtime: Runtime, temporal: WorkflowEnvironment, inbox: Inbox) -
 
 @asynccontextmanager
 async def running_stack(runtime: Runtime, client: Client, inbox: Inbox) -> AsyncIterator[Stack]:
-    """API, worker and router over `runtime` until the block ends (a test may stop and start it again)."""
+    """API, worker and router over `runtime` until the block ends (a test may stop and start it again), on
+    `client`'s connection with the installation's converter (each lead's payloads encrypted)."""
+    client = Client(**{**client.config(), "data_converter": lead_data_converter(runtime.db)})
     async with running_worker(client, runtime) as router:
 
         async def temporal_client() -> Client:

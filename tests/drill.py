@@ -112,7 +112,7 @@ class TemporalServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        await connect_when_ready(self.settings)
+        await connect_when_ready(self.settings, Database(self.settings.resolved_database_url))
 
     def kill(self) -> None:
         assert self.process is not None

@@ -1,13 +1,17 @@
 """Erase on request (GDPR): `DELETE /v1/leads/{id}` removes the person and stops their workflows; only a hash
-of each address stays, so they are never messaged again."""
+of each address stays (keyed), so they are never messaged again."""
 
 from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select, text
 from temporalio.client import WorkflowExecutionStatus
 
-from leadflow.consent import address_hash
+from leadflow.consent import address_hash, lift_opt_out, suppress, suppression_of
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.runtime import Runtime
 from leadflow.store.models import Base, Enrollment, Suppression
 from tests.conftest import Stack, eventually
 
@@ -55,15 +59,15 @@ async def test_an_erased_lead_leaves_only_hashed_suppressions_and_no_running_wor
     with runtime.db.read() as session:
         suppressions = session.scalars(select(Suppression)).all()
     assert {(s.channel, s.address_hash, s.reason) for s in suppressions} == {
-        ("email", address_hash("email", EMAIL), "erased"),
-        ("sms", address_hash("sms", PHONE), "erased"),
+        ("email", address_hash(settings.resolved_secret_key, "email", EMAIL), "erased"),
+        ("sms", address_hash(settings.resolved_secret_key, "sms", PHONE), "erased"),
     }
     assert _anywhere(stack, EMAIL) == _anywhere(stack, "Evangeline") == _anywhere(stack, PHONE) == []
     for erased in (settings.lead_workflow_id(1), workflow_id):
         handle = stack.client.get_workflow_handle(erased)
 
         async def cancelled() -> bool:
-            return (await handle.describe()).status == WorkflowExecutionStatus.CANCELED  # noqa: B023
+            return (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED  # noqa: B023
 
         await eventually(cancelled, message=f"{erased} still runs")
     assert (await stack.api.get(f"/v1/leads/{EMAIL}")).status_code == 404
@@ -76,6 +80,35 @@ async def test_an_erased_lead_leaves_only_hashed_suppressions_and_no_running_wor
     second = await eventually(lambda: _finished(stack), message="the new enrollment did not end")
     assert (second.status, second.exit_reason) == ("exited", "opted out")
     assert stack.inbox.to(EMAIL)[1:] == []
+
+
+def test_suppression_hashes_are_keyed_and_the_plain_hashes_of_before_still_hold(runtime: Runtime) -> None:
+    """Whoever has the store but not LEADFLOW_SECRET_KEY cannot test an address against the list; a refusal's
+    text is kept without the address; rows hashed plainly before the change still suppress, and are re-keyed
+    when their address is suppressed again (the addresses themselves are gone: no migration can)."""
+    now, key = datetime(2025, 3, 1, tzinfo=UTC), runtime.settings.resolved_secret_key
+    plain_phone = hashlib.sha256(PHONE.encode()).hexdigest()
+    with runtime.db.transaction() as session:
+        suppress(session, "email", EMAIL.upper(), "bounce", f"550 5.1.1 <{EMAIL}>: no such user", now)
+        session.add(Suppression(channel="sms", address_hash=plain_phone, reason="opt_out", created_at=now))
+    with runtime.db.read() as session:
+        email, phone = session.scalars(select(Suppression).order_by(Suppression.channel)).all()
+        assert email.address_hash == address_hash(key, "email", EMAIL)
+        assert email.address_hash != hashlib.sha256(EMAIL.encode()).hexdigest()
+        assert EMAIL not in (email.detail or "") and "no such user" in (email.detail or "")
+        assert suppression_of(session, "sms", PHONE) == phone
+    with runtime.db.transaction() as session:
+        suppress(session, "sms", PHONE, "invalid_number", None, now)
+    with runtime.db.read() as session:
+        assert session.scalars(
+            select(Suppression.address_hash).where(Suppression.channel == "sms")
+        ).all() == [address_hash(key, "sms", PHONE)]
+    with runtime.db.transaction() as session:
+        session.add(Suppression(channel="sms", address_hash=plain_phone, reason="opt_out", created_at=now))
+        session.execute(Suppression.__table__.delete().where(Suppression.reason == "invalid_number"))
+        lift_opt_out(session, "sms", PHONE)
+    with runtime.db.read() as session:
+        assert suppression_of(session, "sms", PHONE) is None
 
 
 def _enrollment(stack: Stack) -> str | None:

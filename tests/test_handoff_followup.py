@@ -250,7 +250,7 @@ async def test_no_answer_brings_a_reminder_then_an_escalation_and_reassignment(
 
         accepted = await stack.api.post(f"/v1/leads/{lead}/handoff", json={"action": "accept"})
         assert accepted.json()["salesperson"] == BOB and accepted.json()["reassignments"] == 1
-        handle = skipping.client.get_workflow_handle(follow_up_of(sales_runtime))
+        handle = stack.client.get_workflow_handle(follow_up_of(sales_runtime))
         assert await handle.result() == "accepted"
         await skipping.sleep(timedelta(hours=12))
     assert len(inbox.to(BOB)) == 1 and len(inbox.to(BOSS)) == 1  # the timers stopped at acceptance
@@ -270,7 +270,7 @@ async def test_accepting_in_time_means_no_reminder(
         await stack.api.post(f"/v1/leads/{lead}/handoff", json={"action": "accept"})
         # The follow-up starts once the email is out, so the answer may come before it exists: it then
         # finds the hand-off accepted in the store when its first timer fires.
-        handle = skipping.client.get_workflow_handle(follow_up_of(sales_runtime))
+        handle = stack.client.get_workflow_handle(follow_up_of(sales_runtime))
         await eventually(lambda: started(handle), message="the hand-off's follow-up never started")
         # Let the answer's signal (when it came after the start) be handled before time moves on: the test
         # server can wedge a workflow whose timer fires while that signal cancels it (sdk-java #2606).

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str) -> Engine:
@@ -39,6 +42,9 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # A deleted row's bytes are overwritten, not left in free space: an erased person leaves no trace in
+    # the file (the WAL's older frames go at the checkpoint after an erase: Database.checkpoint).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -53,9 +59,12 @@ def _begin_immediate(connection: Any) -> None:
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work everywhere."""
 
-    def __init__(self, url: str, calls_inline: bool = False) -> None:
+    def __init__(self, url: str, calls_inline: bool = False, address_key: str = "") -> None:
         self.url = url
         self.calls_inline = calls_inline  # see `call`
+        # The key of the suppression list's address hashes (LEADFLOW_SECRET_KEY; leadflow.consent reads
+        # it from `session.info`): the runtime sets it, whoever opens the store.
+        self.address_key = address_key
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
@@ -82,6 +91,7 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with self._one_writer or nullcontext(), self._sessions() as session, session.begin():
+            session.info["address_key"] = self.address_key
             yield session
 
     def retrying(self, work: Callable[[Session], T], attempts: int = 3) -> T:
@@ -100,7 +110,32 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self._read_sessions() as session, session.begin():
+            session.info["address_key"] = self.address_key
             yield session
+
+    def checkpoint(self, patience: float = 5.0) -> bool:
+        """SQLite: fold the WAL into the database file and truncate it, so that the earlier versions of the
+        pages an erase just overwrote are gone from the disk too. Waits up to `patience` seconds for readers
+        of other processes to move on; False if they did not (the frames go at a later checkpoint). A
+        server database (PostgreSQL) answers True: what it keeps is its own (docs/operations.md)."""
+        if self.dialect != "sqlite":
+            return True
+        deadline = time.monotonic() + patience
+        with self._one_writer or nullcontext(), closing(self.engine.raw_connection()) as connection:
+            driver = connection.driver_connection
+            assert driver is not None
+            driver.execute(f"PRAGMA busy_timeout={int(patience * 1000)}")
+            try:
+                while True:
+                    busy, _, _ = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    if not busy:
+                        return True
+                    if time.monotonic() > deadline:
+                        log.warning("the store's WAL was not truncated: readers in other processes held it")
+                        return False
+                    time.sleep(0.05)
+            finally:
+                driver.execute("PRAGMA busy_timeout=30000")
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (what `leadflow db upgrade` runs)."""

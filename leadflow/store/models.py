@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -381,6 +382,16 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(32))  # bounce, complaint, opt_out, invalid_number, erased
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LeadKey(Base):
+    """The data key that encrypts the lead's payloads in Temporal's histories (leadflow.converter): erasing
+    the lead deletes it (the foreign key cascades), and what Temporal still holds of the person is noise."""
+
+    __tablename__ = "lead_keys"
+
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class PushSubscription(Base):
