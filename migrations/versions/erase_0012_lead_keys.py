@@ -5,14 +5,14 @@ hashes already stored cannot be recomputed (the addresses are gone): they are ke
 (leadflow.consent), until the address is seen again and its row is re-keyed.
 
 Revision ID: erase_0012_lead_keys
-Revises: 0009_faults
+Revises: identity_0012_forged_event_ids
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "erase_0012_lead_keys"
-down_revision = "0009_faults"
+down_revision = "identity_0012_forged_event_ids"
 branch_labels = None
 depends_on = None
 
