@@ -62,7 +62,7 @@ def dev(demo: Annotated[bool, typer.Option(help="Load two demo leads on a first 
     settings = get_settings()
     _content_or_exit(settings.content_dir)
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run_dev(settings, demo=demo))
+    raise typer.Exit(run_dev(settings, demo=demo))
 
 
 @app.command()
