@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from leadflow.store.models import Event
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
 from tests.browser import CHROMIUM, chromium, serving
 from tests.conftest import API_KEY, eventually, free_port
+from tests.test_dashboard import FORM, csrf_token, form_token
 from worker import running_worker
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
@@ -211,15 +211,6 @@ def test_check_refuses_patterns_re2_cannot_run(content_dir: Path) -> None:
 
 # --- Row 6: the dashboard's sign-in, forms and headers ---------------------------------------------------
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-async def csrf_token(client: httpx.AsyncClient, path: str = "/dashboard/login") -> str:
-    """The token a page's forms carry (the client keeps the CSRF cookie it pairs with)."""
-    found = re.search(r'name="csrf_token" value="([^"]+)"', (await client.get(path)).text)
-    assert found, path
-    return found[1]
-
 
 async def post_form(client: httpx.AsyncClient, path: str, **fields: str) -> httpx.Response:
     return await client.post(path, data=fields, headers=FORM)
@@ -301,12 +292,10 @@ async def test_cookies_are_secure_when_the_public_address_is_https(runtime: Runt
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as proxy,
     ):
         page = await proxy.get("/dashboard/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-        assert token
         nonce = page.cookies[CSRF_COOKIE]
         answer = await proxy.post(
             "/dashboard/login",
-            data={"key": API_KEY, "csrf_token": token[1]},
+            data={"key": API_KEY, "csrf_token": form_token(page.text)},
             headers={**FORM, "Cookie": f"{CSRF_COOKIE}={nonce}"},
         )
     assert answer.status_code == 303

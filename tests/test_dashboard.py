@@ -32,11 +32,16 @@ BEARER = {"Authorization": f"Bearer {API_KEY}"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-async def csrf_token(client: httpx.AsyncClient, path: str = "/dashboard/login") -> str:
-    """The token a page's forms carry (the client keeps the cookie it pairs with)."""
-    found = re.search(r'name="csrf_token" value="([^"]+)"', (await client.get(path)).text)
-    assert found, path
+def form_token(page: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page[:500]
     return found[1]
+
+
+async def csrf_token(client: httpx.AsyncClient, path: str = "/dashboard/login") -> str:
+    """The token of the page at `path` (the client keeps the cookie it pairs with)."""
+    return form_token((await client.get(path)).text)
 
 
 async def sign_in(client: httpx.AsyncClient, key: str, target: str = "/dashboard") -> httpx.Response:
