@@ -47,6 +47,7 @@ from leadflow.ratelimit import RateLimiter, retry_after_header
 from leadflow.refusals import Problem, refusals
 from leadflow.router import outbox_status
 from leadflow.runtime import Runtime
+from leadflow.securityheaders import SecurityHeaders
 from leadflow.settings import Channel
 from leadflow.tracking.collect import MAX_BODY_BYTES as COLLECT_MAX_BODY_BYTES
 from leadflow.tracking.routes import tracking_routes
@@ -143,6 +144,7 @@ def create_app(
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, smaller={"/t/collect": COLLECT_MAX_BODY_BYTES}
     )
+    app.add_middleware(SecurityHeaders)  # outermost: a 413 carries the headers too
     redact_access_log()
     app.include_router(public_routes(runtime, on_events_accepted))
     keyring = Keyring(runtime.db, settings.resolved_secret_key, settings.api_keys)

@@ -21,6 +21,7 @@ from leadflow.runtime import Runtime
 from leadflow.settings import Settings, get_settings
 from leadflow.store.models import ApiKey
 from tests.conftest import API_KEY
+from tests.test_dashboard import sign_in
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ async def test_a_key_is_shown_once_stored_hashed_used_listed_and_revoked(
 
 async def test_revoking_a_key_ends_its_dashboard_sessions(runtime: Runtime, api: httpx.AsyncClient) -> None:
     key = create_key(runtime.db, runtime.settings.resolved_secret_key, "marketing-laptop")
-    signed_in = await api.get(f"/dashboard?key={key}")
+    signed_in = await sign_in(api, key)
     assert signed_in.status_code == 303
     assert key not in api.cookies[COOKIE]
     assert (await api.get("/dashboard")).status_code == 200
@@ -89,7 +90,7 @@ async def test_revoking_a_key_ends_its_dashboard_sessions(runtime: Runtime, api:
 async def test_a_forged_or_foreign_session_cookie_is_refused(
     runtime: Runtime, api: httpx.AsyncClient
 ) -> None:
-    await api.get(f"/dashboard?key={API_KEY}")
+    await sign_in(api, API_KEY)
     genuine = api.cookies[COOKIE]
     payload, _, signature = genuine.rpartition(".")
     for forged in (genuine[:-2] + "xx", f"{payload}.{signature[::-1]}", API_KEY):

@@ -1,11 +1,12 @@
-"""The dashboard over HTTP: sign-in (Bearer key, `?key=`, the form), every page on an empty store and on the
-seeded one, and the numbers on the pages matching the report."""
+"""The dashboard over HTTP: sign-in (Bearer key, the form), every page on an empty store and on the seeded
+one, and the numbers on the pages matching the report. (Attacks on sign-in: tests/test_attack_web.py.)"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -28,6 +29,26 @@ async def browserless(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def form_token(page: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page[:500]
+    return found[1]
+
+
+async def csrf_token(client: httpx.AsyncClient, path: str = "/dashboard/login") -> str:
+    """The token of the page at `path` (the client keeps the cookie it pairs with)."""
+    return form_token((await client.get(path)).text)
+
+
+async def sign_in(client: httpx.AsyncClient, key: str, target: str = "/dashboard") -> httpx.Response:
+    token = await csrf_token(client)
+    return await client.post(
+        "/dashboard/login", content=urlencode({"csrf_token": token, "key": key, "next": target}), headers=FORM
+    )
 
 
 async def test_without_a_key_the_browser_gets_the_sign_in_form(browserless: httpx.AsyncClient) -> None:
@@ -41,24 +62,22 @@ async def test_without_a_key_the_browser_gets_the_sign_in_form(browserless: http
     assert (await browserless.get("/dashboard")).status_code == 401  # the key itself is no session token
 
 
-async def test_a_key_in_the_address_becomes_an_http_only_cookie(browserless: httpx.AsyncClient) -> None:
-    answer = await browserless.get(f"/dashboard?since=7d&key={API_KEY}")
+async def test_signing_in_sets_an_http_only_cookie(browserless: httpx.AsyncClient) -> None:
+    answer = await sign_in(browserless, API_KEY, "/dashboard?since=7d")
     assert answer.status_code == 303 and answer.headers["location"] == "/dashboard?since=7d"
     cookie = answer.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and API_KEY not in cookie
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and API_KEY not in cookie
     assert (await browserless.get("/dashboard?since=7d")).status_code == 200  # the client kept the cookie
 
 
 async def test_the_sign_in_form(browserless: httpx.AsyncClient) -> None:
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    refused = await browserless.post("/dashboard/login", content="key=nope&next=/dashboard", headers=form)
+    refused = await sign_in(browserless, "nope")
     assert refused.status_code == 401 and "not one of" in refused.text
-    elsewhere = await browserless.post(
-        "/dashboard/login", content=f"key={API_KEY}&next=https://evil.test/", headers=form
-    )
+    elsewhere = await sign_in(browserless, API_KEY, "https://evil.test/")
     assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/dashboard"
     assert (await browserless.get("/dashboard")).status_code == 200
-    await browserless.post("/dashboard/logout")
+    token = await csrf_token(browserless, "/dashboard")
+    await browserless.post("/dashboard/logout", content=urlencode({"csrf_token": token}), headers=FORM)
     assert (await browserless.get("/dashboard")).status_code == 401
 
 

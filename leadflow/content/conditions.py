@@ -1,15 +1,34 @@
-"""Property tests shared by scoring rules, segment filters and sequence conditions."""
+"""Property tests shared by scoring rules, segment filters, sequence conditions and sales assignment.
+
+A `matches` pattern runs on values strangers send (a page's URL, a form field), so it is an RE2 expression
+(google-re2): searched in time linear in the value, never backtracking, and without the Python-only features
+that need backtracking (backreferences like `\1`, lookaround like `(?=…)` or `(?<!…)`), which `leadflow
+check` refuses by file and line. Text tests (`matches`, `glob`, `contains`) read at most the first
+MAX_TESTED_CHARS characters of a value.
+"""
 
 from __future__ import annotations
 
-import re
 from fnmatch import fnmatchcase
 from functools import cached_property
 from typing import Any
 
+import re2
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 Scalar = str | int | float | bool
+
+MAX_TESTED_CHARS = 16_384  # all of any value an event can carry (its properties are at most 16 KiB)
+
+
+def _regex_options() -> Any:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # a refused pattern is reported by `leadflow check`, not on stderr
+    return options
+
+
+_REGEX_OPTIONS = _regex_options()
 
 
 OPERATORS = (
@@ -37,7 +56,7 @@ class PropertyTest(BaseModel):
     not_equals: Scalar | None = None
     in_: list[Scalar] | None = None
     not_in: list[Scalar] | None = None
-    matches: str | None = None  # regular expression, searched case-insensitively
+    matches: str | None = None  # RE2 regular expression, searched case-insensitively
     glob: str | None = None  # shell-style pattern over the whole value, e.g. /events/*
     contains: str | None = None
     gt: float | None = None
@@ -77,15 +96,12 @@ class PropertyTest(BaseModel):
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"regular expression {pattern!r} does not compile: {error}") from None
+            _compiled(pattern)
         return pattern
 
     @cached_property
-    def _regex(self) -> re.Pattern[str] | None:
-        return re.compile(self.matches, re.IGNORECASE) if self.matches is not None else None
+    def _regex(self) -> Any:
+        return _compiled(self.matches) if self.matches is not None else None
 
     # Sets of the `in` / `not_in` options, so a long list (a fitted model lists many values) costs one lookup.
     @cached_property
@@ -101,20 +117,32 @@ class PropertyTest(BaseModel):
             return False
         if value is None:
             return self.exists is False or (self.tests_given <= {"exists", "not_equals", "not_in"})
+        text = str(value)[:MAX_TESTED_CHARS]
         checks = (
             self.equals is None or _same(value, self.equals),
             self.not_equals is None or not _same(value, self.not_equals),
             self.in_ is None or _member(value, self._in_keys),
             self.not_in is None or not _member(value, self._not_in_keys),
-            self._regex is None or bool(self._regex.search(str(value))),
-            self.glob is None or fnmatchcase(str(value).casefold(), self.glob.casefold()),
-            self.contains is None or self.contains.lower() in str(value).lower(),
+            self._regex is None or self._regex.search(text) is not None,
+            self.glob is None or fnmatchcase(text.casefold(), self.glob.casefold()),
+            self.contains is None or self.contains.lower() in text.lower(),
             self.gt is None or _number(value) > self.gt,
             self.gte is None or _number(value) >= self.gte,
             self.lt is None or _number(value) < self.lt,
             self.lte is None or _number(value) <= self.lte,
         )
         return all(checks)
+
+
+def _compiled(pattern: str) -> Any:
+    try:
+        return re2.compile(pattern, _REGEX_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0].decode(errors="replace") if error.args else "invalid"
+        raise ValueError(
+            f"regular expression {pattern!r} does not compile: {reason} (patterns are RE2: no "
+            "backreferences, no lookahead or lookbehind)"
+        ) from None
 
 
 def _same(value: Any, expected: Scalar) -> bool:
