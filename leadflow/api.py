@@ -41,7 +41,7 @@ from leadflow.ingest import (
 from leadflow.inputs import Input, as_utc
 from leadflow.leads import find_lead, lead_document
 from leadflow.logs import redact_access_log
-from leadflow.push import PushSubscriptionIn, save_subscription
+from leadflow.push import PushSubscriptionIn, endpoint_refusal, save_subscription
 from leadflow.qualification import NotRecyclable, recycle, score_at
 from leadflow.ratelimit import RateLimiter, retry_after_header
 from leadflow.refusals import Problem, refusals
@@ -85,6 +85,8 @@ class RecycleIn(Input):
 
 class HandoffAnswerIn(Input):
     """Sales' answer to a hand-off."""
+
+    free_form = ("details",)
 
     action: Literal["accept", "reject", "recycle", "converted"]
     reason: str = Field(default="", max_length=1000, description="why (needed to reject or recycle)")
@@ -414,7 +416,14 @@ def create_app(
     @v1.post("/push/subscriptions", status_code=status.HTTP_201_CREATED, responses=refusals(404))
     async def subscribe_push(subscription_in: PushSubscriptionIn) -> dict[str, Any]:
         """Store a browser's PushSubscription for a lead (by `email` or `lead_id`); subscribing is the
-        lead's consent to push, recorded as a `subscribed` event."""
+        lead's consent to push, recorded as a `subscribed` event. The endpoint must be https on a public host."""
+        endpoint = subscription_in.subscription.endpoint
+        refusal = endpoint_refusal(endpoint, settings.push_allow_loopback_for_tests)
+        if refusal:
+            where = ("body", "subscription", "endpoint")
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": where, "msg": refusal, "input": endpoint}]
+            )
         saved = await asyncio.to_thread(save_subscription, runtime.db, subscription_in)
         if saved.consent_recorded and on_events_accepted:
             on_events_accepted()
@@ -431,11 +440,13 @@ def create_app(
 
     @v1.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness plus the outbox: events waiting to be routed and the routing lag."""
+        """Liveness plus the outbox: events waiting to be routed, the routing lag, and the dead letters
+        (events that can never be routed, set aside: `leadflow outbox dead-letters list`)."""
         outbox = await asyncio.to_thread(outbox_status, runtime.db)
         return {
             "status": "ok",
             "outbox": {"depth": outbox.depth, "lag_seconds": round(outbox.lag_seconds, 3)},
+            "dead_letters": outbox.dead_letters,
         }
 
     app.include_router(v1)

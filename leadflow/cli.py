@@ -35,6 +35,13 @@ scoring_app = typer.Typer(
     help="Learn a points model from past outcomes, and measure any model against them.", no_args_is_help=True
 )
 app.add_typer(scoring_app, name="scoring")
+outbox_app = typer.Typer(help="The outbox of accepted events on their way to Temporal.", no_args_is_help=True)
+dead_letters_app = typer.Typer(
+    help="Events that can never be routed, set aside so the rest flows: list, retry, drop.",
+    no_args_is_help=True,
+)
+outbox_app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(outbox_app, name="outbox")
 console = Console()
 errors = Console(stderr=True)
 
@@ -157,6 +164,67 @@ def keys_revoke(
         errors.print(str(refused), highlight=False, markup=False)
         raise typer.Exit(1) from None
     console.print(f"API key {name!r} is revoked (since {_minute(key.revoked_at)} UTC)", highlight=False)
+
+
+DeadLetterIds = Annotated[
+    list[int] | None, typer.Argument(help="Dead letter ids (see leadflow outbox dead-letters list).")
+]
+AllDeadLetters = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
+
+
+def _chosen_dead_letters(ids: list[int] | None, every: bool) -> list[int] | None:
+    """The ids given, or None for all with --all; neither or both is a usage error."""
+    if bool(ids) == every:
+        errors.print("give dead letter ids or --all (not both)", highlight=False)
+        raise typer.Exit(2)
+    return None if every else ids
+
+
+@dead_letters_app.command("list")
+def dead_letters_list() -> None:
+    """The events set aside because they can never be routed: lead, event, when, and why."""
+    from leadflow.deadletters import dead_letters
+
+    db = _database()
+    db.upgrade()
+    letters = dead_letters(db)
+    table = Table("Id", "Lead", "Event", "Type", "Accepted", "Set aside", "Error", title="Dead letters (UTC)")
+    for letter in letters:
+        table.add_row(
+            str(letter.id),
+            str(letter.lead_id),
+            str(letter.event_id),
+            letter.event_type or "(erased)",
+            _minute(letter.created_at),
+            _minute(letter.set_aside_at),
+            letter.error,
+        )
+    console.print(table)
+    console.print(f"{len(letters)} dead letter(s)", highlight=False)
+
+
+@dead_letters_app.command("retry")
+def dead_letters_retry(ids: DeadLetterIds = None, every: AllDeadLetters = False) -> None:
+    """Put dead letters back into the outbox (after a fix): the router tries them again, and sets aside
+    again any that still cannot be routed."""
+    from leadflow.deadletters import retry
+
+    db = _database()
+    db.upgrade()
+    back = retry(db, _chosen_dead_letters(ids, every))
+    console.print(f"{back} dead letter(s) back in the outbox", highlight=False)
+
+
+@dead_letters_app.command("drop")
+def dead_letters_drop(ids: DeadLetterIds = None, every: AllDeadLetters = False) -> None:
+    """Forget dead letters: their events stay stored (the lead's timeline shows them) but never reach the
+    lead's workflow."""
+    from leadflow.deadletters import drop
+
+    db = _database()
+    db.upgrade()
+    dropped = drop(db, _chosen_dead_letters(ids, every))
+    console.print(f"{dropped} dead letter(s) dropped", highlight=False)
 
 
 def _minute(moment: datetime | None) -> str:

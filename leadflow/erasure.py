@@ -17,7 +17,7 @@ from leadflow import consent
 from leadflow.converter import LeadPayloadCodec
 from leadflow.settings import CHANNELS, Settings
 from leadflow.store import Database
-from leadflow.store.models import Enrollment, Lead, Message, Outbox, StageChange
+from leadflow.store.models import DeadLetter, Enrollment, Lead, Message, Outbox, StageChange
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ class Erasure:
 def erase_lead(db: Database, settings: Settings, lead_id: int, now: datetime) -> Erasure | None:
     """Delete the lead with its events, messages, scores, stages, consents, subscriptions, identities, the
     leads merged into it and its data key (foreign keys cascade), the hand-off notifications about it, and
-    its events still waiting to be routed. Returns the workflows to stop, or None when there is no such lead."""
+    its events still waiting to be routed or set aside as dead letters. Returns the workflows to stop, or
+    None when there is no such lead."""
     with db.transaction() as session:
         lead = session.scalars(select(Lead).where(Lead.id == lead_id).with_for_update()).first()
         if lead is None:
@@ -51,6 +52,7 @@ def erase_lead(db: Database, settings: Settings, lead_id: int, now: datetime) ->
                 delete(Message).where(Message.idempotency_key.startswith(f"handoff-{stage_change_id}-"))
             )
         session.execute(delete(Outbox).where(Outbox.lead_id == lead_id))
+        session.execute(delete(DeadLetter).where(DeadLetter.lead_id == lead_id))
         session.execute(delete(Lead).where(Lead.id == lead_id))
     db.checkpoint()
     follow_ups = [settings.handoff_workflow_id(stage_change_id) for stage_change_id in promotions]

@@ -25,7 +25,9 @@ from leadflow.store.upsert import insert_ignoring_conflicts
 MAX_PROPERTIES_BYTES = 16_384
 MAX_BATCH_EVENTS = 1000
 MAX_FUTURE = timedelta(days=1)
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# No blank or control character: they end a mail header (\x1c splits a line as \n does).
+_ADDRESS_PART = r"[^@\s\x00-\x1f\x7f-\x9f]+"
+EMAIL_PATTERN = rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$"
 PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
 # The ids leadflow gives its own events (links and webhooks `lf-…`, the tracker `web:<site>:…`, identity
 # `identified:…` and `merged:…`). A client may not use them: else an API key holder who stores
@@ -84,6 +86,7 @@ def _known_timezone(properties: dict[str, Any]) -> dict[str, Any]:
 
 
 class LeadIn(Input):
+    free_form = ("properties",)
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
     phone: str | None = Field(default=None, pattern=PHONE_PATTERN, description="E.164, e.g. +14155550100")
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -98,6 +101,7 @@ class LeadIn(Input):
 
 
 class EventIn(Input):
+    free_form = ("properties",)
     id: str = Field(min_length=1, max_length=200, description="idempotency key: a repeat is ignored")
     type: str = Field(pattern=EVENT_TYPE, max_length=100)
     email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=320)

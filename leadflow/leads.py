@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.consent import addresses, consent_document
 from leadflow.content.models import SendStep, Sequence, Thresholds, walk_steps
-from leadflow.inputs import MAX_ID
+from leadflow.inputs import MAX_ID, cut_to_depth
 from leadflow.scoring import tidy
 from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
@@ -176,7 +176,13 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
             {"at": step.at, "step": step.step, "what": step.detail}
         )
     timeline: list[dict[str, Any]] = [
-        {"at": e.occurred_at, "kind": "event", "type": e.type, "id": e.key, "properties": e.properties}
+        {
+            "at": e.occurred_at,
+            "kind": "event",
+            "type": e.type,
+            "id": e.key,
+            "properties": cut_to_depth(e.properties),
+        }
         for e in recent_events(session, lead.id)
     ] + [
         {
@@ -194,7 +200,7 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
         "id": lead.id,
         "email": lead.email,
         "phone": lead.phone,
-        "properties": lead.properties,
+        "properties": cut_to_depth(lead.properties),
         "source": {"first_touch": lead.first_touch, "last_touch": lead.last_touch},
         "anonymous_ids": list(
             session.scalars(

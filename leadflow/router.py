@@ -5,6 +5,10 @@ its signal was delivered, so when Temporal is unreachable events wait in the out
 Every worker process runs a router, but only the holder of the router lease drains: two routers would race
 each other's signals for one lead out of order. When the holder dies, another takes over once its lease
 lapses (`LEASE`).
+
+A row whose event can never be delivered (it cannot be encoded for Temporal) is set aside as a dead letter
+(leadflow.deadletters) instead of holding up the rest; a row that fails for any other reason (Temporal
+unreachable, overloaded) stays in the outbox and is tried again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from temporalio.client import Client
 
 from leadflow import clock
 from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents
+from leadflow.deadletters import SetAside, dead_letter_count, describe, set_aside
 from leadflow.settings import Settings
 from leadflow.store import Database
 from leadflow.store.models import Event, Lease, Outbox
@@ -40,14 +45,16 @@ CONCURRENCY = 64  # signal-with-starts in flight at once
 class OutboxStatus:
     depth: int
     lag_seconds: float
+    dead_letters: int = 0
 
 
 def outbox_status(db: Database) -> OutboxStatus:
-    """How many events wait to be routed, and how long the oldest has waited (the routing lag)."""
+    """How many events wait to be routed, how long the oldest has waited (the routing lag), and how many
+    were set aside as dead letters."""
     with db.read() as session:
         depth, oldest = session.execute(select(func.count(Outbox.id), func.min(Outbox.created_at))).one()
     lag = (clock.now() - oldest).total_seconds() if oldest else 0.0
-    return OutboxStatus(depth=depth, lag_seconds=max(lag, 0.0))
+    return OutboxStatus(depth=depth, lag_seconds=max(lag, 0.0), dead_letters=dead_letter_count(db))
 
 
 class OutboxRouter:
@@ -143,13 +150,17 @@ class OutboxRouter:
         for outbox_id, lead_id, event in rows:
             by_lead[lead_id].append((outbox_id, event))
         results = await asyncio.gather(*(self._signal(lead_id, items) for lead_id, items in by_lead.items()))
-        delivered = [outbox_id for ids in results for outbox_id in ids]
+        delivered = [outbox_id for ids, _ in results for outbox_id in ids]
+        poisoned = [letter for _, letters in results for letter in letters]
         if delivered:
             await self.db.call(self._delete, delivered)
+        if poisoned:
+            log.error("%s events can never be routed: set aside as dead letters", len(poisoned))
+            await self.db.call(set_aside, self.db, poisoned)
         self.routed += len(delivered)
-        if len(delivered) < len(rows):
-            raise RuntimeError(f"{len(rows) - len(delivered)} events could not be routed yet")
-        return len(delivered)
+        if len(delivered) + len(poisoned) < len(rows):
+            raise RuntimeError(f"{len(rows) - len(delivered) - len(poisoned)} events could not be routed yet")
+        return len(delivered) + len(poisoned)
 
     def _read_batch(self) -> list[tuple[int, int, EventRef]]:
         with self.db.read() as session:
@@ -166,7 +177,25 @@ class OutboxRouter:
             for start in range(0, len(outbox_ids), 500):
                 session.execute(delete(Outbox).where(Outbox.id.in_(outbox_ids[start : start + 500])))
 
-    async def _signal(self, lead_id: int, items: list[tuple[int, EventRef]]) -> list[int]:
+    async def _signal(
+        self, lead_id: int, items: list[tuple[int, EventRef]]
+    ) -> tuple[list[int], list[SetAside]]:
+        """Signal the lead's events; returns the outbox rows delivered and those that never can be."""
+        error = await self._send(lead_id, items)
+        if error is None:
+            return [outbox_id for outbox_id, _ in items], []
+        poisoned = await self._unencodable(items)
+        if not poisoned:  # Temporal unreachable or overloaded: every row waits for the next try
+            log.warning("could not signal lead %s: %s", lead_id, error)
+            return [], []
+        set_aside_ids = {letter.outbox_id for letter in poisoned}
+        rest = [item for item in items if item[0] not in set_aside_ids]
+        if rest and await self._send(lead_id, rest) is not None:
+            return [], poisoned
+        return [outbox_id for outbox_id, _ in rest], poisoned
+
+    async def _send(self, lead_id: int, items: list[tuple[int, EventRef]]) -> Exception | None:
+        """One signal-with-start of these events; the error when it failed."""
         async with self._concurrency:
             try:
                 await self.client.start_workflow(
@@ -178,6 +207,16 @@ class OutboxRouter:
                     start_signal_args=[NewEvents([event for _, event in items])],
                 )
             except Exception as error:
-                log.warning("could not signal lead %s: %s", lead_id, error)
-                return []
-        return [outbox_id for outbox_id, _ in items]
+                return error
+        return None
+
+    async def _unencodable(self, items: list[tuple[int, EventRef]]) -> list[SetAside]:
+        """The rows whose event Temporal's data converter cannot encode: no retry can deliver them. (Only
+        looked at once a signal failed; an outage leaves every event encodable.)"""
+        poisoned = []
+        for outbox_id, event in items:
+            try:
+                await self.client.data_converter.encode([NewEvents([event])])
+            except Exception as error:
+                poisoned.append(SetAside(outbox_id, describe(error)))
+        return poisoned

@@ -155,6 +155,21 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class DeadLetter(Base):
+    """An outbox row that can never be delivered (its event cannot be encoded for Temporal), set aside so the
+    rest flows: listed, retried or dropped with `leadflow outbox dead-letters`. The outbox's columns and the
+    error, nothing more."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(BigId, index=True)
+    event_id: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when the event entered the outbox
+    set_aside_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str] = mapped_column(String(1000))
+
+
 class Lease(Base):
     """Work only one process may do at a time (the outbox router): held until `expires_at`, renewed by its
     holder, taken over by another process once it lapses (its holder died)."""

@@ -30,6 +30,7 @@ _small = properties_at_most(MAX_PROPERTIES_BYTES)
 
 
 class TrackedEvent(Input):
+    free_form = ("properties",)
     id: str = Field(pattern=CLIENT_ID, description="random per event: a resent batch is stored once")
     type: str = Field(pattern=EVENT_TYPE, max_length=100)
     age_ms: int = Field(
