@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from leadflow import clock
-from leadflow.channels import TemporaryDeliveryError
+from leadflow.channels import TemporaryDeliveryError, UnsendableMessage
 from leadflow.consent import SUPPRESSED
 from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import (
@@ -111,8 +111,8 @@ class SendActivities:
             delivery = await heartbeating(
                 self._deliver(request, recipient, message_context(runtime, context, recipient.lead_id), now)
             )
-        except TemplateRenderError as error:
-            raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
+        except (TemplateRenderError, UnsendableMessage) as error:  # the same on every attempt: never retried
+            raise ApplicationError(str(error), type=type(error).__name__, non_retryable=True) from error
         except TemporaryDeliveryError as error:
             raise ApplicationError(
                 str(error), type="TemporaryDeliveryError", next_retry_delay=provider_delay(error)

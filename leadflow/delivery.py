@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from leadflow import clock, consent
-from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError
+from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError, UnsendableMessage
 from leadflow.consent import HOLD, SEND, Verdict
 from leadflow.runtime import Runtime
 from leadflow.store.models import Lead, Message, PushSubscription, table_of
@@ -198,7 +198,8 @@ async def deliver_once(
 ) -> Delivery:
     """Call `send` unless `claim.key` was sent (or possibly sent) before or `gate` says not now.
 
-    Raises TemporaryDeliveryError for the caller's retry policy; a permanent refusal returns `bounced`.
+    Raises TemporaryDeliveryError for the caller's retry policy; a permanent refusal returns `bounced`; a
+    message that cannot be composed is recorded `bounced` and raises UnsendableMessage.
     """
     now = now or clock.now()
     token = uuid.uuid4().hex
@@ -231,5 +232,8 @@ async def deliver_once(
     except PermanentDeliveryError as error:
         await record(error, BOUNCED)
         return Delivery(BOUNCED, message_id, str(error))
+    except UnsendableMessage as error:  # it never left: recorded as bounced, the address is not suppressed
+        await record(error, BOUNCED)
+        raise
     await record(None, SENT, provider_id)
     return Delivery(SENT, message_id)

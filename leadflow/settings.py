@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Web push: VAPID key pair from `leadflow keys vapid`.
     vapid_private_key: str = ""
     vapid_subject: str = "mailto:marketing@leadflow.localhost"
+    # TEST ONLY: accept push subscriptions at http(s)://127.0.0.1 (the test suite's loopback push service).
+    # Never set it in production: it lets an API key make the server post into its own network.
+    push_allow_loopback_for_tests: bool = False
     # Consent policy, checked at every send.
     consent_required: list[Channel] = Field(default_factory=lambda: ["sms", "push"])  # type: ignore[arg-type]
     sending_hours: str = "08:00-21:00"  # in the lead's time zone; outside it messages wait

@@ -176,6 +176,7 @@ def channel_settings(twilio: TwilioApi | None = None) -> dict[str, Any]:
     values: dict[str, Any] = {
         "vapid_private_key": VAPID.private_key,
         "vapid_subject": "mailto:ops@leadflow.test",
+        "push_allow_loopback_for_tests": True,  # the push service above listens on http://127.0.0.1
     }
     if twilio is not None:
         values |= {

@@ -1,5 +1,6 @@
 """Channels deliver one rendered message to one recipient. Provider errors are classified here, once:
-TemporaryDeliveryError (retry with backoff) or PermanentDeliveryError (record, suppress, never retry).
+TemporaryDeliveryError (retry with backoff) or PermanentDeliveryError (record, suppress, never retry); a
+message that cannot even be composed raises UnsendableMessage (record, never retry).
 
 One module per provider: `email` (SMTP with aiosmtplib), `sms` (Twilio), `webpush` (VAPID, pywebpush).
 """
@@ -26,6 +27,11 @@ class PermanentDeliveryError(Exception):
     def __init__(self, message: str, reason: str = "rejected") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class UnsendableMessage(Exception):
+    """The message cannot be composed from what is stored (an address with control characters, which an
+    older version accepted): no attempt can ever send it."""
 
 
 @dataclass(frozen=True)

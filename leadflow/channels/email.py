@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import dkim
 
-from leadflow.channels import OutgoingEmail, PermanentDeliveryError, TemporaryDeliveryError
+from leadflow.channels import OutgoingEmail, PermanentDeliveryError, TemporaryDeliveryError, UnsendableMessage
 
 # Headers the DKIM signature covers; RFC 8058 requires List-Unsubscribe and List-Unsubscribe-Post among them.
 SIGNED_HEADERS = [
@@ -121,7 +121,10 @@ class SmtpEmailChannel:
         server has accepted the envelope, just before the message itself goes (DATA): until then a failure
         leaves nothing at the server."""
         envelope_from = parseaddr(email.sender or self.sender)[1]
-        data = self.wire_bytes(email)
+        try:
+            data = self.wire_bytes(email)
+        except ValueError as error:  # a header the email library refuses: the same on every attempt
+            raise UnsendableMessage(f"the message cannot be composed: {error}") from error
         try:
             async with self._connected() as smtp:
                 await smtp.mail(envelope_from)
