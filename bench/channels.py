@@ -248,6 +248,7 @@ async def channel_latency(samples: int, data_dir: Path) -> dict[str, Any]:
         task_queue="bench-channels",
         secret_key="bench",
         vapid_private_key=VAPID.private_key,
+        push_allow_loopback_for_tests=True,  # its push service listens on http://127.0.0.1
         twilio_account_sid=twilio.account_sid,
         twilio_auth_token=twilio.auth_token,
         twilio_from="+15005550006",

@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 from leadflow import clock, dashboard
 from leadflow.apikeys import Caller, Keyring
 from leadflow.bodylimit import BodySizeLimit
+from leadflow.channels.webpush import endpoint_refusal
 from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
 from leadflow.content.models import RateLimit
 from leadflow.erasure import erase_lead, stop_workflows
@@ -41,7 +42,7 @@ from leadflow.ingest import (
 from leadflow.inputs import Input, as_utc
 from leadflow.leads import find_lead, lead_document
 from leadflow.logs import redact_access_log
-from leadflow.push import PushSubscriptionIn, endpoint_refusal, save_subscription
+from leadflow.push import PushSubscriptionIn, save_subscription
 from leadflow.qualification import NotRecyclable, recycle, score_at
 from leadflow.ratelimit import RateLimiter, retry_after_header
 from leadflow.refusals import Problem, refusals

@@ -59,7 +59,9 @@ def nested_too_deep(value: Any, where: tuple[str | int, ...]) -> tuple[str | int
     """The location of the first object or array in `value` (at `where`) more than MAX_DEPTH levels deep,
     counting `value` itself as the first; None when there is none. Walked without recursion."""
     level = [value] if isinstance(value, dict | list) else []
-    for _ in range(MAX_DEPTH):  # level by level, without locations: cheap for the shallow values of nearly all
+    for _ in range(
+        MAX_DEPTH
+    ):  # level by level, without locations: cheap for the shallow values of nearly all
         level = [
             child
             for container in level

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -22,40 +20,6 @@ from leadflow.inputs import Input, LeadId
 from leadflow.store import Database
 from leadflow.store.models import Consent, Lead, PushSubscription
 from leadflow.store.upsert import insert_ignoring_conflicts
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def endpoint_refusal(endpoint: str, allow_loopback: bool = False) -> str | None:
-    """Why the server must not post to this push endpoint (None: it may): only https to a public host, so an
-    API key cannot make the server call into its own network. `allow_loopback` (a test-only setting) admits
-    http://127.0.0.1 too, for the test suite's push service."""
-    parts = urlsplit(endpoint)
-    host = (parts.hostname or "").rstrip(".")
-    if allow_loopback and parts.scheme in ("http", "https") and host in LOOPBACK:
-        return None
-    if parts.scheme != "https" or not host:
-        return "must be an https:// push service address"
-    if host == "localhost" or host.endswith(".localhost") or ("." not in host and ":" not in host):
-        return f"must be on a public host, not {host!r}"
-    address = _ip_address(host)
-    if address is not None and not address.is_global:
-        return f"must be on a public host, not the private, loopback or link-local address {host}"
-    return None
-
-
-def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host names literally, in any form a resolver accepts (127.1, 0x7f.0.0.1, 2130706433)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _b64url_bytes(value: str) -> bytes:
@@ -96,7 +60,7 @@ class BrowserSubscription(Input):
     @field_validator("endpoint")
     @classmethod
     def _web_address(cls, endpoint: str) -> str:
-        # Whether it may be called (https, a public host) depends on a setting: see `endpoint_refusal`.
+        # Whether it may be called (https, a public host) depends on a setting: see webpush.endpoint_refusal.
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an https:// push service address")

@@ -54,7 +54,9 @@ class Runtime:
                 settings.twilio_api_base,
             )
         push = (
-            WebPushChannel(settings.vapid_private_key, settings.vapid_subject)
+            WebPushChannel(
+                settings.vapid_private_key, settings.vapid_subject, settings.push_allow_loopback_for_tests
+            )
             if settings.vapid_private_key
             else None
         )

@@ -28,11 +28,14 @@ from temporalio.api.enums.v1 import EventType
 from leadflow import clock
 from leadflow.api import create_app
 from leadflow.bodylimit import MAX_BODY_DEPTH
+from leadflow.channels import PermanentDeliveryError
+from leadflow.channels.webpush import PrivateAddress, PublicAddressesOnly, PushTarget
 from leadflow.inputs import MAX_DEPTH
 from leadflow.runtime import Runtime
 from leadflow.store.models import DeadLetter, Event, Lead, Message, Outbox
 from tests.browser import serving
 from tests.conftest import API_KEY, Stack, channel_settings, eventually, free_port
+from tests.peers import PushService
 from tests.test_api_limits import stored
 
 AUTHORIZED = {"Authorization": f"Bearer {API_KEY}"}
@@ -309,6 +312,20 @@ async def test_push_endpoints_must_be_https_on_a_public_host(
         "subscription": {"endpoint": "https://push.example.net/x", "keys": keys},
     }
     assert (await post(public, "/v1/push/subscriptions", json.dumps(body))).status_code == 201
+
+
+async def test_a_push_endpoint_into_the_servers_network_is_never_posted_to_at_send_time(
+    runtime: Runtime, push_service: PushService
+) -> None:
+    """A subscription stored by an older version (or a name resolving into a private network) is dropped."""
+    assert runtime.push is not None
+    browser = push_service.browser("laptop")
+    target = PushTarget(browser.endpoint, *browser.subscription()["keys"].values())
+    with pytest.raises(PermanentDeliveryError) as refused:
+        await runtime.push.send(target, "Hello", "A notification")
+    assert refused.value.reason == "subscription_gone" and push_service.delivered == []
+    with pytest.raises(PrivateAddress):  # what the channel connects through resolves names this way
+        await PublicAddressesOnly().resolve("localhost", 443)
 
 
 # --- a message that cannot be composed ------------------------------------------------------------------
