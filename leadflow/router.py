@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 ROUTER_LEASE = "outbox-router"
 LEASE = timedelta(seconds=10)  # how long a dead router holds up routing, at most
 CONCURRENCY = 64  # signal-with-starts in flight at once
+# Events per signal: with properties of at most 16 KiB (leadflow.ingest), a signal stays under 1 MB, within
+# Temporal's 2 MB payload limit however many of one lead's events wait.
+SIGNAL_EVENTS = 50
 
 
 @dataclass(frozen=True)
@@ -180,19 +183,25 @@ class OutboxRouter:
     async def _signal(
         self, lead_id: int, items: list[tuple[int, EventRef]]
     ) -> tuple[list[int], list[SetAside]]:
-        """Signal the lead's events; returns the outbox rows delivered and those that never can be."""
-        error = await self._send(lead_id, items)
-        if error is None:
-            return [outbox_id for outbox_id, _ in items], []
-        poisoned = await self._unencodable(items)
-        if not poisoned:  # Temporal unreachable or overloaded: every row waits for the next try
-            log.warning("could not signal lead %s: %s", lead_id, error)
-            return [], []
-        set_aside_ids = {letter.outbox_id for letter in poisoned}
-        rest = [item for item in items if item[0] not in set_aside_ids]
-        if rest and await self._send(lead_id, rest) is not None:
-            return [], poisoned
-        return [outbox_id for outbox_id, _ in rest], poisoned
+        """Signal the lead's events, in order, SIGNAL_EVENTS at a time; returns the outbox rows delivered and
+        those that never can be. After a signal that failed for another reason, the rest wait."""
+        delivered: list[int] = []
+        poisoned: list[SetAside] = []
+        for start in range(0, len(items), SIGNAL_EVENTS):
+            chunk = items[start : start + SIGNAL_EVENTS]
+            error = await self._send(lead_id, chunk)
+            if error is not None:
+                unencodable = await self._unencodable(chunk)
+                if not unencodable:  # Temporal unreachable or overloaded: these rows wait for the next try
+                    log.warning("could not signal lead %s: %s", lead_id, error)
+                    break
+                poisoned += unencodable
+                set_aside_ids = {letter.outbox_id for letter in unencodable}
+                chunk = [item for item in chunk if item[0] not in set_aside_ids]
+                if chunk and await self._send(lead_id, chunk) is not None:
+                    break
+            delivered += [outbox_id for outbox_id, _ in chunk]
+        return delivered, poisoned
 
     async def _send(self, lead_id: int, items: list[tuple[int, EventRef]]) -> Exception | None:
         """One signal-with-start of these events; the error when it failed."""

@@ -30,6 +30,7 @@ from leadflow.api import create_app
 from leadflow.bodylimit import MAX_BODY_DEPTH
 from leadflow.channels import PermanentDeliveryError
 from leadflow.channels.webpush import PrivateAddress, PublicAddressesOnly, PushTarget
+from leadflow.ingest import EventIn, ingest_events
 from leadflow.inputs import MAX_DEPTH
 from leadflow.runtime import Runtime
 from leadflow.store.models import DeadLetter, Event, Lead, Message, Outbox
@@ -153,6 +154,7 @@ async def test_deep_json_anywhere_in_a_body_is_never_a_server_error(public: http
 
 
 BATCH = 40  # the router reads this many outbox rows at once (1,000 in production: kept small to be quick)
+HEAVY = 150  # events of 16 KB for one lead: 2.4 MB, over Temporal's 2 MB payload limit in one signal
 POISONED = BATCH + 10  # more than a batch: before dead letters, they held up every lead behind them
 
 
@@ -246,6 +248,29 @@ async def test_events_that_can_never_be_routed_are_set_aside_while_every_other_l
     assert (await health(stack))["dead_letters"] == 0
     with runtime.db.read() as session:  # the events themselves stay stored
         assert session.scalar(select(func.count(Event.id)).where(Event.lead_id == poisoned_lead)) == POISONED
+
+
+async def test_a_lead_with_more_events_than_one_signal_can_carry_does_not_block_the_rest(
+    stack: Stack,
+) -> None:
+    """Within the bounds (properties of 16 KiB), a lead's waiting events together can pass Temporal's 2 MB
+    payload limit (a backlog after an outage, a burst): they go in several signals, nobody waits behind."""
+    heavy = {"note": "x" * 16_000}
+    events = [
+        EventIn(id=f"heavy-{n}", type="page_viewed", email="mallory@evil.test", properties=heavy)
+        for n in range(HEAVY)
+    ]
+    stack.router.batch_size = HEAVY  # one read of the outbox: all of them, 2.4 MB for one lead
+    await asyncio.to_thread(
+        ingest_events, stack.runtime.db, events
+    )  # together, as one request stores its own
+    answer = await stack.api.post(
+        "/v1/events", json={"id": "behind-the-heavy", "type": "ebook_downloaded", "email": "ada@acme.test"}
+    )
+    assert answer.status_code == 202, answer.text
+    await eventually(lambda: stack.inbox.to("ada@acme.test"), timeout=60, message="ada's email never came")
+    status = await health(stack)
+    assert status["outbox"]["depth"] == 0 and status["dead_letters"] == 0, status
 
 
 # --- control characters, push endpoints -----------------------------------------------------------------
