@@ -1,7 +1,7 @@
 """dead letters: outbox rows that can never be delivered to Temporal, set aside so every other event flows
 
 Revision ID: deadletter_0012
-Revises: identity_0012_forged_event_ids
+Revises: erase_0012_lead_keys
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import leadflow.store.models
 
 revision = "deadletter_0012"
-down_revision = "identity_0012_forged_event_ids"
+down_revision = "erase_0012_lead_keys"
 branch_labels = None
 depends_on = None
 
