@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from leadflow import clock
 from leadflow.channels import TemporaryDeliveryError, UnsendableMessage
-from leadflow.consent import SUPPRESSED
+from leadflow.consent import SUPPRESSED, reachable_channels
 from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import (
     EnrollmentFinished,
@@ -53,7 +53,7 @@ T = TypeVar("T")
 
 def send_time() -> datetime:
     """Now, for the send-time policy and the message's stamps: never earlier than when Temporal scheduled
-    this attempt, so sending hours and caps follow the server's clock (also when a test server skips time)."""
+    this attempt, so quiet hours and caps follow the server's clock (also when a test server skips time)."""
     scheduled = activity.info().current_attempt_scheduled_time if activity.in_activity() else None
     now = clock.now()
     return max(now, scheduled) if scheduled else now
@@ -161,7 +161,8 @@ class SendActivities:
 
     @activity.defn
     async def lead_snapshot(self, request: LeadSnapshotInput) -> LeadSnapshot:
-        """What a branch reads about the lead besides its events: properties, score, temperature, stage."""
+        """What a branch reads about the lead besides its events: properties, score, temperature, stage, and
+        the channels that can reach it."""
 
         def read() -> LeadSnapshot:
             with self.runtime.db.read() as session:
@@ -173,6 +174,7 @@ class SendActivities:
                     score=lead.score,
                     temperature=lead_temperature(lead, self.runtime.content.scoring.thresholds),
                     stage=lead.stage,
+                    reachable=reachable_channels(session, self.runtime.settings, lead),
                 )
 
         return await self.runtime.db.call(read)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from activities.sending import SendActivities
 from leadflow.channels import OutgoingEmail
 from leadflow.channels.email import SmtpEmailChannel
 from leadflow.content.loader import load_content
-from leadflow.content.models import Sequence
+from leadflow.content.models import SendingPolicy, Sequence
 from leadflow.contracts import SendInput, SequenceInput
 from leadflow.dev import temporal_cli
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
@@ -253,12 +254,12 @@ async def channel_latency(samples: int, data_dir: Path) -> dict[str, Any]:
         twilio_auth_token=twilio.auth_token,
         twilio_from="+15005550006",
         twilio_api_base=f"http://127.0.0.1:{twilio.port}",
-        sending_hours_channels=[],  # any hour will do for a benchmark
-        frequency_caps={},
     )
     db = Database(settings.resolved_database_url)
     db.upgrade()
-    runtime = Runtime.assemble(settings, db, load_content(PROJECT_ROOT))
+    # Any hour and any number of messages will do for a benchmark: no quiet hours, no frequency caps.
+    content = replace(load_content(PROJECT_ROOT), sending=SendingPolicy(quiet_hours=None, frequency_caps={}))
+    runtime = Runtime.assemble(settings, db, content)
     leads = make_leads(runtime, push_service, samples * 2 + 1)
     counters: dict[str, Callable[[], int]] = {
         "email": lambda: inbox.count,

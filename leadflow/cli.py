@@ -261,6 +261,8 @@ def check(
     """Check every content file (scoring model, segments, sequences, templates, sales team, sites)."""
     directory = directory or get_settings().content_dir
     content = _content_or_exit(directory)
+    for warning in content.warnings:
+        errors.print(str(warning), highlight=False, markup=False, soft_wrap=True)
     console.print(
         f"[green]ok[/] {directory}: scoring model {content.scoring.version}, {len(content.segments)} segment(s), "
         f"{len(content.sequences)} sequence(s), {len(content.salespeople)} salespeople, "

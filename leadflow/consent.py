@@ -1,7 +1,6 @@
-"""Consent, suppression and the send-time policy: may this lead be messaged on this channel, now?
+"""Consent and suppression: may this lead be messaged on this channel at all? (When: leadflow.pacing.)
 
-Every send asks `send_verdict` inside the transaction that claims the message, so two sequences racing for
-the same lead see each other's messages (frequency caps hold across sequences) and an opt-out recorded a
+Every send asks `send_verdict` inside the transaction that claims the message, so an opt-out recorded a
 moment ago is never missed. Consent changes arrive as events (`unsubscribed` / `subscribed` with a
 `channel` property) through ingestion, so the lead's workflow sees them like any other event.
 """
@@ -11,16 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from leadflow.logs import redact
 from leadflow.settings import CHANNELS, Settings
-from leadflow.store.models import Consent, ConsentChange, Lead, Message, PushSubscription, Suppression
+from leadflow.store.models import Consent, ConsentChange, Lead, PushSubscription, Suppression
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 GRANTED, WITHDRAWN = "granted", "withdrawn"
@@ -30,7 +28,6 @@ CONSENT_EVENTS = {OPT_OUT_EVENT: WITHDRAWN, OPT_IN_EVENT: GRANTED}
 LIFTED_BY_OPT_IN = ("opt_out",)
 # Messages that count against a frequency cap: sent, possibly sent, or being sent.
 COUNTED = ("sent", "sending", "claimed", "uncertain")
-CAP_WINDOWS = {"day": timedelta(days=1), "week": timedelta(days=7)}
 
 SEND, SUPPRESSED, SKIPPED, HOLD = "send", "suppressed", "skipped", "held"
 
@@ -38,7 +35,7 @@ SEND, SUPPRESSED, SKIPPED, HOLD = "send", "suppressed", "skipped", "held"
 @dataclass(frozen=True)
 class Verdict:
     """`send`; `suppressed` (opted out or erased: the lead leaves its sequences); `skipped` (this channel
-    cannot reach the lead: no address, no consent, a bounced address); `held` until `hold_until`."""
+    cannot reach the lead: no address, no consent, a bounced address); `held` until `hold_until` (pacing)."""
 
     outcome: str
     reason: str = ""
@@ -205,14 +202,14 @@ def consent_document(session: Session, lead_id: int) -> dict[str, Any]:
     }
 
 
-# --- the send-time policy ------------------------------------------------------------------------------
+# --- who may be messaged ---------------------------------------------------------------------------------
 
 
 def send_verdict(
-    session: Session, settings: Settings, lead: Lead | None, channel: str, address: str | None, now: datetime
+    session: Session, settings: Settings, lead: Lead | None, channel: str, address: str | None
 ) -> Verdict:
-    """Whether a message to `lead` on `channel` at `address` may go out at `now`, checked in this order:
-    erased, no address, suppression list, consent, sending hours, frequency caps."""
+    """Whether `lead` may be messaged on `channel` at `address` at all, checked in this order: erased, no
+    address, suppression list, consent. When (quiet hours, frequency caps) is sending.yaml's: leadflow.pacing."""
     if lead is None:
         return Verdict(SUPPRESSED, "the lead was erased")
     if not address:
@@ -226,70 +223,20 @@ def send_verdict(
         return Verdict(SUPPRESSED, f"the lead opted out of {channel}")
     if consent != GRANTED and channel in settings.consent_required:
         return Verdict(SKIPPED, f"no {channel} consent recorded for the lead")
-    if channel in settings.sending_hours_channels:
-        opens = next_sending_time(now, lead_timezone(lead, settings), settings)
-        if opens is not None:
-            return Verdict(HOLD, f"outside sending hours {settings.sending_hours} for the lead", opens)
-    cap_lifts = frequency_cap_lifts(session, settings, lead.id, channel, now)
-    if cap_lifts is not None:
-        return Verdict(HOLD, f"{channel} frequency cap reached", cap_lifts)
     return Verdict(SEND)
 
 
-def lead_timezone(lead: Lead, settings: Settings) -> ZoneInfo:
-    for name in (lead.properties.get("timezone"), settings.default_timezone):
-        if isinstance(name, str) and name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo("UTC")
-
-
-def next_sending_time(now: datetime, zone: ZoneInfo, settings: Settings) -> datetime | None:
-    """None when `now` is inside the sending hours in `zone`, else when they next open."""
-    start, end = settings.sending_window
-    local = now.astimezone(zone)
-    moment = local.time()
-    inside = start <= moment < end if start < end else (moment >= start or moment < end)
-    if inside:
-        return None
-    day = local.date() if moment < start else local.date() + timedelta(days=1)
-    return datetime.combine(day, start, tzinfo=zone).astimezone(now.tzinfo)
-
-
-_COUNTED_SINCE = (
-    select(Message.created_at)
-    .where(
-        Message.lead_id == bindparam("lead"),
-        Message.channel == bindparam("channel"),
-        Message.status.in_(COUNTED),
-        Message.created_at > bindparam("since"),
-    )
-    .order_by(Message.created_at)
-)
-
-
-def frequency_cap_lifts(
-    session: Session, settings: Settings, lead_id: int, channel: str, now: datetime
-) -> datetime | None:
-    """None when another message on `channel` stays within the caps, else when the cap next allows one."""
-    cap = settings.frequency_caps.get(channel)  # type: ignore[call-overload]
-    if cap is None:
-        return None
-    limits = {window: limit for name, window in CAP_WINDOWS.items() if (limit := getattr(cap, name))}
-    if not limits:
-        return None
-    # One read over the longest window; each window counts its own part of it.
-    since = now - max(limits)
-    sent = list(session.scalars(_COUNTED_SINCE, {"lead": lead_id, "channel": channel, "since": since}))
-    lifts: list[datetime] = []
-    for window, limit in limits.items():
-        recent = [at for at in sent if at > now - window]
-        if len(recent) >= limit:
-            # The window frees a place when enough of the oldest messages have aged out of it.
-            lifts.append(recent[len(recent) - limit] + window)
-    return max(lifts) if lifts else None
+def reachable_channels(session: Session, settings: Settings, lead: Lead) -> list[str]:
+    """The channels a message could reach `lead` on, as a send would decide (`reachable:` in branches):
+    push when any of its browsers' subscriptions passes."""
+    return [
+        channel
+        for channel in CHANNELS
+        if any(
+            send_verdict(session, settings, lead, channel, address).outcome == SEND
+            for address in addresses(session, lead, channel)
+        )
+    ]
 
 
 def _address_name(channel: str) -> str:

@@ -8,8 +8,9 @@ in `claimed` means an earlier attempt stopped before the provider had anything: 
 over and sends. A claim left in `sending` means one died during the provider call: whether the provider took
 the message is unknown, and we choose never-twice over maybe-once (`uncertain`).
 
-The send-time policy (consent, suppression, sending hours, frequency caps: leadflow.consent) is asked inside
-the claiming transaction, so what it counts and what is claimed cannot drift apart.
+The send-time policy (consent and suppression: leadflow.consent; quiet hours and frequency caps of
+sending.yaml: leadflow.pacing) is asked inside the claiming transaction, so what it counts and what is
+claimed cannot drift apart.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 from leadflow import clock, consent
 from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError, UnsendableMessage
 from leadflow.consent import HOLD, SEND, Verdict
+from leadflow.ingest import EventIn, store_events
 from leadflow.runtime import Runtime
 from leadflow.store.models import Lead, Message, PushSubscription, table_of
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -33,6 +35,9 @@ SENT, SENDING, DEFERRED, BOUNCED, UNCERTAIN = "sent", "sending", "deferred", "bo
 CLAIMED = "claimed"
 ALREADY_SENT, HELD = "already_sent", "held"
 SUPPRESSING = {"bounce": "bounce", "invalid_number": "invalid_number", "opted_out": "opt_out"}
+# Refusals that say the address cannot receive: also a `<channel>_bounced` event on the lead, for scoring and
+# segments (an opt-out is a consent change, recorded as such).
+BOUNCES = ("bounce", "invalid_number")
 
 Gate = Callable[[Session], Verdict]
 HandOver = Callable[[], Awaitable[None]]
@@ -175,13 +180,16 @@ def _record_outcome(
     def record(session: Session) -> None:
         recorded = session.connection().execute(statement, values)
         if recorded.rowcount and isinstance(error, PermanentDeliveryError):
-            _consequences(session, claim, error.reason, str(error), now)
+            _consequences(session, claim, message_id, error.reason, str(error), now)
 
     runtime.db.retrying(record)
 
 
-def _consequences(session: Session, claim: Claim, reason: str, error: str, now: datetime) -> None:
-    """What a permanent refusal means for the address: suppressed, or (push) the subscription removed."""
+def _consequences(
+    session: Session, claim: Claim, message_id: int, reason: str, error: str, now: datetime
+) -> None:
+    """What a permanent refusal means for the address: suppressed (and, for a bounce, an event on the lead),
+    or (push) the subscription removed."""
     if reason == "subscription_gone":
         session.execute(delete(PushSubscription).where(PushSubscription.endpoint == claim.recipient))
         return
@@ -191,6 +199,21 @@ def _consequences(session: Session, claim: Claim, reason: str, error: str, now: 
     lead = session.get(Lead, claim.lead_id) if claim.lead_id else None
     if reason == "opted_out" and lead is not None:
         consent.record_consent(session, lead, claim.channel, consent.WITHDRAWN, f"provider: {error}", now)
+    if reason in BOUNCES and lead is not None:
+        record_bounce(session, lead.id, message_id, claim.channel, claim.template)
+
+
+def record_bounce(session: Session, lead_id: int, message_id: int, channel: str, template: str) -> None:
+    """An `email_bounced` / `sms_bounced` event on the lead, once per message (the refusal at send time and a
+    later delivery report share its id), stamped when it is recorded. Its properties name the message, never
+    the provider's text, which may quote the address."""
+    event = EventIn(
+        id=f"lf-bounce-{message_id}",
+        type=f"{channel}_bounced",
+        lead_id=lead_id,
+        properties={"message_id": message_id, "template": template},
+    )
+    store_events(session, [event])
 
 
 async def deliver_once(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -311,7 +312,7 @@ def store_events(session: Session, events: list[EventIn]) -> IngestResult:
             "type": event.type,
             "occurred_at": event.timestamp or now,
             "received_at": now,
-            "properties": event.properties,
+            "properties": with_page_path(event.properties),
         }
         for event in unique
     ]
@@ -334,6 +335,19 @@ def store_events(session: Session, events: list[EventIn]) -> IngestResult:
             )
     lead_ids = sorted({int(row["lead_id"]) for row in rows})
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted), lead_ids=lead_ids)
+
+
+def with_page_path(properties: dict[str, Any]) -> dict[str, Any]:
+    """`properties` with the `path` of their `url` when they have a url and no path: the snippet sends the
+    full address (location.href), a server often a bare path; rules on `path` read both the same way."""
+    url = properties.get("url")
+    if "path" in properties or not isinstance(url, str):
+        return properties
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # not a URL at all (an unclosed IPv6 bracket): nothing to derive
+        return properties
+    return {**properties, "path": path or "/"}
 
 
 def surviving_leads(session: Session, lead_ids: set[int]) -> dict[int, int]:

@@ -70,16 +70,11 @@ def policy_gate(runtime: Runtime, recipient: Recipient, channel: str, now: datet
         # The row lock (PostgreSQL; SQLite already serializes writers) makes concurrent sends to one lead
         # take turns, so frequency caps hold across sequences.
         lead = session.scalars(_LOCKED_LEAD, {"lead": recipient.lead_id}).first()
-        verdict = consent.send_verdict(
-            session, runtime.settings, lead, channel, recipient.address(channel), now
-        )
+        verdict = consent.send_verdict(session, runtime.settings, lead, channel, recipient.address(channel))
         if verdict.outcome != consent.SEND or lead is None:
             return verdict
-        # sending.yaml's quiet hours and frequency caps (per channel, rolling, across sequences)
-        allowed_at = paced_until(session, runtime.content.sending, lead, channel, now)
-        if allowed_at is not None:
-            return Verdict(consent.HOLD, "quiet hours or frequency cap (sending.yaml)", allowed_at)
-        return verdict
+        # When: sending.yaml's quiet hours and frequency caps (per channel, rolling, across sequences).
+        return paced_until(session, runtime.content.sending, lead, channel, now) or verdict
 
     return gate
 

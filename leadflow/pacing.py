@@ -1,8 +1,8 @@
 """When a message may go out: local send windows, quiet hours and frequency caps, all in the lead's timezone.
 
-`paced_until` is one of the checks of the send-time gate (leadflow/outgoing.py `policy_gate`, after channel
-consent and sending hours of leadflow/consent.py): caps count what was sent to the lead on that channel by
-every sequence.
+sending.yaml (SendingPolicy) is the one send-time policy; its model's defaults are the defaults. `paced_until`
+is the last check of the send-time gate (leadflow/outgoing.py `policy_gate`, after consent and suppression
+of leadflow/consent.py): caps count what was sent to the lead on that channel by every sequence.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from leadflow.consent import COUNTED
+from leadflow.consent import COUNTED, HOLD, Verdict
 from leadflow.content.models import WEEKDAYS, FrequencyCap, QuietHours, SendingPolicy, SendWindow, known_zone
 from leadflow.store.models import Lead, Message
 
@@ -104,14 +104,24 @@ _PACED_SINCE = select(_SENT_AT).where(  # every send asks: built once
 
 def paced_until(
     session: Session, policy: SendingPolicy, lead: Lead, channel: str, at: datetime
-) -> datetime | None:
+) -> Verdict | None:
     """Quiet hours and frequency caps of sending.yaml, across every sequence the lead is in: None when a
-    message may go out `at`, else the earliest moment it may."""
-    if not policy.quiet_hours and not policy.frequency_caps:
+    message may go out `at`, else a hold until the earliest moment it may, saying why."""
+    quiet = policy.quiet_hours if policy.quiet_hours and channel in policy.quiet_hours.channels else None
+    cap = policy.frequency_caps.get(channel)  # type: ignore[call-overload]
+    if quiet is None and cap is None:
         return None
     since = at - WEEK - timedelta(days=1)
     sent = [
         moment if moment.tzinfo else moment.replace(tzinfo=at.tzinfo)
         for moment in session.scalars(_PACED_SINCE, {"lead": lead.id, "channel": channel, "since": since})
     ]
-    return next_allowed_send(policy, channel, lead_zone(lead.properties, policy), at, sent)
+    zone = lead_zone(lead.properties, policy)
+    allowed = next_allowed_send(policy, channel, zone, at, sent)
+    if allowed is None:
+        return None
+    if quiet is not None and quiet_until(quiet, zone, at) is not None:
+        why = f"quiet hours {quiet.start:%H:%M}-{quiet.end:%H:%M} in {zone.key} (sending.yaml)"
+    else:
+        why = f"{channel} frequency cap reached (sending.yaml)"
+    return Verdict(HOLD, why, allowed)

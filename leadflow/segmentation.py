@@ -21,6 +21,7 @@ from leadflow.content.models import (
     EventTrigger,
     NotRule,
     PropertyRule,
+    ReachableRule,
     Rule,
     ScoreRule,
     Segment,
@@ -48,6 +49,7 @@ class LeadFacts:
     score: int = 0
     temperature: str = "cold"
     stage: str = "lead"
+    reachable: frozenset[str] = frozenset()  # channels that can reach the lead now (branches only)
 
 
 def holds(rule: Rule, facts: LeadFacts) -> bool:
@@ -69,6 +71,8 @@ def holds(rule: Rule, facts: LeadFacts) -> bool:
             return as_test(spec).holds(facts.temperature)
         case StageRule(stage=spec):
             return as_test(spec).holds(facts.stage)
+        case ReachableRule():
+            return rule.reachable in facts.reachable
         case AllRule():
             return all(holds(part, facts) for part in rule.all)
         case AnyRule():
@@ -81,7 +85,7 @@ def holds(rule: Rule, facts: LeadFacts) -> bool:
 def reads_the_lead(rule: Rule) -> bool:
     """Whether `rule` looks at the lead's properties, score, temperature or stage, not only its events."""
     match rule:
-        case PropertyRule() | ScoreRule() | TemperatureRule() | StageRule():
+        case PropertyRule() | ScoreRule() | TemperatureRule() | StageRule() | ReachableRule():
             return True
         case AllRule():
             return any(reads_the_lead(part) for part in rule.all)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
+import os
 import secrets
-from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -19,24 +18,14 @@ DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 
 Channel = Literal["email", "sms", "push"]
 CHANNELS: tuple[Channel, ...] = ("email", "sms", "push")
-_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
-
-
-class FrequencyCap(BaseModel):
-    """At most `day` messages in any 24 hours and `week` in any 7 days, on one channel, across sequences."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    day: int | None = Field(default=None, ge=1)
-    week: int | None = Field(default=None, ge=1)
-
-
-def _default_caps() -> dict[Channel, FrequencyCap]:
-    return {
-        "email": FrequencyCap(day=3, week=10),
-        "sms": FrequencyCap(day=1, week=3),
-        "push": FrequencyCap(day=2, week=7),
-    }
+# The send-time policy (quiet hours, frequency caps, the default timezone) is sending.yaml's alone; these
+# variables set it once, and are refused now rather than silently ignored.
+RETIRED = {
+    "LEADFLOW_SENDING_HOURS": "quiet_hours",
+    "LEADFLOW_SENDING_HOURS_CHANNELS": "quiet_hours.channels",
+    "LEADFLOW_DEFAULT_TIMEZONE": "default_timezone",
+    "LEADFLOW_FREQUENCY_CAPS": "frequency_caps",
+}
 
 
 class Settings(BaseSettings):
@@ -80,12 +69,8 @@ class Settings(BaseSettings):
     # TEST ONLY: accept push subscriptions at http(s)://127.0.0.1 (the test suite's loopback push service).
     # Never set it in production: it lets an API key make the server post into its own network.
     push_allow_loopback_for_tests: bool = False
-    # Consent policy, checked at every send.
+    # Consent policy, checked at every send (when a message may go out is sending.yaml's: leadflow.pacing).
     consent_required: list[Channel] = Field(default_factory=lambda: ["sms", "push"])  # type: ignore[arg-type]
-    sending_hours: str = "08:00-21:00"  # in the lead's time zone; outside it messages wait
-    sending_hours_channels: list[Channel] = Field(default_factory=lambda: ["sms", "push"])  # type: ignore[arg-type]
-    default_timezone: str = "UTC"  # for leads without a `timezone` property
-    frequency_caps: dict[Channel, FrequencyCap] = Field(default_factory=_default_caps)
     workflow_id_prefix: str = ""  # lets several installations (or test runs) share one Temporal namespace
     # `leadflow dev` runs one worker in its own process and starts the others as `leadflow worker` processes:
     # Python runs one core per process.
@@ -125,17 +110,12 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("sending_hours")
-    @classmethod
-    def _hours(cls, value: str) -> str:
-        if not _HOURS.match(value):
-            raise ValueError(f"sending_hours must look like 08:00-21:00, not {value!r}")
-        return value
-
-    @property
-    def sending_window(self) -> tuple[time, time]:
-        start, end = self.sending_hours.split("-")
-        return time.fromisoformat(start), time.fromisoformat(end)
+    @model_validator(mode="after")
+    def _no_retired_policy(self) -> Settings:
+        for variable, key in RETIRED.items():
+            if variable in os.environ:
+                raise ValueError(f"{variable} is no longer read: set `{key}` in sending.yaml instead")
+        return self
 
     @property
     def resolved_secret_key(self) -> str:

@@ -7,8 +7,10 @@ each lead's timeline (events, steps, branches, sends, exit) and the totals.
 A script (YAML or JSON):
 
     lead: {first_name: Sam, timezone: Europe/Paris}   # properties of every simulated lead
+    lead_overrides: {2: {phone: '+14155550100', push: true}}   # lead 2: a phone, a browser subscribed to push
     horizon: 30d                                      # how long to run (default: 30d)
     events:
+      - {at: 0m, type: subscribed, properties: {channel: sms}, leads: [2]}    # lead 2's SMS consent
       - {at: 0m, type: form_started, properties: {form: demo}}
       - {at: 2d, type: form_submitted, properties: {form: demo}, share: 0.5}   # half of the leads do it
     - {at: 3d, type: unsubscribed, leads: [3]}                                # lead 3 only
@@ -17,12 +19,14 @@ A script (YAML or JSON):
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import math
 import multiprocessing
 import multiprocessing.process
 import os
 import queue
+import re
 import socket
 import tempfile
 import time
@@ -33,10 +37,10 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from aiosmtpd.controller import Controller
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from sqlalchemy import func, select
 from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.testing import WorkflowEnvironment
@@ -46,7 +50,8 @@ from leadflow.content.loader import Content
 from leadflow.content.models import Duration, Strict
 from leadflow.content.yamlfile import YamlFile
 from leadflow.converter import data_converter
-from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.ingest import PHONE_PATTERN, EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.push import PushSubscriptionIn, save_subscription
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
@@ -76,18 +81,47 @@ class ScriptEvent(Strict):
         return number <= math.floor(leads * self.share + 0.5)
 
 
+def _lead_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A simulated lead's fields: properties, plus `phone` (E.164) and `push` (true: a browser subscribed)."""
+    phone, push = fields.get("phone"), fields.get("push")
+    if phone is not None and not (isinstance(phone, str) and re.match(PHONE_PATTERN, phone)):
+        raise ValueError(f"phone {phone!r} is not an E.164 number such as +14155550100")
+    if push is not None and not isinstance(push, bool):
+        raise ValueError(f"push must be true or false, not {push!r}")
+    return fields
+
+
 class Script(Strict):
-    lead: dict[str, Any] = Field(default_factory=dict)
-    lead_overrides: dict[int, dict[str, Any]] = Field(
-        default_factory=dict, description="properties of single leads, by number"
+    lead: Annotated[dict[str, Any], AfterValidator(_lead_fields)] = Field(default_factory=dict)
+    lead_overrides: dict[int, Annotated[dict[str, Any], AfterValidator(_lead_fields)]] = Field(
+        default_factory=dict, description="fields of single leads, by number"
     )
     horizon: Duration = timedelta(days=30)
     events: list[ScriptEvent] = Field(min_length=1)
+
+    def lead_in(self, number: int, email: str) -> tuple[LeadIn, bool]:
+        """Lead `number` as it starts, and whether its browser is subscribed to push."""
+        fields = {**self.lead, **self.lead_overrides.get(number, {})}
+        phone, push = fields.pop("phone", None), bool(fields.pop("push", False))
+        return LeadIn(email=email, phone=phone, properties=fields), push
 
 
 def load_script(path: Path) -> Script:
     """The script in `path`, or ContentErrors naming its file:line mistakes."""
     return YamlFile(path).parse(Script)  # JSON is YAML too
+
+
+def simulated_subscription(email: str) -> PushSubscriptionIn:
+    """A stand-in browser subscription (push consent with it): simulations never configure web push, so the
+    push step is reached and skipped, like SMS."""
+    keys = {
+        "p256dh": base64.urlsafe_b64encode(b"\x04" + bytes(64)).rstrip(b"=").decode(),
+        "auth": base64.urlsafe_b64encode(bytes(16)).rstrip(b"=").decode(),
+    }
+    endpoint = f"https://push.{SIMULATED_DOMAIN}/{email.partition('@')[0]}"
+    return PushSubscriptionIn.model_validate(
+        {"email": email, "subscription": {"endpoint": endpoint, "keys": keys}}
+    )
 
 
 def simulated_email(number: int) -> str:
@@ -150,8 +184,10 @@ class Simulation:
             chosen = range(1, leads + 1) if numbers is None else numbers
             emails = {number: simulated_email(number) for number in chosen}
             for number, email in emails.items():
-                properties = {**script.lead, **script.lead_overrides.get(number, {})}
-                upsert_lead(self.runtime.db, LeadIn(email=email, properties=properties))
+                lead_in, push = script.lead_in(number, email)
+                upsert_lead(self.runtime.db, lead_in)
+                if push:
+                    save_subscription(self.runtime.db, simulated_subscription(email))
             async with running_worker(self.env.client, self.runtime) as router:
                 moments = sorted({event.at for event in script.events})
                 for moment in moments:
@@ -360,6 +396,9 @@ async def standalone(
             # Every simulated lead runs two or three workflows at once: keep them all in memory, or each of
             # their tasks would rebuild a workflow from its history.
             worker_cache_size=max(1000, 3 * leads),
+            # Never a real provider, whatever the environment says: simulated leads are not people.
+            twilio_account_sid="",
+            vapid_private_key="",
         )
         # One process per core and a file of its own: store calls run inline, not on threads (Database.call).
         db = Database(settings.resolved_database_url, calls_inline=True)

@@ -3,7 +3,8 @@ the open pixel, click redirects and the unsubscribe link (HMAC-signed tokens: le
 Twilio's inbound-message and status webhooks (X-Twilio-Signature, checked with Twilio's RequestValidator).
 
 Everything they learn becomes an event through the normal ingestion path (stored once, with its outbox row,
-so the lead's workflow sees it): email_opened, email_clicked, unsubscribed, subscribed, sms_replied.
+so the lead's workflow sees it): email_opened, email_clicked, unsubscribed, subscribed, sms_replied,
+sms_bounced.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from leadflow import clock, consent
 from leadflow.channels.sms import PERMANENT_CODES
-from leadflow.delivery import SUPPRESSING
+from leadflow.delivery import BOUNCES, SUPPRESSING, record_bounce
 from leadflow.ingest import EventIn, store_events
 from leadflow.links import PIXEL_GIF
 from leadflow.refusals import refusals
@@ -268,7 +269,8 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         if state not in DELIVERY_ORDER:
             return Response(status_code=status.HTTP_204_NO_CONTENT)  # not a status we track
 
-        def write() -> None:
+        def write() -> bool:
+            """Whether a bounce was recorded (an event for the router)."""
             with runtime.db.transaction() as session:
                 message = session.scalars(
                     select(Message).where(Message.provider_id == sid, Message.channel == "sms")
@@ -276,7 +278,7 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
                 if message is None or DELIVERY_ORDER[state] < DELIVERY_ORDER.get(
                     message.delivery_status or "", -1
                 ):
-                    return  # unknown, or a late or replayed callback: a status never moves backwards
+                    return False  # unknown, or a late or replayed callback: a status never moves backwards
                 message.delivery_status = state
                 message.error = f"Twilio error {code}" if code else message.error
                 reason = PERMANENT_CODES.get(code) if code and state in ("failed", "undelivered") else None
@@ -289,8 +291,13 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
                         f"Twilio error {code}",
                         clock.now(),
                     )
+                if reason in BOUNCES and message.lead_id and session.get(Lead, message.lead_id):
+                    record_bounce(session, message.lead_id, message.id, "sms", message.template)
+                    return True
+                return False
 
-        await asyncio.to_thread(write)
+        if await asyncio.to_thread(write) and on_events_accepted:
+            on_events_accepted()
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router

@@ -61,8 +61,8 @@ def content() -> dict[str, str]:
         "scoring.yaml": "thresholds: {mql: 1000, sql: 2000}\n"
         f"event_types: [{', '.join(map(event_type, DRILLS))}]\n",
         "sales.yaml": "salespeople:\n  - {name: Ann, email: ann@sales.test}\n",
-        # No quiet hours, no frequency caps: nothing in a drill may wait for a sending window.
-        "sending.yaml": "default_timezone: UTC\n",
+        # No frequency caps, quiet hours for push only: no SMS or email in a drill waits for a window.
+        "sending.yaml": "quiet_hours: {start: '21:00', end: '08:00', channels: [push]}\nfrequency_caps: {}\n",
     }
     for drill, channels in DRILLS.items():
         files[f"segments/{drill}.yaml"] = (
@@ -456,10 +456,8 @@ async def running_drill(directory: Path) -> AsyncIterator[Drill]:
             twilio_auth_token=twilio.auth_token,
             twilio_from="+15005550006",
             twilio_api_base=f"http://127.0.0.1:{twilio.port}",
-            # Consent and sending hours are tested elsewhere: here every SMS may go at once.
+            # Consent is tested elsewhere: here every SMS may go at once.
             consent_required=["push"],
-            sending_hours_channels=["push"],
-            frequency_caps={},
         )
         settings.data_dir.mkdir(parents=True)
         temporal = TemporalServer(settings)

@@ -4,51 +4,84 @@ activities, store (SQLite and PostgreSQL) and SMTP server: weeks of nurture in s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
+from leadflow.api import create_app
 from leadflow.content.loader import load_content
 from leadflow.runtime import Runtime
 from leadflow.simulation import simulated_email
 from leadflow.store.models import Event, SegmentMembership
-from tests.conftest import Inbox, copy_content
+from tests.conftest import API_KEY, Inbox, channel_settings, copy_content
+from tests.peers import PushService, TwilioApi
 from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects
 
 
+@pytest.fixture
+def settings_overrides(twilio: TwilioApi) -> dict[str, Any]:
+    return channel_settings(twilio)  # SMS to the loopback Twilio, web push to the loopback push service
+
+
+@asynccontextmanager
+async def api_of(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP API, as a site's backend calls it (the events it stores are routed once the play starts).
+    Create the leads 1..N in order through it: the stories read simulated lead N as lead id N."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as api:
+        yield api
+
+
 async def test_abandoned_form_reminds_by_email_then_sms_and_stops_on_submit(
-    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, twilio: TwilioApi
 ) -> None:
-    """1 abandons the form (SMS consent), 2 submits within the 30 minutes, 3 submits after the reminder."""
+    """1 abandons the form, with a phone and SMS consent recorded through the API; 2 submits within the 30
+    minutes; 3 submits after the reminder; 4 abandons it with a phone but no consent; 5 with consent
+    withdrawn by a STOP reply, stored like Twilio's webhook stores it."""
+    async with api_of(runtime) as api:
+        for number in range(1, 6):  # in order: lead N is the Nth simulated lead
+            phone = {"phone": f"+1415555010{number}"} if number != 2 else {}
+            lead = {"email": simulated_email(number), **phone}
+            assert (await api.post("/v1/leads", json=lead)).status_code == 201
+        for number in (1, 3, 5):
+            consent = {"status": "granted", "source": "demo form, SMS box"}
+            granted = await api.put(f"/v1/leads/{simulated_email(number)}/consent/sms", json=consent)
+            assert granted.status_code == 200 and granted.json()["status"] == "granted"
+        withdrawn = {"status": "withdrawn", "source": "SMS reply STOP"}
+        assert (await api.put(f"/v1/leads/{simulated_email(5)}/consent/sms", json=withdrawn)).is_success
+    form = {"form": "demo", "url": "http://127.0.0.1:8000/sample/#get-it"}
     report = await play(
         skipping,
         runtime,
         "abandoned_form",
         {
-            "lead": {"first_name": "Sam", "sms_consent": True},
+            "lead": {"first_name": "Sam"},
             "horizon": "3d",
             "events": [
-                {"at": "0m", "type": "form_started", "properties": {"form": "demo"}},
-                {"at": "10m", "type": "form_submitted", "properties": {"form": "demo"}, "leads": [2]},
-                {"at": "2h", "type": "form_submitted", "properties": {"form": "demo"}, "leads": [3]},
+                {"at": "0m", "type": "form_started", "properties": form},
+                {"at": "10m", "type": "form_submitted", "properties": form, "leads": [2]},
+                {"at": "2h", "type": "form_submitted", "properties": form, "leads": [3]},
             ],
         },
-        leads=3,
+        leads=5,
     )
     start = report.started_at
-    # 1: reminded by email when the 30 minutes are over, the SMS step reached the next day.
+    # 1: reminded by email when the 30 minutes are over, then the next day an SMS at the loopback Twilio.
     assert subjects(inbox, 1) == ["Sam, you were almost done"]
     assert about(sent_at(runtime, 1, "form_reminder") - start, timedelta(minutes=30))
     assert ("2", "branch: then") in journal(runtime, 1)
-    # Twilio is not configured in this story: the SMS step is reached, and skipped (the sequence goes on).
-    assert (
-        "2.then.0",
-        "skipped: SMS is not configured (set LEADFLOW_TWILIO_ACCOUNT_SID and friends)",
-    ) in journal(runtime, 1)
+    assert sent_at(runtime, 1, "form_reminder", "sms") - start >= DAY + timedelta(minutes=30)
+    assert [message["To"] for message in twilio.messages] == ["+14155550101"]
     [first] = enrollments(runtime, 1)
     assert first.status == "completed" and first.finished_at - start >= DAY + timedelta(minutes=30)
     # 2: submitted in time, so never in the segment: nothing sent.
@@ -61,34 +94,65 @@ async def test_abandoned_form_reminds_by_email_then_sms_and_stops_on_submit(
     with runtime.db.read() as session:
         membership = session.scalars(select(SegmentMembership).where(SegmentMembership.lead_id == 3)).one()
     assert membership.left_at is not None and about(membership.left_at - start, timedelta(hours=2))
-    assert report.totals["outcomes"] == {"completed": 1, "converted: goal form_submitted reached": 1}
+    # 4 (a phone, no consent) and 5 (consent withdrawn): the email only; the SMS branch is not taken.
+    for number in (4, 5):
+        assert subjects(inbox, number) == ["Sam, you were almost done"]
+        assert ("2", "branch: else") in journal(runtime, number)
+    assert report.totals["outcomes"] == {"completed": 3, "converted: goal form_submitted reached": 1}
+
+
+SAMPLE_EVENT_PAGE = "http://127.0.0.1:8000/sample/events.html"
+
+
+def page_view(url: str, snippet: bool = True) -> dict[str, Any]:
+    """A page view as the snippet sends it (location.href, location.pathname, …), or as a server posts it
+    to /v1/events, with the full address alone."""
+    if not snippet:
+        return {"type": "page_viewed", "properties": {"url": url}}
+    path = urlsplit(url).path
+    return {
+        "type": "page_viewed",
+        "properties": {"url": url, "path": path, "title": "Events", "referrer": ""},
+    }
 
 
 async def test_event_page_regulars_get_help_in_business_hours_then_a_reminder(
-    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, push_service: PushService
 ) -> None:
-    """1 views event pages three times in two days; 2 too but takes push; 3 registers after the help email;
-    4 views them three times over ten days (never three within seven)."""
-    view = {"type": "page_viewed"}
+    """1 views the sample site's event page three times in two days (the snippet's page views); 2 too, and its
+    browser subscribed to push through the API; 3 registers with the page's button after the help email; 4
+    views event pages three times over ten days (never three within seven); 5's views are posted by a server
+    with full addresses only."""
+    async with api_of(runtime) as api:
+        for number in range(1, 6):  # in order: lead N is the Nth simulated lead
+            assert (await api.post("/v1/leads", json={"email": simulated_email(number)})).status_code == 201
+        browser = push_service.browser("eves-laptop")
+        subscription = {"email": simulated_email(2), "subscription": browser.subscription()}
+        assert (await api.post("/v1/push/subscriptions", json=subscription)).status_code == 201
+    registered = {"webinar": "growth-summit", "url": SAMPLE_EVENT_PAGE, "text": "Save my seat"}
     report = await play(
         skipping,
         runtime,
         "event_page_help",
         {
             "lead": {"first_name": "Eve", "timezone": "America/New_York"},
-            "lead_overrides": {2: {"push_subscribed": True}},
             "horizon": "14d",
             "events": [
-                {**view, "at": "0m", "properties": {"url": "/events/summit-2026"}},
-                {**view, "at": "1h", "properties": {"url": "/blog/what-is-nurture"}, "leads": [1, 2, 3]},
-                {**view, "at": "1d", "properties": {"url": "/events/summit-2026/agenda"}, "leads": [1, 2, 3]},
-                {**view, "at": "2d", "properties": {"url": "/events/summit-2026"}, "leads": [1, 2, 3]},
-                {**view, "at": "5d", "properties": {"url": "/events/summit-2026"}, "leads": [4]},
-                {"at": "3d", "type": "event_registered", "leads": [3]},
-                {**view, "at": "10d", "properties": {"url": "/EVENTS/summit-2026"}, "leads": [4]},
+                {**page_view(SAMPLE_EVENT_PAGE), "at": "0m", "leads": [1, 2, 3, 4]},
+                {**page_view("http://127.0.0.1:8000/sample/"), "at": "1h", "leads": [1, 2, 3]},
+                {**page_view(SAMPLE_EVENT_PAGE + "#agenda"), "at": "1d", "leads": [1, 2, 3]},
+                {**page_view(SAMPLE_EVENT_PAGE + "?utm_source=x"), "at": "2d", "leads": [1, 2, 3]},
+                {**page_view(SAMPLE_EVENT_PAGE), "at": "5d", "leads": [4]},
+                {"at": "3d", "type": "webinar_registered", "properties": registered, "leads": [3]},
+                {**page_view(SAMPLE_EVENT_PAGE.upper()), "at": "10d", "leads": [4]},
+                *(
+                    {**page_view(f"https://www.acme.test/events/summit-2026/{part}", False), "leads": [5]}
+                    | {"at": at}
+                    for at, part in (("0m", ""), ("1d", "agenda"), ("2d", "faq"))
+                ),
             ],
         },
-        leads=4,
+        leads=5,
     )
     start = report.started_at
     help_mail = "Eve, everything about the event in one place"
@@ -98,18 +162,23 @@ async def test_event_page_regulars_get_help_in_business_hours_then_a_reminder(
     assert helped - start >= 2 * DAY and local.weekday() < 5 and 9 <= local.hour < 18, local
     assert about(sent_at(runtime, 1, "event_registration_reminder") - helped, 2 * DAY)
     assert enrollments(runtime, 1)[0].status == "completed"
-    # 2: the push channel is not there yet: the step is skipped, the reminder still goes by email.
-    assert any(label == "1.then.0" and what.startswith("skipped: ") for label, what in journal(runtime, 2))
+    # 2: the push, at the loopback push service (which decrypted it), instead of the help email.
+    assert ("1", "branch: then") in journal(runtime, 2)
+    assert [(name, payload["title"]) for name, payload in push_service.delivered] == [
+        ("eves-laptop", "Coming to the event?")
+    ]
     assert subjects(inbox, 2) == ["Seats are going: register for the event"]
     # 3: registered on day 3 (after the help email, unless a weekend held it back like lead 1's): converted,
     # no reminder.
     assert subjects(inbox, 3) == ([help_mail] if helped - start < 3 * DAY else [])
     assert (enrollments(runtime, 3)[0].status, enrollments(runtime, 3)[0].exit_reason) == (
         "converted",
-        "goal event_registered reached",
+        "goal webinar_registered reached",
     )
     assert enrollments(runtime, 4) == []
-    assert report.totals["enrolled"] == 3
+    # 5: a path is read from the full address a server posted.
+    assert subjects(inbox, 5) == [help_mail, "Seats are going: register for the event"]
+    assert report.totals["enrolled"] == 4
 
 
 async def test_an_event_page_regular_who_goes_quiet_leaves_when_the_seven_days_slide_past(

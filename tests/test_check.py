@@ -151,6 +151,12 @@ def test_check_reports_every_mistake_in_a_broken_folder_with_file_line_and_fix(t
         ("templates/sequences/broken.yaml", 10, "unreachable: the sequence's goal 'demo_requested'"),
         ("templates/sequences/broken.yaml", 11, "no email template 'no_such_template'"),
         ("templates/sequences/broken.yaml", 12, "a wait of 500 days never ends"),
+        # sending.yaml is refused, so its defaults hold: quiet from 21:00 to 08:00
+        (
+            "templates/sequences/broken.yaml",
+            13,
+            "the window 22:00-23:00 lies inside the quiet hours 21:00-08:00",
+        ),
         ("templates/sequences/broken.yaml", 16, "lacks the block(s) body"),  # where it is used ...
         ("templates/sequences/typo.yaml", 7, "steps.0.branch.else.0: a step is one of: send, wait"),
         ("templates/email/careless.j2", 1, "`lead.frist_name` is not a property leads are known to have"),
@@ -323,3 +329,81 @@ def test_simulate_prints_the_report_without_temporals_own_warnings(tmp_path: Pat
     assert run.returncode == 0, run.stderr
     assert re.search(r"message: email ebook_delivery sent +│ 2 ", run.stdout), run.stdout
     assert "WARN" not in run.stdout + run.stderr, run.stdout
+
+
+def leadflow_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: a process of its own."""
+    command = [str(Path(sys.executable).parent / "leadflow"), *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_check_warns_about_rules_and_goals_on_events_nothing_sends(tmp_path: Path) -> None:
+    """A goal on `event_registered`, which no site may send and Leadflow never records, would never fire:
+    a warning at its line, not an error. The shipped content has none."""
+    shipped = leadflow_cli("check", str(PROJECT_ROOT))
+    assert shipped.returncode == 0 and "warning" not in shipped.stderr + shipped.stdout, shipped
+    copy_content(tmp_path)
+    sequence = tmp_path / "templates/sequences/event_page_help.yaml"
+    sequence.write_text(sequence.read_text().replace("event: webinar_registered", "event: event_registered"))
+    scoring = tmp_path / "scoring.yaml"
+    scoring.write_text(
+        scoring.read_text().replace(
+            "event_types: [price_list_downloaded]", "event_types: [price_list_downloaded, partner_referred]"
+        )
+        + "  - {rule: Referred by a partner, event: partner_referred}\n"
+    )
+    assert "\nhand_off_now:" in scoring.read_text()  # the rule above lands in hand_off_now: a list of rules
+    checked = leadflow_cli("check", str(tmp_path))
+    assert checked.returncode == 0, checked
+    warnings = checked.stderr.replace("\n", " ")
+    assert f"{sequence}:5: warning: nothing sends 'event_registered' events" in warnings
+    assert "to `server_events:` in sites.yaml if your servers post it to /v1/events" in warnings
+    assert re.search(rf"{scoring}:\d+: warning: nothing sends 'partner_referred' events", warnings)
+    assert warnings.count("warning:") == 2
+    # Declared as sent by the site's servers: no warning.
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(sites.read_text().replace("server_events: [", "server_events: [partner_referred, "))
+    assert leadflow_cli("check", str(tmp_path)).stderr.count("warning:") == 1
+
+
+def test_reachable_is_refused_in_a_segment_with_the_way_to_write_it(tmp_path: Path) -> None:
+    copy_content(tmp_path)
+    segment = tmp_path / "segments/texters.yaml"
+    segment.write_text(
+        "id: texters\nname: Texters\nentry:\n  all: [{event: form_started}, {reachable: sms}]\n"
+    )
+    checked = leadflow_cli("check", str(tmp_path))
+    assert checked.returncode == 1
+    assert f"{segment}:4: `reachable:` is decided when a sequence's branch runs" in checked.stderr.replace(
+        "\n", " "
+    )
+
+
+def test_simulate_gives_leads_a_phone_and_sms_consent_so_the_sms_branch_is_played(tmp_path: Path) -> None:
+    """Lead 1 has a phone and grants SMS consent in the script; lead 2 has a phone only; lead 3 a browser
+    subscribed to push. The branch is decided on what consent records, as in production."""
+    script = tmp_path / "events.yaml"
+    script.write_text(
+        """\
+lead: {first_name: Sam}
+lead_overrides:
+  1: {phone: '+14155550101'}
+  2: {phone: '+14155550102'}
+  3: {push: true}
+horizon: 2d
+events:
+  - {at: 0m, type: subscribed, properties: {channel: sms, source: demo form}, leads: [1]}
+  - {at: 0m, type: form_started, properties: {form: demo}}
+"""
+    )
+    result = leadflow_cli("simulate", "abandoned_form", "--events", str(script), "--leads", "3")
+    assert result.returncode == 0, result
+    decisions = re.findall(r"decision: step 2: branch: (\w+)\s*│ (\d+)", result.stdout)
+    assert dict(decisions) == {"then": "1", "else": "2"}, result.stdout
+    assert re.search(r"message: sms form_reminder skipped\s*│ 1", result.stdout)
+    lead_one = result.stdout.split("lead0002@")[0]
+    assert "step 2: branch: then" in lead_one and "event subscribed channel=sms" in lead_one
+    script.write_text(script.read_text().replace("'+14155550102'", "'0102'"))
+    bad = leadflow_cli("simulate", "abandoned_form", "--events", str(script))
+    assert bad.returncode == 1 and f"{script}:4:" in bad.stderr + bad.stdout
+    assert "phone '0102' is not an E.164 number" in bad.stderr + bad.stdout

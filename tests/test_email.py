@@ -251,6 +251,10 @@ async def test_connections_are_reused_unless_the_pool_is_off(
     assert len(set(inbox.peers)) == connections
 
 
-def test_settings_refuse_a_malformed_sending_window(runtime: Runtime) -> None:
-    with pytest.raises(ValueError, match="08:00-21:00"):
-        settings_for_test(runtime.db, 25, sending_hours="8-21")
+def test_settings_refuse_the_retired_send_policy_variables(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sending.yaml is the one send-time policy: a variable that once set it is refused, not ignored."""
+    monkeypatch.setenv("LEADFLOW_FREQUENCY_CAPS", '{"email": {"day": 3}}')
+    with pytest.raises(ValueError, match="LEADFLOW_FREQUENCY_CAPS is no longer read: set `frequency_caps`"):
+        settings_for_test(runtime.db, 25)

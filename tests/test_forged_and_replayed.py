@@ -41,7 +41,7 @@ def settings_overrides(twilio: TwilioApi) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def at_noon() -> Iterator[None]:
-    with clock.frozen_at(datetime(2026, 3, 10, 12, 0, tzinfo=UTC)):  # inside SMS sending hours
+    with clock.frozen_at(datetime(2026, 3, 10, 12, 0, tzinfo=UTC)):  # outside SMS quiet hours
         yield
 
 

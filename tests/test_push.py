@@ -29,7 +29,7 @@ EXPECTED = {
 
 @pytest.fixture(autouse=True)
 def at_noon() -> Iterator[None]:
-    with clock.frozen_at(datetime(2026, 3, 10, 12, 0, tzinfo=UTC)):  # inside the sending hours
+    with clock.frozen_at(datetime(2026, 3, 10, 12, 0, tzinfo=UTC)):  # outside the quiet hours
         yield
 
 

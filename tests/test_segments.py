@@ -6,7 +6,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from leadflow.content.models import (
     FrequencyCap,
@@ -14,6 +16,7 @@ from leadflow.content.models import (
     Segment,
     SendingPolicy,
     SendWindow,
+    Sequence,
     Thresholds,
 )
 from leadflow.pacing import cap_reopens_at, next_allowed_send, next_window_opening, quiet_until
@@ -234,3 +237,46 @@ def test_a_branch_on_events_alone_needs_no_read_of_the_lead() -> None:
     assert reads("{any: [{event: webinar_registered}, {score: 50}]}")
     assert reads("{not: {property: sms_consent, equals: true}}")
     assert reads("{all: [{temperature: hot}]}") and reads("{stage: mql}")
+
+
+OLD_ABANDONED_FORM = """\
+id: abandoned_form
+name: Abandoned form reminder
+segment: abandoned_form
+goal: {event: form_submitted}
+steps:
+  - send: {channel: email, template: form_reminder}
+  - wait: 1d
+  - branch:
+      if: {property: sms_consent, equals: true}
+      then: [{send: {channel: sms, template: form_reminder}}]
+"""
+
+
+def test_a_branch_on_reachable_reads_the_channels_the_store_says_and_old_snapshots_still_branch() -> None:
+    """`reachable: sms` holds when the store found SMS able to reach the lead (consent, a phone, no
+    suppression), whatever its properties claim; a snapshot taken before, branching on the property
+    `sms_consent`, keeps branching on it for the leads enrolled in that version."""
+    branch = Sequence.model_validate(
+        yaml.safe_load(
+            OLD_ABANDONED_FORM.replace("{property: sms_consent, equals: true}", "{reachable: sms}")
+        )
+    )
+    condition = branch.steps[2].branch.if_  # type: ignore[union-attr]
+    assert (
+        reads_the_lead(condition)
+        and condition == Sequence.model_validate(branch.model_dump()).steps[2].branch.if_
+    )  # type: ignore[union-attr]
+    claimed = LeadFacts(now=NOW, properties={"sms_consent": True})
+    assert not holds(condition, claimed)
+    assert holds(condition, LeadFacts(now=NOW, reachable=frozenset({"email", "sms"})))
+    assert not holds(condition, LeadFacts(now=NOW, reachable=frozenset({"email", "push"})))
+    old = Sequence.model_validate(yaml.safe_load(OLD_ABANDONED_FORM))
+    old_condition = old.steps[2].branch.if_  # type: ignore[union-attr]
+    assert holds(old_condition, claimed) and not holds(old_condition, LeadFacts(now=NOW))
+
+
+def test_disqualified_is_no_stage_a_rule_can_name() -> None:
+    """Nothing sets it, so a rule on it could never hold: it is refused, naming the stages there are."""
+    with pytest.raises(ValidationError, match="'recycled'"):
+        segment("id: gone\nname: Gone\nentry: {stage: disqualified}\n")

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from leadflow.api import create_app
 from leadflow.content.loader import Content
-from leadflow.content.models import Sequence
+from leadflow.content.models import FrequencyCap, SendingPolicy, Sequence
 from leadflow.contracts import SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
@@ -28,7 +28,7 @@ from workflows.sequence import SequenceWorkflow
 
 @pytest.fixture
 def settings_overrides(twilio: TwilioApi) -> dict[str, Any]:
-    return {**channel_settings(twilio), "frequency_caps": {"email": {"day": 2}}}
+    return channel_settings(twilio)  # the shipped sending.yaml: quiet hours for SMS, two emails a day
 
 
 def sequence(sequence_id: str, *steps: dict[str, Any]) -> Sequence:
@@ -147,9 +147,9 @@ def mixed_runtime(runtime: Runtime) -> Runtime:
         {MIXED.id: MIXED},
         content.sales,
         content.templates,
+        sending=content.sending.model_copy(update={"quiet_hours": None}),
     )
-    settings = runtime.settings.model_copy(update={"sending_hours_channels": []})
-    return replace(runtime, content=mixed, settings=settings)
+    return replace(runtime, content=mixed)
 
 
 async def test_after_an_opt_out_mid_sequence_no_further_message_goes_out_on_any_channel(
@@ -208,3 +208,24 @@ async def test_after_an_opt_out_mid_sequence_no_further_message_goes_out_on_any_
     assert len(inbox.to("sta@initech.test")) == 2
     assert [m["To"] for m in twilio.messages] == ["+14155550199"]
     assert [name for name, _ in push_service.delivered] == ["laptop-sta"]
+
+
+async def test_sending_yaml_alone_decides_when_messages_go_out(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, twilio: TwilioApi
+) -> None:
+    """With four emails a day and no quiet hours in sending.yaml, four emails and an SMS due late in the
+    evening all go out at once: no second policy with caps or sending hours of its own holds any back."""
+    policy = SendingPolicy(quiet_hours=None, frequency_caps={"email": FrequencyCap(per_day=4)})
+    runtime = replace(runtime, content=replace(runtime.content, sending=policy))
+    started = await skipping.get_current_time()
+    lead_id = sms_lead(runtime, "ivy@initech.test", zone_where_it_is_late_evening(started))
+    templates = ("ebook_delivery", "ebook_tips", "webinar_invite", "webinar_reminder")
+    burst = sequence("burst", *(email(template) for template in templates), SMS, email("webinar_last_nudge"))
+    async with running_worker(skipping.client, runtime):
+        assert await run(skipping, runtime, lead_id, burst) == ["completed"]
+    times = [m.sent_at for m in sent(runtime, "email")] + [m.sent_at for m in sent(runtime, "sms")]
+    assert len(times) == 6 and all(times)
+    first_four = [times[i] for i in (0, 1, 2, 3, 5)]
+    assert max(first_four) - started < timedelta(minutes=1), times  # four emails and the SMS: at once
+    assert timedelta(days=1) <= times[4] - started < timedelta(days=1, minutes=1)  # the fifth: the cap's day
+    assert len(inbox.to("ivy@initech.test")) == 5 and len(twilio.messages) == 1

@@ -38,7 +38,7 @@ def settings_overrides(twilio: TwilioApi) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def at_noon() -> Iterator[None]:
-    with clock.frozen_at(NOON):  # inside the default sending hours (08:00–21:00 UTC)
+    with clock.frozen_at(NOON):  # outside the default quiet hours (21:00–08:00 UTC)
         yield
 
 
@@ -111,8 +111,13 @@ async def test_a_permanent_twilio_error_suppresses_the_number_without_retrying(
     with runtime.db.read() as session:
         suppression = suppression_of(session, "sms", PHONE)
         consent = session.scalars(select(Consent.status).where(Consent.channel == "sms")).one()
+        bounces = list(session.scalars(select(Event.properties).where(Event.type == "sms_bounced")))
     assert suppression is not None and suppression.reason == reason
     assert consent == ("withdrawn" if code == 21610 else "granted")
+    # A number that cannot receive is a bounce the lead's score and segments see; an opt-out is not.
+    assert bounces == (
+        [] if code == 21610 else [{"message_id": result.message_id, "template": "webinar_reminder"}]
+    )
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

@@ -286,6 +286,7 @@ class SequenceWorkflow:
             score=lead.score,
             temperature=lead.temperature,
             stage=lead.stage,
+            reachable=frozenset(lead.reachable),
         )
         taken = "then" if holds(step.branch.if_, facts) else "else"
         await self._journal(label, None, f"branch: {taken}")

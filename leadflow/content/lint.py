@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from leadflow.content.conditions import PropertyTest, as_test
 from leadflow.content.models import (
@@ -105,9 +106,18 @@ def _rule_errors(document: YamlFile, rule: Rule | None, at: Location, what: str)
 
 
 def lint_segment(segment: Segment, document: YamlFile) -> list[ContentError]:
-    return _rule_errors(document, segment.entry, ("entry",), "the entry rule") + _rule_errors(
+    errors = _rule_errors(document, segment.entry, ("entry",), "the entry rule") + _rule_errors(
         document, segment.exit, ("exit",), "the exit rule"
     )
+    for at, channel in rule_keys(document.data, "reachable"):
+        errors.append(
+            document.error(
+                at,
+                "`reachable:` is decided when a sequence's branch runs, not for segments: branch on it in "
+                f"the sequence (`branch: {{if: {{reachable: {channel}}}, ...}}`)",
+            )
+        )
+    return errors
 
 
 # --- sequences --------------------------------------------------------------------------------------
@@ -296,3 +306,35 @@ def _event_use_problem(use: VariableUse, where: str, segment: Segment) -> str | 
 def _properties_required(trigger: EventTrigger) -> set[str]:
     """The properties every event matching `trigger` has: its `where` tests them and fails on none."""
     return {name for name, test in trigger.where.items() if not as_test(test).holds(None)}
+
+
+# --- event types nothing sends ----------------------------------------------------------------------
+
+
+def rule_keys(data: Any, name: str, at: Location = ()) -> Iterator[tuple[Location, str]]:
+    """Every `name: VALUE` (a text) in a content file's data, with where it is: `event` in rules, triggers,
+    goals, count and absence specs; property filters (`where:`) name properties, and are left out."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == name and isinstance(value, str):
+                yield (*at, key), value
+            elif key != "where":
+                yield from rule_keys(value, name, (*at, key))
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            yield from rule_keys(item, name, (*at, index))
+
+
+def unproduced_events(document: YamlFile, produced: frozenset[str]) -> list[ContentError]:
+    """Warnings: rules and goals on an event type that nothing produces (no site may send it, Leadflow never
+    records it, and sites.yaml does not list it among the events your servers post), so they never fire."""
+    return [
+        document.error(
+            at,
+            f"warning: nothing sends {event!r} events: no site in sites.yaml may send it and Leadflow does "
+            "not record it itself, so this never fires. Add it to a site's `events:` if a page sends it, to "
+            "`server_events:` in sites.yaml if your servers post it to /v1/events, or fix the name",
+        )
+        for at, event in rule_keys(document.data, "event")
+        if event not in produced
+    ]

@@ -9,8 +9,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from leadflow.content.lint import lint_segment, lint_sequence
+from leadflow.content.lint import lint_segment, lint_sequence, unproduced_events
 from leadflow.content.models import (
+    RECORDED_EVENT_TYPES,
+    TRACKER_EVENTS,
     Salesperson,
     SalesTeam,
     ScoringModel,
@@ -42,6 +44,8 @@ class Content:
     templates: TemplateLibrary
     sites: dict[str, Site] = field(default_factory=dict)  # by public key
     sending: SendingPolicy = field(default_factory=SendingPolicy)
+    # Mistakes that do not stop the content from loading (`leadflow check` prints them): file:line: warning.
+    warnings: list[ContentError] = field(default_factory=list)
     sequence_by_segment: dict[str, Sequence] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,8 +65,10 @@ def load_content(directory: Path) -> Content:
         errors.append(ContentError(scoring_path, None, "the scoring model file is missing"))
     if scoring_path.exists():
         errors.extend(_scoring_problems(scoring_path))
+    rule_documents: list[YamlFile] = []  # the files whose rules name event types
     if scoring:
         model, document = scoring
+        rule_documents.append(document)
         scoring = model.model_copy(update={"source": scoring_path.read_text(encoding="utf-8")}), document
 
     segments: dict[str, Segment] = {}
@@ -72,6 +78,7 @@ def load_content(directory: Path) -> Content:
             if segment.id in segments:
                 errors.append(document.error(("id",), f"segment id {segment.id!r} is used by another file"))
             errors.extend(lint_segment(segment, document))
+            rule_documents.append(document)
             segments[segment.id] = segment
 
     sending_path = directory / SENDING_FILE
@@ -88,6 +95,7 @@ def load_content(directory: Path) -> Content:
                 lint_sequence(sequence, document, segments.get(sequence.segment), templates, policy)
             )
             sequences[sequence.id] = sequence
+            rule_documents.append(document)
 
     errors.extend(_check_templates(templates))
 
@@ -102,6 +110,10 @@ def load_content(directory: Path) -> Content:
     if errors:
         raise ContentErrors(list({str(error): error for error in errors}.values()))  # one line per mistake
     assert scoring is not None and team is not None
+    produced = TRACKER_EVENTS | RECORDED_EVENT_TYPES
+    if sites:
+        declared = sites[0]
+        produced |= {event for site in declared.sites for event in site.events} | set(declared.server_events)
     return Content(
         directory,
         scoring[0],
@@ -111,6 +123,9 @@ def load_content(directory: Path) -> Content:
         templates,
         sites=_sites_by_key(*sites, errors) if sites else {},
         sending=policy,
+        warnings=[
+            warning for document in rule_documents for warning in unproduced_events(document, produced)
+        ],
     )
 
 

@@ -77,8 +77,28 @@ KNOWN_EVENT_TYPES = frozenset(
         "email_opened",
         "email_clicked",
         "email_bounced",
+        "sms_bounced",
         "unsubscribed",
         "sms_replied",
+    ]
+)
+# What the tracking snippet sends by itself; a site may send more (`events:` in sites.yaml).
+TRACKER_EVENTS = frozenset(
+    ["page_viewed", "scrolled", "clicked", "form_started", "form_submitted", "form_abandoned", "page_left"]
+)
+# What Leadflow records by itself: the open pixel, tracked links, unsubscribe links and consent routes, SMS
+# replies, bounces, push subscriptions and identity merges.
+RECORDED_EVENT_TYPES = frozenset(
+    [
+        "email_opened",
+        "email_clicked",
+        "email_bounced",
+        "sms_bounced",
+        "sms_replied",
+        "unsubscribed",
+        "subscribed",
+        "identified",
+        "lead_merged",
     ]
 )
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -418,7 +438,7 @@ class ScoreRule(Strict):
 
 
 TemperatureName = Literal["cold", "warm", "hot"]
-StageName = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified"]
+StageName = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled"]
 TEMPERATURES: tuple[str, ...] = get_args(TemperatureName)
 STAGES: tuple[str, ...] = get_args(StageName)
 
@@ -429,6 +449,15 @@ class TemperatureRule(Strict):
 
 class StageRule(Strict):
     stage: PropertyTest | StageName
+
+
+class ReachableRule(Strict):
+    """The lead can be messaged on this channel now, as the send would decide: an address (its email, a phone,
+    a browser's push subscription) that is not suppressed (bounced, opted out), and consent not withdrawn
+    (granted, for a channel that needs it: sms and push by default). Read from the store when the branch
+    runs, so it says what consent really records, not what a property claims."""
+
+    reachable: Literal["email", "sms", "push"]
 
 
 class AllRule(Strict):
@@ -453,6 +482,7 @@ RULE_KINDS = {
     "score": "ScoreRule",
     "temperature": "TemperatureRule",
     "stage": "StageRule",
+    "reachable": "ReachableRule",
     "all": "AllRule",
     "any": "AnyRule",
     "not": "NotRule",
@@ -495,6 +525,7 @@ if TYPE_CHECKING:  # what a type checker sees: the union pydantic validates with
         | ScoreRule
         | TemperatureRule
         | StageRule
+        | ReachableRule
         | AllRule
         | AnyRule
         | NotRule
@@ -510,6 +541,7 @@ else:
             "ScoreRule": ScoreRule,
             "TemperatureRule": TemperatureRule,
             "StageRule": StageRule,
+            "ReachableRule": ReachableRule,
             "AllRule": AllRule,
             "AnyRule": AnyRule,
             "NotRule": NotRule,
@@ -736,12 +768,22 @@ class QuietHours(Strict):
     channels: list[Literal["email", "sms", "push"]] = Field(default_factory=lambda: ["sms", "push"])  # type: ignore[arg-type]
 
 
+def _default_caps() -> dict[Literal["email", "sms", "push"], FrequencyCap]:
+    return {
+        "email": FrequencyCap(per_day=2, per_week=6),
+        "sms": FrequencyCap(per_day=1, per_week=2),
+        "push": FrequencyCap(per_day=2, per_week=5),
+    }
+
+
 class SendingPolicy(Strict):
-    """sending.yaml: what holds for every send of every sequence (issue 5 adds consent per channel)."""
+    """sending.yaml: when any message of any sequence may go out; the one send-time policy. These defaults
+    hold for what the file leaves out (no file: all of them); `quiet_hours: null` and `frequency_caps: {}`
+    turn those off, and a `frequency_caps` given replaces the default caps whole."""
 
     default_timezone: str = "UTC"
-    quiet_hours: QuietHours | None = None
-    frequency_caps: dict[Literal["email", "sms", "push"], FrequencyCap] = Field(default_factory=dict)
+    quiet_hours: QuietHours | None = QuietHours()
+    frequency_caps: dict[Literal["email", "sms", "push"], FrequencyCap] = Field(default_factory=_default_caps)
 
     @field_validator("default_timezone")
     @classmethod
@@ -892,3 +934,6 @@ def _origin_regex(pattern: str) -> re.Pattern[str]:
 
 class Sites(Strict):
     sites: list[Site] = Field(default_factory=list)
+    # Event types your own servers post to /v1/events (a CRM, the product): `leadflow check` then knows
+    # something produces them, and does not warn about rules on them.
+    server_events: list[Annotated[str, Field(pattern=EVENT_TYPE)]] = Field(default_factory=list)

@@ -58,10 +58,13 @@ class YamlFile:
             _line_index(root, (), self.lines)
 
     def line_of(self, location: Location) -> int | None:
-        """The line of the deepest part of `location` that exists in the file."""
+        """The line of the deepest part of `location` that exists in the file. A mapping's number key
+        (`2:` in `lead_overrides`) is text in the file and a number once validated: either is found."""
+        as_text = tuple(str(part) for part in location)
         for end in range(len(location), -1, -1):
-            if location[:end] in self.lines:
-                return self.lines[location[:end]]
+            for candidate in (location[:end], as_text[:end]):
+                if candidate in self.lines:
+                    return self.lines[candidate]
         return None
 
     def error(self, location: Location, reason: str) -> ContentError:

@@ -8,16 +8,12 @@ from typing import Any, Self
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from leadflow import clock
-from leadflow.content.models import EVENT_TYPE, Site
+from leadflow.content.models import EVENT_TYPE, TRACKER_EVENTS, Site
 from leadflow.identity import Identified, claim, prove
 from leadflow.ingest import EventIn, IngestResult, LeadIn, properties_at_most, store_events
 from leadflow.inputs import Input
 from leadflow.store import Database
 
-# The snippet's own event types; a site may allow more (`events:` in sites.yaml).
-TRACKER_EVENTS = frozenset(
-    ["page_viewed", "scrolled", "clicked", "form_started", "form_submitted", "form_abandoned", "page_left"]
-)
 MAX_BODY_BYTES = 32_768  # a beacon may carry 64 KiB; a batch of 50 small events is far below this
 MAX_EVENTS = 50
 MAX_PROPERTIES_BYTES = 4_096
