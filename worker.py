@@ -62,6 +62,7 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
             sending.send_message,
             sending.lead_snapshot,
             sending.next_send_window,
+            sending.resolve_moment,
             sending.record_step,
             sending.record_steps,
             sending.finish_enrollment,

@@ -16,11 +16,13 @@ from temporalio.exceptions import ApplicationError
 from leadflow import clock
 from leadflow.channels import TemporaryDeliveryError, UnsendableMessage
 from leadflow.consent import SUPPRESSED, reachable_channels
+from leadflow.content.models import EnteringEventMoment, LeadMoment, ResolvedMoment
 from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import (
     EnrollmentFinished,
     LeadSnapshot,
     LeadSnapshotInput,
+    MomentInput,
     SendInput,
     SendResult,
     SendWindowInput,
@@ -28,7 +30,7 @@ from leadflow.contracts import (
     StepsReached,
 )
 from leadflow.delivery import Claim, Delivery
-from leadflow.leads import lead_temperature, sequence_message_context
+from leadflow.leads import enrolling_event, lead_temperature, sequence_message_context
 from leadflow.outgoing import (
     Recipient,
     email_with_unsubscribe,
@@ -191,6 +193,28 @@ class SendActivities:
         properties = await self.runtime.db.call(read)
         zone = lead_zone(properties, self.runtime.content.sending)
         return next_window_opening(request.window, zone, request.after)
+
+    @activity.defn
+    async def resolve_moment(self, request: MomentInput) -> ResolvedMoment:
+        """When a `wait_until: {at: …}` on the entering event's or the lead's property ends. Only the moment
+        goes back to the workflow's history, never the property's value."""
+        source = request.moment.at
+
+        def read() -> ResolvedMoment:
+            with self.runtime.db.read() as session:
+                if isinstance(source, EnteringEventMoment):
+                    event = enrolling_event(session, request.workflow_id)
+                    if event is None:
+                        return ResolvedMoment(problem="the lead entered the segment without an event")
+                    return request.moment.resolve(event.properties.get(source.event_property))
+                if isinstance(source, LeadMoment):
+                    lead = session.get(Lead, request.lead_id)
+                    return request.moment.resolve(lead.properties.get(source.lead_property) if lead else None)
+                raise ApplicationError(
+                    f"{request.moment.describe()} is not read from the store", non_retryable=True
+                )
+
+        return await self.runtime.db.call(read)
 
     @activity.defn
     async def record_step(self, step: StepReached) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.content.models import SendWindow, Sequence
+from leadflow.content.models import Moment, SendWindow, Sequence
 
 HANDED_TO_SALES = "handed to sales"  # the reason running sequences are told to exit
 OPTED_OUT = "opted out"
@@ -211,6 +211,15 @@ class SendWindowInput:
     lead_id: int
     window: SendWindow
     after: datetime
+
+
+@dataclass
+class MomentInput:
+    """A moment read from the store: the enrollment's entering event, or the lead's properties."""
+
+    workflow_id: str
+    lead_id: int
+    moment: Moment
 
 
 @dataclass

@@ -123,12 +123,15 @@ def event_context(event: Event | None) -> dict[str, Any]:
     return {"type": event.type, "occurred_at": event.occurred_at, "properties": dict(event.properties)}
 
 
+def enrolling_event(session: Session, workflow_id: str) -> Event | None:
+    """The event that made the lead enter the segment of the enrollment `workflow_id` (the sequence workflow's
+    id); None when it entered without one, or the event was erased."""
+    return session.scalars(_ENROLLING_EVENT, {"workflow": workflow_id}).first()
+
+
 def sequence_message_context(session: Session, lead: Lead, workflow_id: str | None) -> dict[str, Any]:
-    """What a sequence's message renders with: `lead`, and `event` as the enrollment `workflow_id` (the
-    sequence workflow's id) recorded it."""
-    event = None
-    if workflow_id is not None:
-        event = session.scalars(_ENROLLING_EVENT, {"workflow": workflow_id}).first()
+    """What a sequence's message renders with: `lead`, and `event` as the enrollment `workflow_id` recorded it."""
+    event = enrolling_event(session, workflow_id) if workflow_id is not None else None
     return {**template_context(session, lead), "event": event_context(event)}
 
 

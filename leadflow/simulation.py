@@ -13,7 +13,8 @@ A script (YAML or JSON):
       - {at: 0m, type: subscribed, properties: {channel: sms}, leads: [2]}    # lead 2's SMS consent
       - {at: 0m, type: form_started, properties: {form: demo}}
       - {at: 2d, type: form_submitted, properties: {form: demo}, share: 0.5}   # half of the leads do it
-    - {at: 3d, type: unsubscribed, leads: [3]}                                # lead 3 only
+      - {at: 3d, type: unsubscribed, leads: [3]}                              # lead 3 only
+      - {at: 1h, type: webinar_registered, dates: {starts_at: 12d}}          # starts_at: the start + 12 days
 """
 
 from __future__ import annotations
@@ -72,8 +73,18 @@ class ScriptEvent(Strict):
     at: Duration
     type: str
     properties: dict[str, Any] = Field(default_factory=dict)
+    dates: dict[str, Duration] = Field(
+        default_factory=dict,
+        description="properties holding the simulation's start plus this long, as ISO 8601 (a webinar's date)",
+    )
     share: float = Field(default=1.0, ge=0, le=1, description="the share of leads that do it")
     leads: list[int] | None = Field(default=None, description="only these leads (numbered from 1)")
+
+    def properties_at(self, start: datetime) -> dict[str, Any]:
+        return {
+            **self.properties,
+            **{name: (start + after).isoformat() for name, after in self.dates.items()},
+        }
 
     def done_by(self, number: int, leads: int) -> bool:
         if self.leads is not None:
@@ -198,7 +209,7 @@ class Simulation:
                             type=event.type,
                             email=email,
                             timestamp=start + moment,
-                            properties=event.properties,
+                            properties=event.properties_at(start),
                         )
                         for index, event in enumerate(script.events)
                         if event.at == moment

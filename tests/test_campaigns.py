@@ -263,41 +263,72 @@ async def test_the_ebook_email_names_the_ebook_the_lead_downloaded(
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["in the sandbox", "as workers run it"])
-async def test_ebook_then_webinar_registrants_get_a_reminder_the_rest_a_last_nudge(
+async def test_a_registrant_is_never_invited_and_is_reminded_a_day_before_the_webinar(
     skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, sandboxed: bool
 ) -> None:
+    """All three download the ebook. 1 saves a seat an hour later, for a webinar 12 days after the download;
+    2 never registers; 3 registers on day 8, after the invite, for a webinar 8.5 days after the download (less than a
+    day away: reminded at once)."""
     # Workers run workflows outside the SDK's sandbox (LEADFLOW_WORKFLOW_SANDBOX): the story is the same.
     settings = runtime.settings.model_copy(update={"workflow_sandbox": sandboxed})
     runtime = dataclasses.replace(runtime, settings=settings)
+    seat = {"webinar": "growth-summit", "webinar_title": "Growth Summit webinar"}  # as the sample site sends
     report = await play(
         skipping,
         runtime,
         "ebook_follow_up",
         {
             "lead": {"first_name": "Mo"},
-            "horizon": "20d",
+            "horizon": "16d",
             "events": [
                 {"at": "0m", "type": "ebook_downloaded"},
-                {"at": "8d", "type": "webinar_registered", "leads": [1]},
+                {
+                    "at": "1h",
+                    "type": "webinar_registered",
+                    "properties": seat,
+                    "dates": {"starts_at": "12d"},
+                    "leads": [1],
+                },
+                {
+                    "at": "8d",
+                    "type": "webinar_registered",
+                    "properties": seat,
+                    "dates": {"starts_at": "204h"},
+                    "leads": [3],
+                },
             ],
         },
-        leads=2,
+        leads=3,
     )
     start = report.started_at
-    common = [
-        "Your ebook: The Nurture Playbook",
-        "3 tips from the Nurture Playbook",
-        "Mo, join our live webinar on lead nurturing",
-    ]
-    assert subjects(inbox, 1) == [*common, "See you at the live webinar"]
-    assert subjects(inbox, 2) == [*common, "Last call: the nurture webinar is on Thursday"]
+    ebook = ["Your ebook: The Nurture Playbook", "3 tips from the Nurture Playbook"]
+    invited = [*ebook, "Mo, join our live webinar on lead nurturing"]
+    assert subjects(inbox, 1) == [*ebook, "See you at the live webinar"]
+    assert subjects(inbox, 2) == [*invited, "Last call: the nurture webinar is on Thursday"]
+    assert subjects(inbox, 3) == [*invited, "See you at the live webinar"]
+    # 1: reminded one day before the registration's starts_at, naming the webinar it registered for.
+    assert about(sent_at(runtime, 1, "webinar_reminder") - start, 11 * DAY)
+    [reminder] = [m for m in inbox.to(simulated_email(1)) if m["Subject"] == "See you at the live webinar"]
+    assert "Growth Summit webinar" in reminder.get_body(preferencelist=("html",)).get_content()
+    ebook_run, reminder_run = enrollments(runtime, 1)
+    assert (ebook_run.status, ebook_run.exit_reason) == ("converted", "goal webinar_registered reached")
+    # At the goal step, when the others are invited on day 7.
+    assert abs(ebook_run.finished_at - sent_at(runtime, 2, "webinar_invite")) < timedelta(seconds=5)
+    assert (reminder_run.sequence_id, reminder_run.status) == ("webinar_reminder", "completed")
+    waited = [detail for step, detail in journal(runtime, 1) if detail.startswith("waiting until ")]
+    assert waited == [f"waiting until {(start + 11 * DAY).isoformat()}"]
+    # 2: invited on day 7, the last nudge on day 10, then the sequence ends.
     days = [
         (sent_at(runtime, 2, template) - start) / DAY
         for template in ("ebook_delivery", "ebook_tips", "webinar_invite", "webinar_last_nudge")
     ]
     assert [round(day, 2) for day in days] == [0, 3, 7, 10]
-    assert ("6", "branch: then") in journal(runtime, 1) and ("6", "branch: else") in journal(runtime, 2)
-    [registrant], [rest] = enrollments(runtime, 1), enrollments(runtime, 2)
-    assert (registrant.status, registrant.exit_reason) == ("converted", "goal webinar_registered reached")
+    [rest] = enrollments(runtime, 2)
     assert rest.status == "completed" and (rest.finished_at - start) / DAY >= 14
-    assert report.totals["messages"]["email webinar_reminder sent"] == 1
+    # 3: the moment had passed when it registered: the reminder goes at once, and it says so.
+    assert about(sent_at(runtime, 3, "webinar_reminder") - start, 8 * DAY)
+    assert ("0", f"{(start + 7 * DAY + timedelta(hours=12)).isoformat()} has passed: going on") in journal(
+        runtime, 3
+    )
+    assert report.totals["messages"]["email webinar_invite sent"] == 2
+    assert report.totals["messages"]["email webinar_reminder sent"] == 2

@@ -19,7 +19,7 @@ from leadflow.settings import PROJECT_ROOT
 def test_the_shipped_content_is_valid() -> None:
     result = CliRunner().invoke(app, ["check", str(PROJECT_ROOT)])
     assert result.exit_code == 0, result.output
-    assert "3 sequence(s)" in result.output
+    assert "4 sequence(s)" in result.output
 
 
 def test_every_mistake_is_reported_with_file_and_line(content_dir: Path) -> None:
@@ -51,7 +51,7 @@ def test_every_mistake_is_reported_with_file_and_line(content_dir: Path) -> None
         "scoring.yaml", 77, "behavior.1.where.url.matches: regular expression '/pricing(' does not"
     ), lines
     assert reported("templates/sequences/ebook_follow_up.yaml", 8, "not like 30m, 12h, 3d or 2w"), lines
-    assert reported("templates/sequences/ebook_follow_up.yaml", 11, "a step is one of: send, wait"), lines
+    assert reported("templates/sequences/ebook_follow_up.yaml", 12, "a step is one of: send, wait"), lines
     assert reported("segments/broken.yaml", 3, "flow sequence that starts on line 2"), lines
     assert len(lines) == 6, lines  # one line per mistake, no noise from the other forms a value may take
     assert "Traceback" not in result.output
@@ -68,7 +68,8 @@ def test_a_sequence_for_an_unknown_segment_and_unknown_fields_are_refused(conten
         load_content(content_dir)
     messages = [str(error) for error in refused.value.errors]
     assert any(
-        ":3: unknown segment 'nobody' (known: abandoned_form, ebook_downloaders, event_page_regulars)" in m
+        ":3: unknown segment 'nobody' (known: abandoned_form, ebook_downloaders, event_page_regulars, webinar_registrants)"
+        in m
         for m in messages
     ), messages
     assert any(":9: no email template 'ebook_tipz'" in m for m in messages), messages

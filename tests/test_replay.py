@@ -34,7 +34,7 @@ from tests.conftest import (
     settings_for_test,
 )
 from tests.peers import TwilioApi
-from tests.stories import play, trial_content
+from tests.stories import DAY, play, trial_content
 from worker import WORKFLOWS, running_worker
 from workflows.sequence import SequenceWorkflow
 
@@ -59,6 +59,7 @@ def test_histories_are_kept() -> None:
     assert {"sequence_workflow_held_skipped_opted_out"} <= names  # sending hours, skips, opt-out exit
     assert {"lead_workflow_handoff", "handoff_workflow_sla"} <= names  # hand-off webhooks and follow-up SLA
     assert {"lead_workflow_local_activities"} <= names
+    assert {"sequence_renewal_moments", "sequence_webinar_reminder_moments"} <= names  # wait_until: {at: …}
     for generation in SEQUENCE_GENERATIONS:
         assert {
             f"sequence_trial_nurture{generation}",
@@ -251,3 +252,36 @@ async def test_record_held_skipped_and_opted_out_history(
         assert await handle.result() == "exited"
         _keep_generations("sequence_workflow_held_skipped_opted_out", await handle.fetch_history())
     await runtime.close()
+
+
+@pytest.mark.skipif(not RECORDING, reason="set LEADFLOW_RECORD_HISTORIES=1 to record new histories")
+async def test_record_moment_histories(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, tmp_path: Path
+) -> None:
+    """`wait_until: {at: …}` on a lead property (an activity), an event since enrollment read again when a
+    newer one comes, a date in the file; and the shipped webinar reminder on its entering event."""
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("one recording is enough")
+    from tests.test_moments import moments_content
+
+    now = (await skipping.get_current_time()).replace(second=0, microsecond=0)
+    moments = dataclasses.replace(runtime, content=load_content(moments_content(tmp_path, now + 6 * DAY)))
+    await play(
+        skipping,
+        moments,
+        "renewal",
+        {
+            "lead": {"renewal_at": (now + 3 * DAY).isoformat()},
+            "horizon": "7d",
+            "events": [
+                {"at": "0m", "type": "trial_started"},
+                {"at": "0m", "type": "webinar_registered", "dates": {"starts_at": "2d"}},
+                {"at": "12h", "type": "call_booked", "dates": {"slot": "4d"}},
+                {"at": "2d", "type": "call_booked", "dates": {"slot": "5d"}},
+            ],
+        },
+        leads=1,
+    )
+    for sequence in ("renewal", "webinar_reminder"):
+        handle = skipping.client.get_workflow_handle(moments.settings.sequence_workflow_id(sequence, 1))
+        _keep(f"sequence_{sequence}_moments", await handle.fetch_history())

@@ -23,8 +23,11 @@ with workflow.unsafe.imports_passed_through():
     from leadflow.consent import OPT_OUT_EVENT
     from leadflow.content.models import (
         BranchStep,
+        EventMoment,
         EventTrigger,
         GoalStep,
+        Moment,
+        ResolvedMoment,
         SendStep,
         SplitStep,
         Step,
@@ -39,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         EventRef,
         LeadSnapshot,
         LeadSnapshotInput,
+        MomentInput,
         NewEvents,
         SendInput,
         SendWindowInput,
@@ -157,7 +161,7 @@ class SequenceWorkflow:
             elif isinstance(step, WaitStep):
                 await self._sleep(step.wait)
             elif isinstance(step, WaitUntilStep):
-                await self._wait_until(step)
+                await self._wait_until(label, step)
             elif isinstance(step, BranchStep):
                 await self._branch(label, step)
             elif isinstance(step, SplitStep):
@@ -247,27 +251,74 @@ class SequenceWorkflow:
                 self.outcome = (EXITED, "email bounced")
             return
 
-    async def _sleep(self, duration: timedelta) -> None:
+    async def _sleep(self, duration: timedelta, until: Callable[[], bool] = lambda: False) -> None:
+        """A durable timer that an exit, a goal or `until` (something the wait depends on changed) ends early."""
         if duration <= timedelta(0):
             return
         if workflow.patched(WAITS_END_ON_THE_MINUTE):
             duration = on_the_minute(workflow.now() + duration) - workflow.now()
         await self._write_journal()
         try:
-            await workflow.wait_condition(lambda: self.outcome is not None, timeout=duration)
+            await workflow.wait_condition(lambda: self.outcome is not None or until(), timeout=duration)
         except TimeoutError:
             pass  # the wait ran its full length: on to the next step
 
-    async def _sleep_until(self, moment: datetime) -> None:
-        await self._sleep(moment - workflow.now())
+    async def _sleep_until(self, moment: datetime, until: Callable[[], bool] = lambda: False) -> None:
+        await self._sleep(moment - workflow.now(), until)
 
-    async def _wait_until(self, step: WaitUntilStep) -> None:
+    async def _wait_until(self, label: str, step: WaitUntilStep) -> None:
+        if isinstance(step.wait_until, Moment):
+            await self._wait_for_moment(label, step.wait_until)
+            return
         opens = await workflow.execute_local_activity_method(
             SendActivities.next_send_window,
             SendWindowInput(self.request.lead_id, step.wait_until, workflow.now()),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
         )
         await self._sleep_until(opens)
+
+    async def _wait_for_moment(self, label: str, moment: Moment) -> None:
+        """Until the moment, journaled; one already past, missing or unreadable lets the sequence go on at once.
+        A moment from the latest event of a type is read again when a newer one comes (a webinar moved)."""
+        while self.outcome is None:
+            latest = self._latest_event_for(moment)
+            resolved = await self._resolve(moment, latest)
+            if resolved.at is None:
+                await self._journal(label, None, f"skipped: {resolved.problem}")
+                return
+            if resolved.at <= workflow.now():
+                await self._journal(label, None, f"{resolved.at.isoformat()} has passed: going on")
+                return
+            await self._journal(label, None, f"waiting until {resolved.at.isoformat()}")
+            await self._sleep_until(resolved.at, until=self._newer_than(moment, latest))
+            if self._latest_event_for(moment) == latest:
+                return  # the moment came (or an exit or a goal ended the wait)
+
+    def _newer_than(self, moment: Moment, latest: EventRef | None) -> Callable[[], bool]:
+        return lambda: self._latest_event_for(moment) != latest
+
+    def _latest_event_for(self, moment: Moment) -> EventRef | None:
+        """For a moment read from an event since enrollment: the latest such event the workflow has seen."""
+        if not isinstance(moment.at, EventMoment):
+            return None
+        event_type = moment.at.event
+        return next((event for event in reversed(self.seen) if event.type == event_type), None)
+
+    async def _resolve(self, moment: Moment, latest: EventRef | None) -> ResolvedMoment:
+        """From the file or the events the workflow has seen; the entering event and the lead's properties are
+        read by an activity (only the moment goes into the history)."""
+        source = moment.at
+        if isinstance(source, datetime):
+            return moment.resolve(source)
+        if isinstance(source, EventMoment):
+            if latest is None:
+                return ResolvedMoment(problem=f"no {source.event} since enrollment")
+            return moment.resolve(latest.properties.get(source.property))
+        return await workflow.execute_local_activity_method(
+            SendActivities.resolve_moment,
+            MomentInput(workflow.info().workflow_id, self.request.lead_id, moment),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+        )
 
     async def _branch(self, label: str, step: BranchStep) -> None:
         if not reads_the_lead(step.branch.if_) and workflow.patched(BRANCH_ON_EVENTS_READS_NO_LEAD):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from leadflow import clock
 from leadflow.content.conditions import PropertyTest, as_test
 from leadflow.content.models import (
     STAGES,
@@ -17,8 +18,10 @@ from leadflow.content.models import (
     AllRule,
     AnyRule,
     BranchStep,
+    EnteringEventMoment,
     EventRule,
     EventTrigger,
+    Moment,
     NotRule,
     PropertyRule,
     QuietHours,
@@ -150,8 +153,11 @@ def lint_sequence(
                     f"{LONGEST_WAIT.days} days); shorten it",
                 )
             )
+        elif isinstance(step, WaitUntilStep) and isinstance(step.wait_until, Moment):
+            errors.extend(_moment_errors(document, (*at, "wait_until", "at"), step.wait_until, segment))
         elif (
             isinstance(step, WaitUntilStep)
+            and isinstance(step.wait_until, SendWindow)
             and policy.quiet_hours
             and _inside(step.wait_until, policy.quiet_hours)
         ):
@@ -167,6 +173,47 @@ def lint_sequence(
         elif isinstance(step, BranchStep):
             errors.extend(_branch_errors(document, at, step, sequence))
     return errors
+
+
+def _moment_errors(
+    document: YamlFile, at: Location, moment: Moment, segment: Segment | None
+) -> list[ContentError]:
+    """A date in the file already past, or a property the entering event cannot give: every lead would go
+    straight on."""
+    source = moment.at
+    if isinstance(source, datetime):
+        ends = moment.resolve(source).at
+        if ends is not None and ends <= clock.now():
+            return [
+                document.error(
+                    at,
+                    f"{ends.isoformat()} (`at` moved by the offset) is already past: every lead would go "
+                    "straight on; give a date to come",
+                )
+            ]
+    if isinstance(source, EnteringEventMoment) and segment is not None:
+        name = source.event_property
+        entering = entering_events(segment.entry)
+        if not entering.triggers:
+            return [
+                document.error(
+                    at,
+                    f"no event makes a lead enter segment {segment.id!r} (its entry rule is about properties, "
+                    f"score or stage alone), so there is no entering event to read {name!r} from; use "
+                    "`lead_property` or a date",
+                )
+            ]
+        if not entering.always or not all(name in _properties_required(t) for t in entering.triggers):
+            types = " or ".join(sorted({trigger.event for trigger in entering.triggers}))
+            return [
+                document.error(
+                    at,
+                    f"not every {types} event that makes a lead enter segment {segment.id!r} has {name!r}: "
+                    f"such a lead would go straight on; enter only on events that have it (`where: {{{name}: "
+                    "{exists: true}}` in the segment's entry)",
+                )
+            ]
+    return []
 
 
 def _branch_errors(

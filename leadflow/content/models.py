@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -631,8 +631,168 @@ class SendWindow(Strict):
         return self
 
 
+def parse_signed_duration(value: Any) -> Any:
+    """An offset: a duration as `parse_duration` reads it, `-` before it for earlier (`-1d`, `+2h`)."""
+    if isinstance(value, str) and value.strip()[:1] in ("-", "+"):
+        parsed = parse_duration(value.strip()[1:])
+        if isinstance(parsed, timedelta):
+            return -parsed if value.strip()[0] == "-" else parsed
+    return parse_duration(value)
+
+
+SignedDuration = Annotated[
+    timedelta,
+    BeforeValidator(parse_signed_duration),
+    PlainSerializer(lambda delta: f"{int(delta.total_seconds())}s", return_type=str),
+]
+LONGEST_DATE_TEXT = 64  # a property read as a date-time: longer is no date
+
+
+def _with_zone(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(
+            f"{moment.isoformat()} has no time zone: write it like 2027-01-14T16:00:00Z or "
+            "2027-01-14T17:00:00+01:00"
+        )
+    return moment
+
+
+FixedMoment = Annotated[datetime, AfterValidator(_with_zone)]
+
+
+def read_date_time(value: Any) -> datetime | None:
+    """`value` (a property of an event or a lead) as a moment: an ISO 8601 date-time (without a time zone:
+    UTC) or date (midnight UTC); None for anything else."""
+    if isinstance(value, str) and len(value) <= LONGEST_DATE_TEXT:
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            try:
+                value = date.fromisoformat(value.strip())
+            except ValueError:
+                return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0, 0), tzinfo=UTC)
+    return None
+
+
+class EventMoment(Strict):
+    """A property of the latest event of this type the lead did since enrollment (a registration's date)."""
+
+    event: str = Field(pattern=EVENT_TYPE)
+    property: str = Field(min_length=1)
+
+
+class EnteringEventMoment(Strict):
+    """A property of the event that made the lead enter the segment (what templates see as `event`)."""
+
+    event_property: str = Field(min_length=1)
+
+
+class LeadMoment(Strict):
+    lead_property: str = Field(min_length=1)
+
+
+def _moment_kind(value: Any) -> str | None:
+    if isinstance(value, str | datetime | date):
+        return "FixedMoment"
+    if isinstance(value, BaseModel):
+        return type(value).__name__
+    if isinstance(value, dict):
+        keys = {
+            "event": "EventMoment",
+            "event_property": "EnteringEventMoment",
+            "lead_property": "LeadMoment",
+        }
+        return next((kind for key, kind in keys.items() if key in value), None)
+    return None
+
+
+if TYPE_CHECKING:
+    MomentSource = datetime | EventMoment | EnteringEventMoment | LeadMoment
+else:
+    MomentSource = Annotated[
+        Union[  # noqa: UP007
+            Annotated[FixedMoment, Tag("FixedMoment")],
+            Annotated[EventMoment, Tag("EventMoment")],
+            Annotated[EnteringEventMoment, Tag("EnteringEventMoment")],
+            Annotated[LeadMoment, Tag("LeadMoment")],
+        ],
+        Discriminator(
+            _moment_kind,
+            custom_error_type="unknown_moment",
+            custom_error_message="`at` is a date-time like 2027-01-14T16:00:00Z, {event: TYPE, property: NAME} "
+            "(the latest such event since enrollment), {event_property: NAME} (the entering event) or "
+            "{lead_property: NAME}",
+        ),
+    ]
+
+
+class ResolvedMoment(Strict):
+    """When a moment wait ends, or why it cannot be known (then the sequence goes on at once)."""
+
+    at: datetime | None = None
+    problem: str = ""
+
+
+class Moment(Strict):
+    """Until a moment (`at`) moved by `offset` (negative: before it): a date-time written in the file, or one
+    read when the step is reached from an event's or the lead's property."""
+
+    at: MomentSource
+    offset: SignedDuration = timedelta(0)
+
+    def describe(self) -> str:
+        source = self.at
+        if isinstance(source, EventMoment):
+            return f"{source.property} of the latest {source.event}"
+        if isinstance(source, EnteringEventMoment):
+            return f"{source.event_property} of the entering event"
+        if isinstance(source, LeadMoment):
+            return f"the lead's {source.lead_property}"
+        return source.isoformat()
+
+    def resolve(self, value: Any) -> ResolvedMoment:
+        """The moment `value` (what `at` names) gives, offset applied. The value itself is never repeated:
+        it may be anything a lead or an event carries."""
+        if value is None:
+            return ResolvedMoment(problem=f"{self.describe()} is missing")
+        moment = read_date_time(value)
+        if moment is None:
+            return ResolvedMoment(problem=f"{self.describe()} is not a date-time like 2027-01-14T16:00:00Z")
+        try:
+            return ResolvedMoment(at=moment + self.offset)
+        except OverflowError:
+            return ResolvedMoment(problem=f"{self.describe()} moved by the offset is out of range")
+
+
+def _wait_until_kind(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return type(value).__name__
+    # A send window's keys win over `offset` alone: `{days, start, offset}` is a window with one key too many.
+    keys = set(value) if isinstance(value, dict) else set()
+    return (
+        "Moment"
+        if "at" in keys or ("offset" in keys and not keys & set(SendWindow.model_fields))
+        else "SendWindow"
+    )
+
+
+if TYPE_CHECKING:
+    WaitTarget = SendWindow | Moment
+else:
+    WaitTarget = Annotated[
+        Union[Annotated[SendWindow, Tag("SendWindow")], Annotated[Moment, Tag("Moment")]],  # noqa: UP007
+        Discriminator(_wait_until_kind),
+    ]
+
+
 class WaitUntilStep(Strict):
-    wait_until: SendWindow
+    """`wait_until: {days, start, end}`: the next local send window; `wait_until: {at, offset}`: a moment."""
+
+    wait_until: WaitTarget
 
 
 class Branch(Strict):
