@@ -45,7 +45,7 @@ async def test_the_ebook_sequence_waits_three_four_then_three_days_between_email
         enrollment = session.scalars(select(Enrollment)).one()
     assert (enrollment.status, enrollment.current_step, enrollment.finished_at is not None) == (
         "completed",
-        6,
+        8,  # the last step: the wait after the last nudge
         True,
     )
 
