@@ -42,8 +42,8 @@ dead_letters_app = typer.Typer(
 )
 outbox_app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(outbox_app, name="outbox")
-console = Console()
-errors = Console(stderr=True)
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
 
 
 def _logging() -> None:

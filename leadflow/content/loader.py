@@ -24,7 +24,7 @@ from leadflow.content.models import (
     scoring_problems,
 )
 from leadflow.content.templates import REQUIRED_BLOCKS, TemplateLibrary
-from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile
+from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile, decoded_text
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -32,6 +32,11 @@ SCORING_FILE = "scoring.yaml"
 SALES_FILE = "sales.yaml"
 SITES_FILE = "sites.yaml"  # optional: websites allowed to send tracking events
 SENDING_FILE = "sending.yaml"  # optional: quiet hours, frequency caps, default timezone
+FOLDERS = {
+    "segments": "one YAML file per segment",
+    "templates": "templates/email/, sms/, push/ and sequences/",
+    "templates/sequences": "one YAML file per sequence",
+}
 
 
 @dataclass
@@ -58,18 +63,37 @@ class Content:
 
 def load_content(directory: Path) -> Content:
     """The validated content of `directory`, or ContentErrors naming every file:line that is wrong."""
-    errors: list[ContentError] = []
+    if not directory.is_dir():
+        raise ContentErrors(
+            [
+                ContentError(
+                    directory,
+                    None,
+                    f"no such folder: give the content folder (it holds {SCORING_FILE}, "
+                    f"{', '.join(f'{folder}/' for folder in FOLDERS)})",
+                )
+            ]
+        )
+    errors: list[ContentError] = [
+        ContentError(
+            directory / folder,
+            None,
+            f"the folder is missing: create it ({why}), or check that {directory} is the content folder",
+        )
+        for folder, why in FOLDERS.items()
+        if (directory / folder).parent.is_dir() and not (directory / folder).is_dir()
+    ]
     scoring_path = directory / SCORING_FILE
     scoring = _parse_versioned(scoring_path, ScoringModel, errors) if scoring_path.exists() else None
     if not scoring_path.exists():
-        errors.append(ContentError(scoring_path, None, "the scoring model file is missing"))
+        errors.append(ContentError(scoring_path, None, "the scoring model file is missing: create it"))
     if scoring_path.exists():
         errors.extend(_scoring_problems(scoring_path))
     rule_documents: list[YamlFile] = []  # the files whose rules name event types
     if scoring:
         model, document = scoring
         rule_documents.append(document)
-        scoring = model.model_copy(update={"source": scoring_path.read_text(encoding="utf-8")}), document
+        scoring = model.model_copy(update={"source": decoded_text(scoring_path)}), document
 
     segments: dict[str, Segment] = {}
     for path in sorted((directory / "segments").glob("*.y*ml")):
@@ -102,7 +126,7 @@ def load_content(directory: Path) -> Content:
     sales_path = directory / SALES_FILE
     team = _parse(sales_path, SalesTeam, errors) if sales_path.exists() else None
     if not sales_path.exists():
-        errors.append(ContentError(sales_path, None, "the sales team file is missing"))
+        errors.append(ContentError(sales_path, None, "the sales team file is missing: create it"))
 
     sites_path = directory / SITES_FILE
     sites = _parse(sites_path, Sites, errors) if sites_path.exists() else None
@@ -200,7 +224,7 @@ def _scoring_problems(path: Path) -> list[ContentError]:
 def _check_templates(templates: TemplateLibrary) -> list[ContentError]:
     """Every message template compiles, has its channel's blocks and stays within the sandbox, used by a
     sequence yet or not."""
-    errors = []
+    errors = [ContentError(*problem) for problem in templates.file_problems()]
     for channel in REQUIRED_BLOCKS:
         for name in templates.names(channel):
             problem = templates.problem_at(channel, name)

@@ -16,10 +16,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, nodes
-from jinja2.exceptions import SecurityError
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateError, nodes
+from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError
+from jinja2.loaders import split_template_path
 
 from leadflow.content.sandbox import BoundedSandbox, render_block, template_line
+from leadflow.content.yamlfile import ContentError, decoded_text
 
 # channel: (required blocks, optional blocks)
 BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -55,15 +57,52 @@ class RenderedPush:
     url: str = ""
 
 
+Problem = tuple[Path, int | None, str]  # file, line, reason
+# Names a template may read that are not the message's variables: Jinja's own (`loop`, `caller`, `self`…).
+JINJA_NAMES = frozenset({"loop", "caller", "self", "super", "varargs", "kwargs"})
+REFERENCES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+
+
+class UnreadableTemplate(TemplateSyntaxError):
+    """A template file that is not text."""
+
+
+def compile_problem(error: TemplateSyntaxError) -> str:
+    return (
+        error.message or "" if isinstance(error, UnreadableTemplate) else f"does not compile: {error.message}"
+    )
+
+
+class _TextLoader(FileSystemLoader):
+    """Template files as UTF-8 text; a file that is not is a syntax error at its line, like any other
+    mistake in a template (not a UnicodeDecodeError escaping the render)."""
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Any]:
+        try:
+            source, filename, uptodate = super().get_source(environment, template)
+        except UnicodeDecodeError:
+            source, filename, uptodate = "\0", str(self.path_of(template)), None
+        if "\0" in source:
+            try:
+                decoded_text(Path(filename))
+            except ContentError as error:
+                raise UnreadableTemplate(error.reason, error.line or 1, template, filename) from None
+        return source, filename, uptodate
+
+    def path_of(self, template: str) -> Path:
+        return Path(self.searchpath[0], *split_template_path(template))
+
+
 class TemplateLibrary:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        loader = FileSystemLoader(directory)
+        loader = _TextLoader(directory)
+        self._loader = loader
         self._text = BoundedSandbox(loader=loader, undefined=StrictUndefined, autoescape=False)
         self._html = BoundedSandbox(loader=loader, undefined=StrictUndefined, autoescape=True)
 
     def names(self, channel: str) -> list[str]:
-        return sorted(path.stem for path in (self.directory / channel).glob("[!_]*.j2"))
+        return sorted(path.stem for path in (self.directory / channel).glob("[!_]*.j2") if path.is_file())
 
     def problem_with(self, channel: str, name: str) -> str | None:
         """Why `name` cannot be used on `channel`, or None when it can."""
@@ -81,9 +120,10 @@ class TemplateLibrary:
             return path, None, f"no {channel} template {name!r} (expected {path}; known: {known})"
         try:
             template = self._text.get_template(_relative(channel, name))
+        except TemplateSyntaxError as error:
+            return path, error.lineno, compile_problem(error)
         except TemplateError as error:
-            line = getattr(error, "lineno", None)
-            return path, line, f"does not compile: {error}"
+            return path, None, f"does not compile: {error}"
         missing = [block for block in REQUIRED_BLOCKS[channel] if block not in template.blocks]
         if missing:
             return path, None, f"lacks the block(s) {', '.join(missing)}"
@@ -151,18 +191,17 @@ class TemplateLibrary:
         path, line = where
         return f"template {channel}/{name} ({_shown(path, self.directory)}:{line}): {error}"
 
-    def sandbox_problems(self, channel: str, name: str) -> list[tuple[Path, int | None, str]]:
+    def sandbox_problems(self, channel: str, name: str) -> list[Problem]:
         """(file, line, reason) for what the sandbox refuses in `channel/name`: reads of Python internals
         anywhere in it, and what a render for a sample lead hits (a refused call, a bound on work or size)."""
         path = self.directory / channel / f"{name}.j2"
-        tree = self._text.parse(path.read_text(encoding="utf-8"))
-        problems: list[tuple[Path, int | None, str]] = [
-            (path, line, why) for line, why in internals_read(tree)
-        ]
+        tree = self._tree(_relative(channel, name))
+        if tree is None:
+            return []  # does not compile: problem_at says so
+        problems: list[Problem] = [(path, line, why) for line, why in internals_read(tree)]
         for include in tree.find_all(nodes.Include):  # shared pieces (`_footer.html.j2`) are read as well
-            included = self.directory / str(getattr(include.template, "value", ""))
-            if isinstance(include.template, nodes.Const) and included.is_file():
-                partial = self._text.parse(included.read_text(encoding="utf-8"))
+            if isinstance(include.template, nodes.Const) and (partial := self._tree(include.template.value)):
+                included = self._loader.path_of(include.template.value)
                 problems.extend((included, line, why) for line, why in internals_read(partial))
         try:
             template = self._text.get_template(_relative(channel, name))
@@ -185,27 +224,133 @@ class TemplateLibrary:
     def variables_used(self, channel: str, name: str) -> list[VariableUse]:
         """Each variable a template reads (`lead.first_name`, `event.properties.title`, `unsubscribe_url`),
         with its line and whether it is guarded (`| default`, `is defined`), included templates too."""
-        source = (self.directory / channel / f"{name}.j2").read_text(encoding="utf-8")
-        tree = self._text.parse(source)
+        return self._variables_used(_relative(channel, name), channel, set())
+
+    def _variables_used(self, relative: str, channel: str, seen: set[str]) -> list[VariableUse]:
+        seen.add(relative)
+        tree = self._tree(relative)
+        if tree is None:
+            return []  # does not compile: reported at its own file and line
         guarded = {
             chain
             for node in tree.find_all(nodes.Test)
             if node.name in ("defined", "undefined") and (chain := _chain(node.node)) is not None
         }
-        local = {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
         uses: list[VariableUse] = []
         _collect_uses(tree, guarded, uses, defaulted=False)
+        local = _names_defined(tree) | set(self._text.globals) | JINJA_NAMES
         uses = [use for use in uses if use.variable not in local]
-        included = [
-            node.template.value
-            for node in tree.find_all(nodes.Include)
-            if isinstance(node.template, nodes.Const) and str(node.template.value).startswith(f"{channel}/")
-        ]
-        for path in included:
-            stem = str(path).removeprefix(f"{channel}/").removesuffix(".j2")
-            if (self.directory / channel / f"{stem}.j2").exists() and stem != name:
-                uses.extend(self.variables_used(channel, stem))
+        for node in tree.find_all(nodes.Include):
+            included = node.template.value if isinstance(node.template, nodes.Const) else None
+            if isinstance(included, str) and included.startswith(f"{channel}/") and included not in seen:
+                uses.extend(self._variables_used(included, channel, seen))
         return uses
+
+    def _tree(self, relative: str) -> nodes.Template | None:
+        """The syntax tree of a template file, or None when it is missing or does not compile."""
+        try:
+            source, filename, _ = self._loader.get_source(self._text, relative)
+            return self._text.parse(source, relative, filename)
+        except TemplateError:
+            return None
+
+    def file_problems(self) -> list[Problem]:
+        """Every template file, shared pieces (`_footer.html.j2`) included, compiles, and every template it
+        includes, imports or extends exists and does not lead back to it."""
+        problems: list[Problem] = []
+        references: dict[str, list[tuple[int, str, list[str]]]] = {}
+        for channel in BLOCKS:
+            for path in sorted((self.directory / channel).glob("*.j2")):
+                relative = f"{channel}/{path.name}"
+                try:
+                    source, filename, _ = self._loader.get_source(self._text, relative)
+                    tree = self._text.parse(source, relative, filename)
+                except TemplateNotFound:
+                    problems.append(
+                        (path, None, "is a folder, not a template file: move it out, or rename it")
+                    )
+                    continue
+                except TemplateSyntaxError as error:
+                    if path.name.startswith("_"):  # the others are checked as messages (problem_at)
+                        problems.append((path, error.lineno, compile_problem(error)))
+                    continue
+                references[relative] = list(_references(tree))
+        known = ", ".join(name for name in references if name.partition("/")[2].startswith("_")) or "none"
+        for relative, found in references.items():
+            path = self._loader.path_of(relative)
+            for line, verb, names in found:
+                if not any(self._exists(name) for name in names):
+                    problems.append(
+                        (
+                            path,
+                            line,
+                            f"{verb} {' or '.join(map(repr, names))}, which does not exist: name a file under "
+                            f"{self.directory} as CHANNEL/FILE (shared pieces: {known})",
+                        )
+                    )
+                elif loop := _loop_back(relative, names, references):
+                    problems.append(
+                        (
+                            path,
+                            line,
+                            f"{verb} {' → '.join(loop)}, which leads back to it: remove the {verb[:-1]}",
+                        )
+                    )
+        return problems
+
+    def _exists(self, relative: str) -> bool:
+        try:
+            return self._loader.path_of(relative).is_file()
+        except TemplateNotFound:  # `..` in the name: outside the templates folder
+            return False
+
+
+def _references(tree: nodes.Template) -> Iterator[tuple[int, str, list[str]]]:
+    """(line, verb, template names) of each include, import and extends naming its template(s) outright."""
+    verbs = {
+        nodes.Include: "includes",
+        nodes.Import: "imports",
+        nodes.FromImport: "imports",
+        nodes.Extends: "extends",
+    }
+    for node in tree.find_all(REFERENCES):
+        if not isinstance(node, REFERENCES) or (isinstance(node, nodes.Include) and node.ignore_missing):
+            continue
+        given = (
+            node.template.items if isinstance(node.template, nodes.Tuple | nodes.List) else [node.template]
+        )
+        names = [
+            name.value for name in given if isinstance(name, nodes.Const) and isinstance(name.value, str)
+        ]
+        if names and len(names) == len(given):  # else computed when rendering: the sample render tries it
+            yield node.lineno, verbs[type(node)], names
+
+
+def _loop_back(
+    start: str, names: list[str], references: dict[str, list[tuple[int, str, list[str]]]]
+) -> list[str]:
+    """The chain of templates from `names` back to `start`, or [] when none leads back."""
+    paths = [[name] for name in names]
+    seen: set[str] = set()
+    while paths:
+        path = paths.pop()
+        if path[-1] == start:
+            return path
+        if path[-1] in seen:
+            continue
+        seen.add(path[-1])
+        paths.extend([*path, name] for _, _, targets in references.get(path[-1], []) for name in targets)
+    return []
+
+
+def _names_defined(tree: nodes.Template) -> set[str]:
+    """Names the template itself defines: `{% set %}`, loop variables, macros and their parameters, imports."""
+    names = {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
+    names |= {node.name for node in tree.find_all(nodes.Macro)}
+    names |= {node.target for node in tree.find_all(nodes.Import)}
+    for node in tree.find_all(nodes.FromImport):
+        names |= {name[1] if isinstance(name, tuple) else name for name in node.names}
+    return names
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,81 @@ class ContentErrors(Exception):
         super().__init__("\n".join(str(error) for error in errors))
 
 
+MAX_DEPTH = 100  # nesting of lists and mappings: content is a few levels deep; more is a mistake
+
+
+def decoded_text(path: Path) -> str:
+    """The file as text, or a ContentError at the line where it stops being UTF-8 text."""
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ContentError(path, None, "is a folder, not a file: move it out, or rename it") from None
+    except OSError as error:
+        raise ContentError(path, None, f"cannot read it: {error.strerror or error}") from None
+    if b"\0" in raw:
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise ContentError(
+            path, line, "is a binary file, not text: replace it with the text file it should be"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ContentError(
+            path,
+            line,
+            f"is not UTF-8 text (byte 0x{raw[error.start]:02x} cannot be read): save the file as UTF-8 "
+            "in your editor",
+        ) from None
+
+
+class _ContentLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: a key given twice and anchors or aliases are mistakes (YAML would keep
+    the last value silently; an alias can repeat or loop a value without bound), nesting is bounded."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                problem=f"`*{event.anchor}` repeats a value by alias: write the value out in full (content "
+                "files allow no anchors or aliases)",
+                problem_mark=event.start_mark,
+            )
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.MarkedYAMLError(
+                problem=f"`&{event.anchor}` is an anchor: remove it (content files allow no anchors or aliases)",
+                problem_mark=event.start_mark,
+            )
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested more than {MAX_DEPTH} levels deep: flatten it",
+                    problem_mark=event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict | set):
+                raise yaml.MarkedYAMLError(
+                    problem="a key is a list or a mapping: a key is a name, like `id:`",
+                    problem_mark=key_node.start_mark,
+                )
+            if key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"`{key}` is given twice (first on line {seen[key]}): keep one",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def _line_index(node: yaml.Node, location: Location, index: dict[Location, int]) -> None:
     index.setdefault(location, node.start_mark.line + 1)  # a key's own line wins over its value's
     if isinstance(node, yaml.MappingNode):
@@ -42,10 +117,11 @@ class YamlFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        text = path.read_text(encoding="utf-8")
+        text = decoded_text(path)
+        loader = _ContentLoader(text)
         try:
-            self.data: Any = yaml.safe_load(text)
-            root = yaml.compose(text)
+            root = loader.get_single_node()
+            self.data: Any = loader.construct_document(root) if root is not None else None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             problem = getattr(error, "problem", None) or str(error)
@@ -53,6 +129,8 @@ class YamlFile:
             if context and started:
                 problem = f"{problem} ({context} that starts on line {started.line + 1})"
             raise ContentError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
+        finally:
+            loader.dispose()
         self.lines: dict[Location, int] = {}
         if root is not None:
             _line_index(root, (), self.lines)
@@ -71,6 +149,13 @@ class YamlFile:
         return ContentError(self.path, self.line_of(location), reason)
 
     def parse(self, model: type[Model]) -> Model:
+        if not isinstance(self.data, dict):
+            required = [name for name, field in model.model_fields.items() if field.is_required()]
+            fields = ", ".join(f"{name}:" for name in required or model.model_fields)
+            what = "is empty" if self.data is None else f"holds a {_yaml_kind(self.data)}"
+            raise ContentError(
+                self.path, 1, f"the file {what}: it should be a mapping of `key: value` lines ({fields} …)"
+            )
         try:
             return model.model_validate(self.data)
         except ValidationError as invalid:
@@ -89,6 +174,10 @@ class YamlFile:
 
 
 _SCALAR_TAGS = {"str", "int", "float", "bool"}
+
+
+def _yaml_kind(value: Any) -> str:
+    return "list" if isinstance(value, list) else f"single value ({str(value)[:40]!r})"
 
 
 def _is_union_tag(part: str | int) -> bool:
