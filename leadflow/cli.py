@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -44,6 +45,22 @@ outbox_app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(outbox_app, name="outbox")
 console = Console(emoji=False)
 errors = Console(stderr=True, emoji=False)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+# Every command that reports takes it: a table for people, or JSON on stdout for programs (progress and
+# warnings always go to stderr).
+FormatOption = Annotated[
+    Output, typer.Option("--format", help="table, or json (on stdout; progress and warnings on stderr).")
+]
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
 
 def _logging() -> None:
@@ -257,16 +274,38 @@ def check(
     directory: Annotated[
         Path | None, typer.Argument(help="Content directory (default: LEADFLOW_CONTENT_DIR).")
     ] = None,
+    output: FormatOption = Output.table,
 ) -> None:
     """Check every content file (scoring model, segments, sequences, templates, sales team, sites)."""
     directory = directory or get_settings().content_dir
-    content = _content_or_exit(directory)
-    for warning in content.warnings:
-        errors.print(str(warning), highlight=False, markup=False, soft_wrap=True)
-    console.print(
-        f"[green]ok[/] {directory}: scoring model {content.scoring.version}, {len(content.segments)} segment(s), "
-        f"{len(content.sequences)} sequence(s), {len(content.salespeople)} salespeople, "
-        f"{len(content.sites)} site(s)"
+    if output is Output.table:
+        content = _content_or_exit(directory)
+        _print_warnings(content)
+        console.print(
+            f"[green]ok[/] {directory}: scoring model {content.scoring.version}, "
+            f"{len(content.segments)} segment(s), {len(content.sequences)} sequence(s), "
+            f"{len(content.salespeople)} salespeople, {len(content.sites)} site(s)"
+        )
+        return
+    try:
+        content = load_content(directory)
+    except (ContentError, ContentErrors) as problem:
+        found = problem.errors if isinstance(problem, ContentErrors) else [problem]
+        _print_json({"ok": False, "directory": str(directory), "problems": _as_json(found)})
+        raise typer.Exit(1) from None
+    _print_warnings(content)
+    _print_json(
+        {
+            "ok": True,
+            "directory": str(directory),
+            "problems": [],
+            "warnings": _as_json(content.warnings),
+            "scoring_model": content.scoring.version,
+            "segments": sorted(content.segments),
+            "sequences": sorted(content.sequences),
+            "salespeople": len(content.salespeople),
+            "sites": len(content.sites),
+        }
     )
 
 
@@ -368,6 +407,7 @@ def simulate(
             min=1, help="Processes sharing the leads (default: one per CPU, 50 leads or more each)."
         ),
     ] = None,
+    output: FormatOption = Output.table,
 ) -> None:
     """Run a sequence on the real workflows, on a time-skipping Temporal server: every lead's timeline and
     the totals, in seconds, before the campaign touches a real lead."""
@@ -393,6 +433,9 @@ def simulate(
             content, sequence, script, leads, lambda line: errors.print(line, highlight=False), processes
         )
     )
+    if output is Output.json:
+        _print_json(_simulation_json(report, timelines))
+        return
     for timeline in report.leads[:timelines]:
         table = Table("when", "what")
         for entry in timeline.entries:
@@ -410,6 +453,40 @@ def simulate(
             totals.add_row(f"{group[:-1]}: {key}", str(count))
     console.print(totals)
     console.print(f"simulated in {report.wall_seconds:.1f}s of real time")
+
+
+def _simulation_json(report: Any, timelines: int) -> dict[str, Any]:
+    return {
+        "sequence": report.sequence_id,
+        "started_at": report.started_at.isoformat(),
+        "horizon_days": report.horizon.days,
+        "wall_seconds": round(report.wall_seconds, 3),
+        "totals": report.totals,
+        "leads": [
+            {
+                "email": timeline.email,
+                "outcome": timeline.outcome,
+                "timeline": [
+                    {
+                        "at": entry.at.isoformat(),
+                        "offset_seconds": int((entry.at - report.started_at).total_seconds()),
+                        "what": entry.what,
+                    }
+                    for entry in timeline.entries
+                ],
+            }
+            for timeline in report.leads[:timelines]
+        ],
+    }
+
+
+def _print_warnings(content: Content) -> None:
+    for warning in content.warnings:
+        errors.print(str(warning), highlight=False, markup=False, soft_wrap=True)
+
+
+def _as_json(found: list[ContentError]) -> list[dict[str, Any]]:
+    return [{"file": str(error.path), "line": error.line, "reason": error.reason} for error in found]
 
 
 def _offset(delta: timedelta) -> str:
@@ -470,7 +547,7 @@ def report(
     with _database().read() as session:
         result = build_report(session, period)
     if output == "json":
-        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+        _print_json(result.as_json())
         return
     if output == "csv":
         writer = csv.writer(sys.stdout)
@@ -488,7 +565,10 @@ def report(
 
 
 @leads_app.command("show")
-def leads_show(reference: Annotated[str, typer.Argument(help="Lead id, email or anonymous id.")]) -> None:
+def leads_show(
+    reference: Annotated[str, typer.Argument(help="Lead id, email or anonymous id.")],
+    output: FormatOption = Output.table,
+) -> None:
     """A lead with its score explained (every contribution, before and after decay), stage history,
     sequences."""
     from leadflow.leads import find_lead, lead_document
@@ -499,6 +579,9 @@ def leads_show(reference: Annotated[str, typer.Argument(help="Lead id, email or 
             errors.print(f"no lead {reference!r}")
             raise typer.Exit(1)
         document = lead_document(session, lead)
+    if output is Output.json:
+        _print_json(document)
+        return
     score = document["score"]
     account = document["account"]
     console.print(
@@ -534,6 +617,7 @@ def leads_score(
         datetime | None,
         typer.Option(help="Recompute the score at this past time (UTC unless a zone is given)."),
     ] = None,
+    output: FormatOption = Output.table,
 ) -> None:
     """Recompute a lead's score from the ledger, as it was at a past time (default: now)."""
     from leadflow import clock
@@ -552,6 +636,23 @@ def leads_score(
             raise typer.Exit(1)
         entry_at, entry_score = past.snapshot.computed_at, past.snapshot.score
     result = past.result
+    if output is Output.json:
+        _print_json(
+            {
+                "reference": reference,
+                "at": moment.isoformat(),
+                "score": result.score,
+                "fit": result.fit,
+                "behavior": result.behavior_points,
+                "account": result.account,
+                "grade": result.grade,
+                "temperature": result.temperature,
+                "model_version": past.model_version,
+                "ledger_entry": {"computed_at": entry_at.isoformat(), "score": entry_score},
+                "breakdown": [contribution.as_json() for contribution in result.contributions],
+            }
+        )
+        return
     console.print(
         f"[bold]{reference}[/] at {moment.isoformat()}: score {result.score} (fit {result.fit}, "
         f"behavior {result.behavior_points}, account {result.account}), grade {result.grade}, "
@@ -692,16 +793,32 @@ def _history_or_exit(path: Path, target: str) -> Any:
         raise typer.Exit(1) from None
 
 
-def _write_reports(report: Any, json_path: Path | None, html_path: Path | None) -> None:
+def _write_reports(
+    report: Any, json_path: Path | None, html_path: Path | None, output: Output, **about: Any
+) -> None:
+    """The report on stdout (a table, or JSON with `about` the run), and in the files asked for."""
     from leadflow.scoring_fit.report import print_report, report_html, report_json
 
-    print_report(report, console)
+    document = report_json(report)
+    # With JSON on stdout, what is not the report goes to stderr.
+    aside = console if output is Output.table else errors
+    if output is Output.table:
+        print_report(report, console)
+    else:
+        for warning in report.warnings:
+            errors.print(f"warning: {warning}", highlight=False, markup=False)
     if json_path:
-        json_path.write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
-        console.print(f"report: {json_path}", highlight=False)
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        aside.print(f"report: {json_path}", highlight=False)
     if html_path:
         html_path.write_text(report_html(report), encoding="utf-8")
-        console.print(f"report: {html_path}", highlight=False)
+        aside.print(f"report: {html_path}", highlight=False)
+    if output is Output.json:
+        reports = {
+            "report_json": str(json_path) if json_path else None,
+            "report_html": str(html_path) if html_path else None,
+        }
+        _print_json({**about, **reports, "report": document})
 
 
 @scoring_app.command("fit")
@@ -727,6 +844,7 @@ def scoring_fit(
         float, typer.Option(min=0.01, max=0.99, help="Share of past leads at or above SQL.")
     ] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the split and the folds.")] = 0,
+    output: FormatOption = Output.table,
 ) -> None:
     """Learn a points model from past outcomes; write it as scoring.yaml rules, with its evaluation."""
     learning = _learning()
@@ -743,12 +861,16 @@ def scoring_fit(
             raise typer.Exit(1) from None
     out.write_text(result.yaml_text, encoding="utf-8")
     stem = out.with_suffix("")
+    if output is Output.table:
+        console.print(f"[green]model:[/] {out} ({len(result.model.fit)} rules)", highlight=False)
     _write_reports(
         result.report,
         report_json_path or stem.with_name(f"{stem.name}.report.json"),
         report_html_path or stem.with_name(f"{stem.name}.report.html"),
+        output,
+        model=str(out),
+        rules=len(result.model.fit),
     )
-    console.print(f"[green]model:[/] {out} ({len(result.model.fit)} rules)", highlight=False)
 
 
 @scoring_app.command("evaluate")
@@ -758,6 +880,7 @@ def scoring_evaluate(
     model_path: Annotated[Path, typer.Option("--model", help="A scoring model (scoring.yaml format).")],
     report_json_path: JsonOption = None,
     report_html_path: HtmlOption = None,
+    output: FormatOption = Output.table,
 ) -> None:
     """Score past leads with a model (hand-written or fitted) and report how well it ranks them."""
     from leadflow.content.models import ScoringModel
@@ -775,4 +898,4 @@ def scoring_evaluate(
     table = _history_or_exit(history, target)
     with errors.status("scoring") as status:
         report = learning.evaluate_history(model, table, status.update)
-    _write_reports(report, report_json_path, report_html_path)
+    _write_reports(report, report_json_path, report_html_path, output, model=str(model_path))

@@ -172,7 +172,10 @@ def test_check_reports_every_mistake_in_a_broken_folder_with_file_line_and_fix(t
     assert any("did you mean lead.first_name?" in entry for entry in lines)
     assert any("did you mean event.properties.title?" in entry for entry in lines)
     # ... and the template file itself, which every template check reports whether a sequence uses it or not
-    assert any(entry == f"{tmp_path / 'templates/sms/bare.j2'}: lacks the block(s) body" for entry in lines)
+    assert (
+        f"{tmp_path / 'templates/sms/bare.j2'}:1: lacks the block(s) body: add {{% block body %}}…{{% endblock %}}"
+        in lines
+    )
     assert len(lines) == len(expected) + 1, lines
 
 

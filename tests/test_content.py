@@ -115,7 +115,7 @@ def test_sms_and_push_templates_are_checked_whether_used_or_not(content_dir: Pat
         load_content(content_dir)
     messages = [str(error) for error in raised.value.errors]
     assert any(
-        m.startswith(f"{content_dir}/templates/sms/no_body.j2: lacks the block(s) body") for m in messages
+        m.startswith(f"{content_dir}/templates/sms/no_body.j2:1: lacks the block(s) body") for m in messages
     ), messages
     assert any(
         m.startswith(f"{content_dir}/templates/push/broken.j2:2: does not compile") for m in messages

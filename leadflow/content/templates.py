@@ -98,6 +98,7 @@ class TemplateLibrary:
         self.directory = directory
         loader = _TextLoader(directory)
         self._loader = loader
+        self._trees: dict[str, nodes.Template | TemplateError] = {}
         self._text = BoundedSandbox(loader=loader, undefined=StrictUndefined, autoescape=False)
         self._html = BoundedSandbox(loader=loader, undefined=StrictUndefined, autoescape=True)
 
@@ -126,7 +127,8 @@ class TemplateLibrary:
             return path, None, f"does not compile: {error}"
         missing = [block for block in REQUIRED_BLOCKS[channel] if block not in template.blocks]
         if missing:
-            return path, None, f"lacks the block(s) {', '.join(missing)}"
+            blocks = " ".join(f"{{% block {block} %}}…{{% endblock %}}" for block in missing)
+            return path, 1, f"lacks the block(s) {', '.join(missing)}: add {blocks}"
         return None
 
     def render_email(self, name: str, context: dict[str, Any]) -> RenderedEmail:
@@ -248,11 +250,18 @@ class TemplateLibrary:
 
     def _tree(self, relative: str) -> nodes.Template | None:
         """The syntax tree of a template file, or None when it is missing or does not compile."""
-        try:
-            source, filename, _ = self._loader.get_source(self._text, relative)
-            return self._text.parse(source, relative, filename)
-        except TemplateError:
-            return None
+        parsed = self._parsed(relative)
+        return None if isinstance(parsed, TemplateError) else parsed
+
+    def _parsed(self, relative: str) -> nodes.Template | TemplateError:
+        """The syntax tree of a template file, or why there is none; parsed once (the checks read it often)."""
+        if relative not in self._trees:
+            try:
+                source, filename, _ = self._loader.get_source(self._text, relative)
+                self._trees[relative] = self._text.parse(source, relative, filename)
+            except TemplateError as error:
+                self._trees[relative] = error
+        return self._trees[relative]
 
     def file_problems(self) -> list[Problem]:
         """Every template file, shared pieces (`_footer.html.j2`) included, compiles, and every template it
@@ -262,19 +271,15 @@ class TemplateLibrary:
         for channel in BLOCKS:
             for path in sorted((self.directory / channel).glob("*.j2")):
                 relative = f"{channel}/{path.name}"
-                try:
-                    source, filename, _ = self._loader.get_source(self._text, relative)
-                    tree = self._text.parse(source, relative, filename)
-                except TemplateNotFound:
+                tree = self._parsed(relative)
+                if isinstance(tree, nodes.Template):
+                    references[relative] = list(_references(tree))
+                elif not path.is_file():
                     problems.append(
                         (path, None, "is a folder, not a template file: move it out, or rename it")
                     )
-                    continue
-                except TemplateSyntaxError as error:
-                    if path.name.startswith("_"):  # the others are checked as messages (problem_at)
-                        problems.append((path, error.lineno, compile_problem(error)))
-                    continue
-                references[relative] = list(_references(tree))
+                elif isinstance(tree, TemplateSyntaxError) and path.name.startswith("_"):
+                    problems.append((path, tree.lineno, compile_problem(tree)))  # messages: see problem_at
         known = ", ".join(name for name in references if name.partition("/")[2].startswith("_")) or "none"
         for relative, found in references.items():
             path = self._loader.path_of(relative)
