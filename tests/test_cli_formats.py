@@ -116,7 +116,7 @@ def test_scoring_fit_and_evaluate_as_json(history: Path, tmp_path: Path) -> None
     )
     assert evaluated["model"] == str(out) and evaluated["report_json"] is None
     assert evaluated["report"]["command"] == "evaluate"
-    assert evaluated["report"]["model"]["auc"] == pytest.approx(fitted["report"]["held_out"]["auc"], abs=0.1)
+    assert evaluated["report"]["model"]["auc"] > 0.6  # the fitted model ranks the history it came from
 
 
 def test_simulate_as_json_keeps_its_progress_on_stderr(tmp_path: Path) -> None:
@@ -129,4 +129,5 @@ def test_simulate_as_json_keeps_its_progress_on_stderr(tmp_path: Path) -> None:
     assert document["totals"]["messages"]["email ebook_delivery sent"] == 2
     first = document["leads"][0]
     assert first["timeline"][0]["offset_seconds"] >= 0
-    assert any(entry["what"] == "email ebook_delivery sent" for entry in first["timeline"])
+    assert any(entry["what"].startswith("email ebook_delivery sent") for entry in first["timeline"])
+    assert "event(s) played" in run.stderr  # the progress

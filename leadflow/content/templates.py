@@ -21,7 +21,7 @@ from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxErr
 from jinja2.loaders import split_template_path
 
 from leadflow.content.sandbox import BoundedSandbox, render_block, template_line
-from leadflow.content.yamlfile import ContentError, decoded_text
+from leadflow.content.yamlfile import not_text
 
 # channel: (required blocks, optional blocks)
 BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -80,14 +80,13 @@ class _TextLoader(FileSystemLoader):
     def get_source(self, environment: Environment, template: str) -> tuple[str, str, Any]:
         try:
             source, filename, uptodate = super().get_source(environment, template)
+            if "\0" not in source:
+                return source, filename, uptodate
         except UnicodeDecodeError:
-            source, filename, uptodate = "\0", str(self.path_of(template)), None
-        if "\0" in source:
-            try:
-                decoded_text(Path(filename))
-            except ContentError as error:
-                raise UnreadableTemplate(error.reason, error.line or 1, template, filename) from None
-        return source, filename, uptodate
+            pass
+        path = self.path_of(template)
+        line, reason = not_text(path.read_bytes()) or (1, "is not text")
+        raise UnreadableTemplate(reason, line, template, str(path))
 
     def path_of(self, template: str) -> Path:
         return Path(self.searchpath[0], *split_template_path(template))
@@ -202,8 +201,9 @@ class TemplateLibrary:
             return []  # does not compile: problem_at says so
         problems: list[Problem] = [(path, line, why) for line, why in internals_read(tree)]
         for include in tree.find_all(nodes.Include):  # shared pieces (`_footer.html.j2`) are read as well
-            if isinstance(include.template, nodes.Const) and (partial := self._tree(include.template.value)):
-                included = self._loader.path_of(include.template.value)
+            piece = include.template.value if isinstance(include.template, nodes.Const) else None
+            if isinstance(piece, str) and (partial := self._tree(piece)):
+                included = self._loader.path_of(piece)
                 problems.extend((included, line, why) for line, why in internals_read(partial))
         try:
             template = self._text.get_template(_relative(channel, name))
@@ -267,7 +267,7 @@ class TemplateLibrary:
         """Every template file, shared pieces (`_footer.html.j2`) included, compiles, and every template it
         includes, imports or extends exists and does not lead back to it."""
         problems: list[Problem] = []
-        references: dict[str, list[tuple[int, str, list[str]]]] = {}
+        references: dict[str, list[tuple[int, str, list[Any]]]] = {}
         for channel in BLOCKS:
             for path in sorted((self.directory / channel).glob("*.j2")):
                 relative = f"{channel}/{path.name}"
@@ -303,14 +303,16 @@ class TemplateLibrary:
                     )
         return problems
 
-    def _exists(self, relative: str) -> bool:
+    def _exists(self, relative: Any) -> bool:
+        if not isinstance(relative, str):
+            return False
         try:
             return self._loader.path_of(relative).is_file()
         except TemplateNotFound:  # `..` in the name: outside the templates folder
             return False
 
 
-def _references(tree: nodes.Template) -> Iterator[tuple[int, str, list[str]]]:
+def _references(tree: nodes.Template) -> Iterator[tuple[int, str, list[Any]]]:
     """(line, verb, template names) of each include, import and extends naming its template(s) outright."""
     verbs = {
         nodes.Include: "includes",
@@ -324,15 +326,13 @@ def _references(tree: nodes.Template) -> Iterator[tuple[int, str, list[str]]]:
         given = (
             node.template.items if isinstance(node.template, nodes.Tuple | nodes.List) else [node.template]
         )
-        names = [
-            name.value for name in given if isinstance(name, nodes.Const) and isinstance(name.value, str)
-        ]
+        names = [name.value for name in given if isinstance(name, nodes.Const)]  # 5 and none too: mistakes
         if names and len(names) == len(given):  # else computed when rendering: the sample render tries it
             yield node.lineno, verbs[type(node)], names
 
 
 def _loop_back(
-    start: str, names: list[str], references: dict[str, list[tuple[int, str, list[str]]]]
+    start: str, names: list[Any], references: dict[str, list[tuple[int, str, list[Any]]]]
 ) -> list[str]:
     """The chain of templates from `names` back to `start`, or [] when none leads back."""
     paths = [[name] for name in names]

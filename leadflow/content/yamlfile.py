@@ -38,21 +38,25 @@ def decoded_text(path: Path) -> str:
         raise ContentError(path, None, "is a folder, not a file: move it out, or rename it") from None
     except OSError as error:
         raise ContentError(path, None, f"cannot read it: {error.strerror or error}") from None
+    if problem := not_text(raw):
+        raise ContentError(path, *problem)
+    return raw.decode("utf-8")
+
+
+def not_text(raw: bytes) -> tuple[int, str] | None:
+    """(line, reason) when `raw` is not UTF-8 text: binary, or in another encoding."""
     if b"\0" in raw:
         line = raw[: raw.index(b"\0")].count(b"\n") + 1
-        raise ContentError(
-            path, line, "is a binary file, not text: replace it with the text file it should be"
-        )
+        return line, "is a binary file, not text: replace it with the text file it should be"
     try:
-        return raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise ContentError(
-            path,
-            line,
+        return line, (
             f"is not UTF-8 text (byte 0x{raw[error.start]:02x} cannot be read): save the file as UTF-8 "
-            "in your editor",
-        ) from None
+            "in your editor"
+        )
+    return None
 
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's is ~10x faster
