@@ -161,12 +161,14 @@ async def test_a_send_with_a_hostile_template_sends_nothing_and_the_worker_goes_
 
         await eventually(failed, timeout=20, message="the sequence did not stop on the refused template")
         history = await sequence.fetch_history()
-        failures = [
-            str(event.activity_task_failed_event_attributes.failure.cause.message or "")
-            + str(event.activity_task_failed_event_attributes.failure.message)
-            for event in history.events
-            if event.HasField("activity_task_failed_event_attributes")
-        ]
+        # Failures are encrypted with the lead's payloads: read them as the client's converter does.
+        failures = []
+        for event in history.events:
+            if event.HasField("activity_task_failed_event_attributes"):
+                error = await stack.client.data_converter.decode_failure(
+                    event.activity_task_failed_event_attributes.failure
+                )
+                failures.append(str(error.__cause__ or "") + str(error))
         assert len(failures) == 1 and "steps of work" in failures[0], failures  # refused once, not retried
 
         # The marketer fixes the template; the same worker sends the next lead's email.
