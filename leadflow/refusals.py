@@ -1,11 +1,14 @@
-"""How the HTTP routes say no, for their OpenAPI documentation: every refusal is JSON with a `detail` that
-says why (a sentence, or for invalid fields one entry per field)."""
+"""OpenAPI documentation of the routes FastAPI cannot describe alone: how they say no (every refusal is JSON
+with a `detail` that says why: a sentence, or for invalid fields one entry per field), and what the routes
+that read their request body themselves accept."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+JsonSchema = dict[str, Any]
 
 
 class Problem(BaseModel):
@@ -42,3 +45,25 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
     documented[422] = {"model": Invalid, "description": "invalid fields; nothing of the request was stored"}
     return documented
+
+
+def request_body(model: type[BaseModel], *media_types: str) -> dict[str, Any]:
+    """OpenAPI documentation (a route's `openapi_extra`) of a body that the route reads itself, in `model`'s
+    shape, sent as any of `media_types`."""
+    schema = model.model_json_schema()
+    definitions: dict[str, JsonSchema] = schema.pop("$defs", {})
+
+    def inlined(node: Any) -> Any:
+        # The path operation stands alone in the document: pydantic's `#/$defs/…` would point nowhere.
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                rest = {key: value for key, value in node.items() if key != "$ref"}
+                return inlined({**definitions[reference.removeprefix("#/$defs/")], **rest})
+            return {key: inlined(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inlined(item) for item in node]
+        return node
+
+    body = inlined(schema)
+    return {"requestBody": {"required": True, "content": {media: {"schema": body} for media in media_types}}}

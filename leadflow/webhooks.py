@@ -18,6 +18,7 @@ from uuid import uuid4
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
@@ -27,8 +28,9 @@ from leadflow import clock, consent
 from leadflow.channels.sms import PERMANENT_CODES
 from leadflow.delivery import BOUNCES, SUPPRESSING, record_bounce
 from leadflow.ingest import EventIn, store_events
+from leadflow.inputs import unstorable
 from leadflow.links import PIXEL_GIF
-from leadflow.refusals import refusals
+from leadflow.refusals import refusals, request_body
 from leadflow.runtime import Runtime
 from leadflow.store.models import Consent, ConsentChange, InboundMessage, Lead, Message
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -42,6 +44,8 @@ LINK_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": NOT_FOUND, "content": {"text/html": {}}}
 }
 NO_CACHE = {"Cache-Control": "no-store, max-age=0"}
+MAX_SID = 64  # Twilio's ids are 34 characters
+MAX_SMS_UNITS = 1_600  # Twilio's longest message body, in UTF-16 code units: its event fits the store's bound
 # Twilio's message statuses in the order they happen; a final one (delivered, undelivered, failed) is never
 # replaced by an earlier one arriving late or replayed. `read` (WhatsApp, RCS) comes after delivery.
 DELIVERY_ORDER = {
@@ -55,6 +59,35 @@ DELIVERY_ORDER = {
     "failed": 4,
     "read": 5,
     "canceled": 4,
+}
+
+
+class TwilioCallback(BaseModel):
+    """The form fields of Twilio's webhooks that Leadflow reads (it sends more, all text, all signed)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str] = Field(init=False)
+
+    sender: str = Field("", alias="From", description="the number that texted (inbound messages)")
+    text: str = Field("", alias="Body", description="what they wrote (inbound messages)")
+    message_sid: str = Field("", alias="MessageSid")
+    sms_sid: str = Field("", alias="SmsSid", description="the older name of MessageSid")
+    message_status: str = Field("", alias="MessageStatus", description="delivery reports: queued, sent, …")
+    error_code: str = Field("", alias="ErrorCode", description="delivery reports: why it failed")
+
+
+# Read by the routes themselves: the signature covers every field, including those not documented here.
+TWILIO_CALLBACK = {
+    **request_body(TwilioCallback, "application/x-www-form-urlencoded"),
+    "parameters": [
+        {
+            "name": "X-Twilio-Signature",
+            "in": "header",
+            "required": True,
+            "description": "Twilio's signature of our public URL and the form (else 403)",
+            "schema": {"type": "string"},
+        }
+    ],
 }
 
 
@@ -191,13 +224,21 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         signature = request.headers.get("X-Twilio-Signature", "")
         if not RequestValidator(runtime.settings.twilio_auth_token).validate(url, params, signature):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid X-Twilio-Signature")
+        problem = unfit(params)
+        if problem:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, problem)
         return params
 
     def leads_with_phone(phone: str) -> list[int]:
         with runtime.db.read() as session:
             return list(session.scalars(select(Lead.id).where(Lead.phone == phone).order_by(Lead.id)))
 
-    @router.post("/webhooks/twilio/sms", response_class=Response, responses=refusals(400, 403, 404))
+    @router.post(
+        "/webhooks/twilio/sms",
+        response_class=Response,
+        responses=refusals(400, 403, 404),
+        openapi_extra=TWILIO_CALLBACK,
+    )
     async def sms_received(request: Request) -> Response:
         """A reply to our number: STOP words opt out, START words opt back in, HELP answers; anything else
         becomes an `sms_replied` event of every lead with that number."""
@@ -255,6 +296,7 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
         status_code=status.HTTP_204_NO_CONTENT,
         response_class=Response,
         responses=refusals(400, 403, 404),
+        openapi_extra=TWILIO_CALLBACK,
     )
     async def sms_status(request: Request) -> Response:
         """Delivery reports: the message's delivery status; a number that cannot receive is suppressed."""
@@ -303,9 +345,20 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
     return router
 
 
+def unfit(params: dict[str, str]) -> str | None:
+    """Why a signed form cannot be what Twilio sends (and could not be stored), or None."""
+    for (name, *_), _, reason in unstorable(params):
+        return f"{name} {reason}"
+    if len(message_sid(params)) > MAX_SID:
+        return f"MessageSid is longer than {MAX_SID} characters: not a Twilio message id"
+    if len(params.get("Body", "").encode("utf-16-le")) > 2 * MAX_SMS_UNITS:
+        return f"Body is longer than a message can be ({MAX_SMS_UNITS} UTF-16 code units)"
+    return None
+
+
 def first_arrival(session: Session, provider_id: str) -> bool:
     """Whether this is the first time the provider's message `provider_id` arrives (noted if so)."""
-    row = {"provider_id": provider_id[:64], "received_at": clock.now()}
+    row = {"provider_id": provider_id, "received_at": clock.now()}
     return bool(
         insert_ignoring_conflicts(
             session, InboundMessage, [row], ["provider_id"], returning=[InboundMessage.id]

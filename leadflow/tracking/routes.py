@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from leadflow.content.models import RateLimit, Site
 from leadflow.links import PROOF_MAX_AGE
 from leadflow.ratelimit import RateLimiter, retry_after_header
-from leadflow.refusals import refusals
+from leadflow.refusals import refusals, request_body
 from leadflow.runtime import Runtime
 from leadflow.tracking.collect import MAX_EVENTS, CollectIn, store_collected
 
@@ -98,6 +98,18 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
         "/collect",
         status_code=status.HTTP_202_ACCEPTED,
         responses={204: {"description": "Do-Not-Track: nothing recorded"}, **refusals(400, 403, 413, 429)},
+        # Read by the route itself: the snippet sends text/plain, which needs no CORS preflight.
+        openapi_extra={
+            **request_body(CollectIn, "text/plain", "application/json"),
+            "parameters": [
+                {
+                    "name": "Origin",
+                    "in": "header",
+                    "description": "the page's origin: one sites.yaml allows for the key (else 403)",
+                    "schema": {"type": "string"},
+                }
+            ],
+        },
     )
     async def collect(request: Request) -> Response:
         """Events (and an identify) from the snippet, for one site key and one browser's anonymous id.
