@@ -51,6 +51,7 @@ from leadflow.runtime import Runtime
 from leadflow.securityheaders import SecurityHeaders
 from leadflow.settings import Channel
 from leadflow.tracking.collect import MAX_BODY_BYTES as COLLECT_MAX_BODY_BYTES
+from leadflow.tracking.collect import PUSH_MAX_BODY_BYTES
 from leadflow.tracking.routes import tracking_routes
 from leadflow.webhooks import public_routes
 
@@ -145,7 +146,9 @@ def create_app(
         responses={413: {"model": Problem, "description": "the request body is too large"}},
     )
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, smaller={"/t/collect": COLLECT_MAX_BODY_BYTES}
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        smaller={"/t/collect": COLLECT_MAX_BODY_BYTES, "/t/push": PUSH_MAX_BODY_BYTES},
     )
     app.add_middleware(SecurityHeaders)  # outermost: a 413 carries the headers too
     redact_access_log()

@@ -46,6 +46,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from leadflow import clock
+from leadflow.consent import record_consent
 from leadflow.ingest import (
     account_domain,
     account_ids_by_email,
@@ -54,7 +55,7 @@ from leadflow.ingest import (
     new_anonymous_lead,
 )
 from leadflow.store import Database
-from leadflow.store.models import Event, Identity, Lead, LeadMerge, Outbox
+from leadflow.store.models import Consent, Event, Identity, Lead, LeadMerge, Outbox, PushSubscription
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 Outcome = Literal["linked", "identified", "merged", "relinked", "unchanged", "claimed"]
@@ -200,6 +201,7 @@ def _merge(session: Session, merged_id: int, survivor_id: int, anonymous_id: str
     session.execute(update(Event).where(Event.lead_id == merged_id).values(lead_id=survivor_id))
     session.execute(update(Identity).where(Identity.lead_id == merged_id).values(lead_id=survivor_id))
     session.execute(delete(Outbox).where(Outbox.lead_id == merged_id))
+    _carry_consent(session, merged_id, survivor)
     _route(session, survivor_id, moved)
     survivor.properties = {**merged.properties, **survivor.properties}
     survivor.updated_at = merged.updated_at = now
@@ -217,6 +219,16 @@ def _merge(session: Session, merged_id: int, survivor_id: int, anonymous_id: str
         session, merged_id, f"merged:{merged_id}", "lead_merged", {"into_lead_id": survivor_id}
     )  # tells the tombstone's workflow to stop
     return Identified(survivor_id, "merged", merged_lead_id=merged_id, events_moved=len(moved))
+
+
+def _carry_consent(session: Session, merged_id: int, survivor: Lead) -> None:
+    """The anonymous lead's browser push subscriptions and its consent (given on the site before the
+    visitor was known) become the survivor's; a later decision of the survivor's own stays current."""
+    session.execute(
+        update(PushSubscription).where(PushSubscription.lead_id == merged_id).values(lead_id=survivor.id)
+    )
+    for consent in session.scalars(select(Consent).where(Consent.lead_id == merged_id)).all():
+        record_consent(session, survivor, consent.channel, consent.status, consent.source, consent.changed_at)
 
 
 def _record_identified(session: Session, anonymous_id: str, result: Identified) -> None:

@@ -12,10 +12,11 @@ from uuid import uuid4
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from leadflow import clock
 from leadflow.consent import GRANTED
-from leadflow.ingest import EMAIL_PATTERN, EventIn, UnknownLead, store_events
+from leadflow.ingest import EMAIL_PATTERN, EventIn, UnknownLead, leads_by_anonymous_id, store_events
 from leadflow.inputs import Input, LeadId
 from leadflow.store import Database
 from leadflow.store.models import Consent, Lead, PushSubscription
@@ -88,30 +89,43 @@ class SavedSubscription:
 
 def save_subscription(db: Database, request: PushSubscriptionIn) -> SavedSubscription:
     """Store (or move to this lead) the subscription, and record push consent unless already granted."""
-    now = clock.now()
     with db.transaction() as session:
-        lead_id = _lead_id(session, request)
-        endpoint, keys = request.subscription.endpoint, request.subscription.keys
-        row = {
-            "lead_id": lead_id,
-            "endpoint": endpoint,
-            "p256dh": keys.p256dh,
-            "auth": keys.auth,
-            "created_at": now,
-        }
-        insert_ignoring_conflicts(session, PushSubscription, [row], ["endpoint"])
-        saved = session.scalars(select(PushSubscription).where(PushSubscription.endpoint == endpoint)).one()
-        saved.lead_id, saved.p256dh, saved.auth = lead_id, keys.p256dh, keys.auth  # a browser re-subscribed
-        granted = session.scalars(
-            select(Consent.status).where(Consent.lead_id == lead_id, Consent.channel == "push")
-        ).first()
-        if granted != GRANTED:
-            properties = {"channel": "push", "source": "browser push subscription"}
-            event = EventIn(
-                id=f"lf-push-{uuid4().hex}", type="subscribed", lead_id=lead_id, properties=properties
-            )
-            store_events(session, [event])
-        return SavedSubscription(saved.id, lead_id, granted != GRANTED)
+        return _save(session, _lead_id(session, request), request.subscription)
+
+
+def save_visitor_subscription(
+    db: Database, anonymous_id: str, subscription: BrowserSubscription
+) -> SavedSubscription:
+    """A subscription from the snippet: for the lead of the browser's anonymous id (an anonymous lead is
+    created for a new visitor; its subscription and consent follow it when it is identified or merged)."""
+    with db.transaction() as session:
+        lead_id = leads_by_anonymous_id(session, {anonymous_id})[anonymous_id]
+        return _save(session, lead_id, subscription)
+
+
+def _save(session: Session, lead_id: int, subscription: BrowserSubscription) -> SavedSubscription:
+    now = clock.now()
+    endpoint, keys = subscription.endpoint, subscription.keys
+    row = {
+        "lead_id": lead_id,
+        "endpoint": endpoint,
+        "p256dh": keys.p256dh,
+        "auth": keys.auth,
+        "created_at": now,
+    }
+    insert_ignoring_conflicts(session, PushSubscription, [row], ["endpoint"])
+    saved = session.scalars(select(PushSubscription).where(PushSubscription.endpoint == endpoint)).one()
+    saved.lead_id, saved.p256dh, saved.auth = lead_id, keys.p256dh, keys.auth  # a browser re-subscribed
+    granted = session.scalars(
+        select(Consent.status).where(Consent.lead_id == lead_id, Consent.channel == "push")
+    ).first()
+    if granted != GRANTED:
+        properties = {"channel": "push", "source": "browser push subscription"}
+        event = EventIn(
+            id=f"lf-push-{uuid4().hex}", type="subscribed", lead_id=lead_id, properties=properties
+        )
+        store_events(session, [event])
+    return SavedSubscription(saved.id, lead_id, granted != GRANTED)
 
 
 def _lead_id(session: Any, request: PushSubscriptionIn) -> int:

@@ -1079,6 +1079,17 @@ class Site(Strict):
         default_factory=list, description="event types the site may send besides the snippet's own"
     )
     flush_seconds: float = Field(default=5.0, ge=0.5, le=60)
+    identify_on_form_abandon: bool = Field(
+        default=False,
+        description="a tracked form left with a valid email typed in identifies the visitor with it "
+        "(never without consent, never under Do-Not-Track or Global Privacy Control)",
+    )
+    service_worker: str = Field(
+        default="/leadflow-sw.js",
+        pattern=r"^/?[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)*\.js$",
+        description="where the site's own origin serves the push service worker (a file whose one line is "
+        "importScripts of Leadflow's /t/sw.js); a path, relative to the page unless it starts with /",
+    )
     per_ip: RateLimit = RateLimit(per_minute=120, burst=60)
     per_key: RateLimit = RateLimit(per_minute=12_000, burst=2_000)
 

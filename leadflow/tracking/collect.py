@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -12,9 +12,11 @@ from leadflow.content.models import EVENT_TYPE, TRACKER_EVENTS, Site
 from leadflow.identity import Identified, claim, prove
 from leadflow.ingest import EventIn, IngestResult, LeadIn, properties_at_most, store_events
 from leadflow.inputs import Input
+from leadflow.push import BrowserSubscription
 from leadflow.store import Database
 
 MAX_BODY_BYTES = 32_768  # a beacon may carry 64 KiB; a batch of 50 small events is far below this
+PUSH_MAX_BODY_BYTES = 4_096  # a site key, an anonymous id and one PushSubscription.toJSON()
 MAX_EVENTS = 50
 MAX_PROPERTIES_BYTES = 4_096
 MAX_AGE = timedelta(days=1)
@@ -60,6 +62,11 @@ class CollectIn(Input):
         pattern=PROOF,
         description="the `lf_proof` a click in an email added to the page's address: this browser got it",
     )
+    identify_source: Literal["page", "form_abandoned"] = Field(
+        default="page",
+        description="`form_abandoned`: the address was typed into a form the visitor left unsent (only for "
+        "sites with identify_on_form_abandon)",
+    )
     events: list[TrackedEvent] = Field(default_factory=list, max_length=MAX_EVENTS)
 
     @model_validator(mode="after")
@@ -103,3 +110,14 @@ def store_collected(
             )
         result = store_events(session, events) if events else IngestResult(0, 0, [])
     return result, identified
+
+
+class VisitorSubscriptionIn(Input):
+    """What `leadflow.push.subscribe()` sends to `POST /t/push`: the browser's PushSubscription.toJSON()."""
+
+    site: str = Field(max_length=100)
+    anonymous_id: str = Field(pattern=CLIENT_ID)
+    consent: bool = False
+    subscription: BrowserSubscription = Field(
+        description="PushSubscription.toJSON(): the endpoint must be an https address of a public host"
+    )

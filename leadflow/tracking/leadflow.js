@@ -4,22 +4,26 @@
  *   leadflow.identify({email: "ada@example.com", first_name: "Ada"})  who the visitor is
  *   leadflow.consent(true | false)                                     when the site requires consent
  *   leadflow.track("webinar_registered", {webinar: "..."})             an event of the site's own
+ *   leadflow.push.subscribe()                                          web push opt-in (a click handler):
+ *                                                                      a Promise, rejected with the reason
  *
  * Before this script has loaded, `leadflow("identify", {...})` queues a call (see the README's stub line).
  */
 (function (window, document) {
   "use strict";
-  var CONFIG = /*CONFIG*/ { site: "", consent: "not_required", honor_do_not_track: true, flush_seconds: 5 };
-  var ENDPOINT = new URL("/t/collect", document.currentScript ? document.currentScript.src : location.href).href;
+  var CONFIG = /*CONFIG*/ { site: "", consent: "not_required", honor_do_not_track: true, flush_seconds: 5, identify_on_form_abandon: false, push_key: "", service_worker: "/leadflow-sw.js" };
+  var SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;
+  var ENDPOINT = new URL("/t/collect", SCRIPT_URL).href, PUSH_ENDPOINT = new URL("/t/push", SCRIPT_URL).href;
   var ID_COOKIE = "lf_aid", CONSENT_COOKIE = "lf_consent", COOKIE_DAYS = 395;
   var MAX_BATCH = 50, SCROLLED_AT = 0.9, LONG_PAGE = 1.5; // "long": at least 1.5 screens high
   var SENSITIVE = /pass|card|cvv|cvc|iban|ssn|secret|token/i;
   var PROOF_PARAMETER = "lf_proof"; // added by leadflow's click redirect to links from its emails
+  var EMAIL = /^[^\s@<>()[\],;:"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$/;
 
   var doNotTrack = CONFIG.honor_do_not_track && (navigator.doNotTrack === "1" || window.doNotTrack === "1");
   var consented = CONFIG.consent !== "required" || readCookie(CONSENT_COOKIE) === "1";
   var queue = [], identity = null, timer = null, proof = null;
-  var forms = {}; // form name -> "started" | "submitted"
+  var forms = {}; // form name -> {state: "started" | "submitted" | "abandoned", element: the form}
   var deepestScroll = 0, scrolledSent = false;
   var visibleMs = 0, visibleSince = document.visibilityState === "visible" ? Date.now() : null;
 
@@ -43,7 +47,8 @@
         site: CONFIG.site,
         anonymous_id: anonymousId(),
         consent: consented,
-        identify: identity || undefined,
+        identify: identity ? { email: identity.email, properties: identity.properties } : undefined,
+        identify_source: identity ? identity.source : undefined,
         events: batch.map(function (event) {
           return { id: event.id, type: event.type, age_ms: now - event.at, properties: event.properties };
         }),
@@ -92,7 +97,7 @@
     if (!traits || !traits.email) return console.warn("leadflow.identify needs an email");
     var properties = {};
     Object.keys(traits).forEach(function (name) { if (name !== "email") properties[name] = traits[name]; });
-    identity = { email: String(traits.email).trim(), properties: properties };
+    identity = { email: String(traits.email).trim(), properties: properties, source: "page" };
     flush();
   }
 
@@ -149,7 +154,7 @@
   function onInput(event) {
     var form = event.target.form;
     if (!form || ignored(form) || forms[formName(form)]) return;
-    forms[formName(form)] = "started";
+    forms[formName(form)] = { state: "started", element: form };
     track("form_started", { form: formName(form), url: location.href });
   }
 
@@ -157,18 +162,16 @@
     var form = event.target;
     if (!form || form.tagName !== "FORM" || ignored(form)) return;
     var name = formName(form), fields = formFields(form);
-    forms[name] = "submitted";
+    forms[name] = { state: "submitted", element: form };
     track("form_submitted", { form: name, url: location.href, fields: Object.keys(fields) });
     var marked = form.getAttribute("data-leadflow");
     if (marked) track(marked, Object.assign(markedProperties(form), { form: name, url: location.href }));
-    var emailField = Object.keys(fields).filter(function (field) {
-      return fields[field].type === "email" || /^e-?mail$/i.test(field);
-    })[0];
+    var emailField = emailFieldOf(fields);
     if (emailField) {
       // A submitted form with an email identifies the visitor; its other fields become lead properties.
       var properties = {};
       Object.keys(fields).forEach(function (field) { if (field !== emailField) properties[field] = fields[field].value; });
-      identity = { email: fields[emailField].value.trim(), properties: properties };
+      identity = { email: fields[emailField].value.trim(), properties: properties, source: "page" };
     }
     // No flush here: the page is usually about to go, and its pagehide sends this with page_left in one
     // beacon; a form submitted without leaving the page goes out with the next timed batch.
@@ -178,9 +181,10 @@
     if (visibleSince !== null) visibleMs += Date.now() - visibleSince;
     visibleSince = null;
     Object.keys(forms).forEach(function (name) {
-      if (forms[name] === "started") {
-        forms[name] = "abandoned";
+      if (forms[name].state === "started") {
+        forms[name].state = "abandoned";
         track("form_abandoned", { form: name, url: location.href });
+        identifyFromAbandoned(forms[name].element);
       }
     });
     track("page_left", { url: location.href, seconds: Math.round(visibleMs / 1000), scroll_percent: Math.round(deepestScroll * 100) });
@@ -195,6 +199,68 @@
       visibleSince = null;
       flush(true); // a hidden tab may never come back (mobile browsers kill it without a pagehide)
     }
+  }
+
+  // A site that opts in (identify_on_form_abandon) lets a form left with a valid address typed in identify
+  // the visitor with that address alone, so the abandoned-form reminder can reach them. Never without
+  // consent (flush sends nothing before it), never under Do-Not-Track or Global Privacy Control.
+  function identifyFromAbandoned(form) {
+    if (!CONFIG.identify_on_form_abandon || identity || privacySignal()) return;
+    var fields = formFields(form), emailField = emailFieldOf(fields);
+    var email = emailField && fields[emailField].value.trim();
+    if (email && EMAIL.test(email)) identity = { email: email, properties: {}, source: "form_abandoned" };
+  }
+
+  function privacySignal() {
+    return navigator.doNotTrack === "1" || window.doNotTrack === "1" || navigator.globalPrivacyControl === true;
+  }
+
+  // --- web push -------------------------------------------------------------------------------------
+
+  // Asks the browser for notifications, registers the site's service worker (which imports Leadflow's
+  // /t/sw.js), subscribes with the server's VAPID key and sends the subscription: the visitor's push consent.
+  function subscribePush() {
+    var refused = function (reason) { return Promise.reject(new Error("leadflow.push.subscribe: " + reason)); };
+    if (doNotTrack) return refused("Do-Not-Track is on");
+    if (!consented) return refused("the visitor has not consented yet (leadflow.consent(true))");
+    if (!CONFIG.push_key) return refused("web push is not configured on the server (LEADFLOW_VAPID_PRIVATE_KEY)");
+    if (!("serviceWorker" in navigator) || !("PushManager" in window) || !("Notification" in window)) {
+      return refused("this browser has no web push (or the page is not https)");
+    }
+    return Notification.requestPermission()
+      .then(function (permission) {
+        if (permission !== "granted") throw new Error("leadflow.push.subscribe: notifications are " + permission);
+        return navigator.serviceWorker.register(new URL(CONFIG.service_worker, location.href).href);
+      })
+      .then(activated)
+      .then(function (registration) {
+        return registration.pushManager.getSubscription().then(function (existing) {
+          return existing || registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: base64UrlBytes(CONFIG.push_key) });
+        });
+      })
+      .then(function (subscription) {
+        var body = JSON.stringify({ site: CONFIG.site, anonymous_id: anonymousId(), consent: consented, subscription: subscription.toJSON() });
+        return fetch(PUSH_ENDPOINT, { method: "POST", body: body, credentials: "omit", headers: { "Content-Type": "text/plain" } });
+      })
+      .then(function (response) {
+        if (response.status !== 201) throw new Error("leadflow.push.subscribe: refused (" + response.status + ")");
+        return true;
+      });
+  }
+
+  // pushManager.subscribe needs an active worker; `navigator.serviceWorker.ready` would wait forever when
+  // the worker's scope does not cover this page.
+  function activated(registration) {
+    var worker = registration.installing || registration.waiting;
+    if (registration.active || !worker) return registration;
+    return new Promise(function (resolve) {
+      worker.addEventListener("statechange", function () { if (worker.state === "activated") resolve(registration); });
+    });
+  }
+
+  function base64UrlBytes(text) {
+    var binary = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
+    return Uint8Array.from(binary, function (c) { return c.charCodeAt(0); });
   }
 
   // --- helpers --------------------------------------------------------------------------------------
@@ -218,6 +284,12 @@
       fields[input.name] = { type: type, value: String(input.value).slice(0, 500) };
     });
     return fields;
+  }
+
+  function emailFieldOf(fields) {
+    return Object.keys(fields).filter(function (field) {
+      return fields[field].type === "email" || /^e-?mail$/i.test(field);
+    })[0];
   }
 
   function markedProperties(element) {
@@ -256,6 +328,7 @@
   leadflow.consent = consent;
   leadflow.track = track;
   leadflow.flush = flush;
+  leadflow.push = { subscribe: subscribePush };
 
   var early = (window.leadflow && window.leadflow.q) || [];
   window.leadflow = leadflow;

@@ -1,4 +1,5 @@
-"""The public tracking routes: the snippet (`GET /t/leadflow.js`) and what it sends (`POST /t/collect`).
+"""The public tracking routes: the snippet (`GET /t/leadflow.js`), what it sends (`POST /t/collect`), and web
+push from the page: the service worker (`GET /t/sw.js`) and the browser's subscription (`POST /t/push`).
 
 They take a public site key (sites.yaml), never a server-side API key, and can only write: the answer to a
 collect says how many events were accepted, nothing about any lead.
@@ -13,21 +14,25 @@ import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from leadflow.channels.webpush import endpoint_refusal
 from leadflow.content.models import RateLimit, Site
 from leadflow.links import PROOF_MAX_AGE
+from leadflow.push import save_visitor_subscription
 from leadflow.ratelimit import RateLimiter, retry_after_header
 from leadflow.refusals import refusals, request_body
 from leadflow.runtime import Runtime
-from leadflow.tracking.collect import MAX_EVENTS, CollectIn, store_collected
+from leadflow.tracking.collect import MAX_EVENTS, CollectIn, VisitorSubscriptionIn, store_collected
 
 SNIPPET = Path(__file__).with_name("leadflow.js")
+SERVICE_WORKER = Path(__file__).with_name("sw.js")
 CONFIG_MARKER = "/*CONFIG*/"
+Parsed = TypeVar("Parsed", bound=BaseModel)
 SNIPPET_MAX_AGE = 300  # seconds browsers may cache the snippet (a settings change shows within 5 minutes)
 PROOF_REFUSED = {
     "field": "proof",
@@ -65,7 +70,7 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
                 status.HTTP_404_NOT_FOUND,
                 media_type="text/javascript",
             )
-        body, encoding = snippet_for(found), {}
+        body, encoding = snippet_for(found, runtime.push.keys.public_key if runtime.push else ""), {}
         if "gzip" in request.headers.get("accept-encoding", ""):
             body, encoding = gzip.compress(body, mtime=0), {"Content-Encoding": "gzip"}
         return Response(
@@ -79,6 +84,7 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
         )
 
     @router.options("/collect", include_in_schema=False)
+    @router.options("/push", include_in_schema=False)
     async def preflight(request: Request) -> Response:
         # The snippet sends text/plain (no preflight); this serves clients that send application/json.
         origin = request.headers.get("origin", "")
@@ -115,35 +121,32 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
         """Events (and an identify) from the snippet, for one site key and one browser's anonymous id.
         Refused: unknown key or origin (403), over the rate limits (429), too large or too many events (413),
         invalid, or a `proof` forged or expired (422)."""
-        origin = request.headers.get("origin", "")
         allowed: dict[str, str] = {}
         try:
-            raw = await request.body()  # bounded by MAX_BODY_BYTES (leadflow.bodylimit, set up by the API)
-            data = parse_json(raw)
-            site = site_of(str(data.get("site", "")))
-            if site is None:
-                raise Refused(status.HTTP_403_FORBIDDEN, "unknown site key")
-            if not site.allows_origin(origin):
-                raise Refused(
-                    status.HTTP_403_FORBIDDEN,
-                    f"origin {origin or '(none)'!r} may not send events for this site",
-                )
-            allowed = cors(origin)
-            client = request.client.host if request.client else "unknown"
-            check_rate(limiter, f"key:{site.key}", site.per_key, "this site key")
-            check_rate(limiter, f"ip:{site.key}:{client}", site.per_ip, "this address")
+            site, data, allowed = await admitted(request)
             if site.honor_do_not_track and request.headers.get("dnt") == "1":
                 return Response(status_code=status.HTTP_204_NO_CONTENT, headers=allowed)
-            body = validate(data, site)
+            body = validate(CollectIn, data, {"site": site})
             if site.consent == "required" and not body.consent:
                 raise Refused(status.HTTP_403_FORBIDDEN, "this site requires the visitor's consent")
             proven_lead = runtime.tracker.read_proof(body.proof) if body.proof else None
             if body.proof and proven_lead is None:
                 raise Refused(status.HTTP_422_UNPROCESSABLE_CONTENT, [PROOF_REFUSED])
+            if body.identify_source == "form_abandoned":
+                if not site.identify_on_form_abandon:
+                    raise Refused(
+                        status.HTTP_403_FORBIDDEN,
+                        "this site does not identify visitors from abandoned forms "
+                        "(identify_on_form_abandon in sites.yaml)",
+                    )
+                if privacy_signal(request):  # Do-Not-Track or Global Privacy Control: the events, no identify
+                    body = body.model_copy(update={"identify": None})
         except Refused as refused:
             return JSONResponse(
                 {"detail": refused.detail}, refused.status_code, headers={**allowed, **refused.headers}
             )
+        if body.identify is None and body.proof is None and not body.events:
+            return Response(status_code=status.HTTP_204_NO_CONTENT, headers=allowed)
         result, _ = await asyncio.to_thread(store_collected, runtime.db, site, body, proven_lead)
         if result.accepted and on_events_accepted:
             on_events_accepted()
@@ -153,7 +156,90 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
             headers=allowed,
         )
 
+    @router.get("/sw.js", response_class=Response, responses={200: {"content": {"text/javascript": {}}}})
+    async def service_worker() -> Response:
+        """The web push service worker: shows each notification (title, body; a click opens its url). A
+        service worker must come from the page's own origin: the site serves a one-line file,
+        `importScripts("…/t/sw.js");`, at its `service_worker` path (sites.yaml)."""
+        return Response(
+            _service_worker_source(),
+            media_type="text/javascript",
+            headers={
+                "Cache-Control": f"public, max-age={SNIPPET_MAX_AGE}",
+                "Service-Worker-Allowed": "/",  # registered directly (same origin), it may serve any scope
+            },
+        )
+
+    @router.post(
+        "/push",
+        status_code=status.HTTP_201_CREATED,
+        responses={204: {"description": "Do-Not-Track: nothing recorded"}, **refusals(400, 403, 413, 429)},
+    )
+    async def subscribe_push(request: Request) -> Response:
+        """A browser's PushSubscription from `leadflow.push.subscribe()`, for one site key and the browser's
+        anonymous id: stored for that visitor's lead (an anonymous lead for a new visitor; it follows the lead
+        when the visitor is identified) and recorded as the lead's push consent. The endpoint must be an https
+        address of a public host. Refused: unknown key or origin, no consent where required (403), over the
+        rate limits (429), too large (413), invalid (422)."""
+        allowed: dict[str, str] = {}
+        try:
+            if runtime.push is None:
+                raise Refused(status.HTTP_404_NOT_FOUND, "web push is not configured on this server")
+            site, data, allowed = await admitted(request)
+            if site.honor_do_not_track and request.headers.get("dnt") == "1":
+                return Response(status_code=status.HTTP_204_NO_CONTENT, headers=allowed)
+            body = validate(VisitorSubscriptionIn, data, {})
+            endpoint = body.subscription.endpoint
+            refusal = endpoint_refusal(endpoint, runtime.settings.push_allow_loopback_for_tests)
+            if refusal:
+                field = {"field": "subscription.endpoint", "message": refusal, "type": "value_error"}
+                raise Refused(status.HTTP_422_UNPROCESSABLE_CONTENT, [field])
+            if site.consent == "required" and not body.consent:
+                raise Refused(status.HTTP_403_FORBIDDEN, "this site requires the visitor's consent")
+        except Refused as refused:
+            return JSONResponse(
+                {"detail": refused.detail}, refused.status_code, headers={**allowed, **refused.headers}
+            )
+        saved = await asyncio.to_thread(
+            save_visitor_subscription, runtime.db, body.anonymous_id, body.subscription
+        )
+        if saved.consent_recorded and on_events_accepted:
+            on_events_accepted()
+        return JSONResponse({"subscribed": True}, status.HTTP_201_CREATED, headers=allowed)
+
+    async def admitted(request: Request) -> tuple[Site, dict[str, Any], dict[str, str]]:
+        """The site whose key the body names, the body, and the CORS headers for the answer; Refused when
+        the key or the origin is unknown, the body not JSON, or the key or this address over its rate."""
+        origin = request.headers.get("origin", "")
+        raw = await request.body()  # bounded by leadflow.bodylimit, set up by the API
+        data = parse_json(raw)
+        site = site_of(str(data.get("site", "")))
+        if site is None:
+            raise Refused(status.HTTP_403_FORBIDDEN, "unknown site key")
+        if not site.allows_origin(origin):
+            raise Refused(
+                status.HTTP_403_FORBIDDEN, f"origin {origin or '(none)'!r} may not send events for this site"
+            )
+        client = request.client.host if request.client else "unknown"
+        try:
+            check_rate(limiter, f"key:{site.key}", site.per_key, "this site key")
+            check_rate(limiter, f"ip:{site.key}:{client}", site.per_ip, "this address")
+        except Refused as refused:
+            refused.headers = {**cors(origin), **refused.headers}  # the page may read why
+            raise
+        return site, data, cors(origin)
+
     return router
+
+
+def privacy_signal(request: Request) -> bool:
+    """The browser asks not to be tracked: Do-Not-Track or Global Privacy Control."""
+    return request.headers.get("dnt") == "1" or request.headers.get("sec-gpc") == "1"
+
+
+@cache
+def _service_worker_source() -> bytes:
+    return SERVICE_WORKER.read_bytes()
 
 
 @cache
@@ -161,13 +247,17 @@ def _snippet_source() -> str:
     return SNIPPET.read_text(encoding="utf-8")
 
 
-def snippet_for(site: Site) -> bytes:
-    """The snippet with this site's settings written into its CONFIG line."""
+def snippet_for(site: Site, push_key: str = "") -> bytes:
+    """The snippet with this site's settings written into its CONFIG line (`push_key`: the VAPID public key,
+    empty while web push is not configured)."""
     config = {
         "site": site.key,
         "consent": site.consent,
         "honor_do_not_track": site.honor_do_not_track,
         "flush_seconds": site.flush_seconds,
+        "identify_on_form_abandon": site.identify_on_form_abandon,
+        "push_key": push_key,
+        "service_worker": site.service_worker,
     }
     source = _snippet_source()
     start = source.index(CONFIG_MARKER)
@@ -199,9 +289,9 @@ def check_rate(limiter: RateLimiter, bucket: str, limit: RateLimit, whom: str) -
         )
 
 
-def validate(data: dict[str, Any], site: Site) -> CollectIn:
+def validate(model: type[Parsed], data: dict[str, Any], context: dict[str, Any]) -> Parsed:
     try:
-        return CollectIn.model_validate(data, context={"site": site})
+        return model.model_validate(data, context=context)
     except ValidationError as invalid:
         if any(
             problem["loc"] == ("events",) and problem["type"] == "too_long" for problem in invalid.errors()
