@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadflow.api import create_app
+from leadflow.content.loader import load_content
 from leadflow.content.models import Site
 from leadflow.settings import PROJECT_ROOT
-from leadflow.tracking.sample_site import sample_site
+from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
 from tests.conftest import Stack, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,12 +96,13 @@ class Website:
         return f"http://{host}:{self.site_port}/{page}"
 
     def configure(self, **settings: Any) -> Site:
+        """The shipped sample site's settings (sites.yaml), on this site's origin, flushing every second."""
         site = Site.model_validate(
             {
+                **_shipped_sample_site().model_dump(),
                 "id": "browser",
                 "key": SITE_KEY,
                 "origins": [f"http://127.0.0.1:{self.site_port}"],
-                "events": ["ebook_downloaded", "webinar_registered"],
                 "flush_seconds": 1,
                 **settings,
             }
@@ -107,6 +110,11 @@ class Website:
         runtime = self.stack.runtime
         runtime.content = dataclasses.replace(runtime.content, sites={site.key: site})
         return site
+
+
+@functools.cache
+def _shipped_sample_site() -> Site:
+    return load_content(PROJECT_ROOT).sites[SAMPLE_SITE_KEY]
 
 
 @contextlib.asynccontextmanager
