@@ -23,7 +23,7 @@ from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, Event, Identity, Lead, Message
 from tests.browser import Website, chromium, needs_chromium, screenshot, website
 from tests.conftest import Inbox, channel_settings, eventually, running_stack
-from tests.peers import VAPID, PushService
+from tests.peers import VAPID, PushService, TwilioApi
 
 pytestmark = needs_chromium
 HELP_TITLE = "Coming to the event?"
@@ -40,8 +40,8 @@ async def playwright() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    return {**channel_settings(), "push_loopback_endpoints": True}
+def settings_overrides(twilio: TwilioApi) -> dict[str, Any]:
+    return {**channel_settings(twilio), "push_loopback_endpoints": True}
 
 
 class ServerTime:
@@ -261,8 +261,13 @@ async def show_pushed(page: Any, site: Website, notification: dict[str, Any]) ->
     assert shown == [[notification["title"], notification["body"], notification["url"]]]
 
 
-async def test_a_new_visitor_who_only_typed_an_address_gets_the_abandoned_form_reminder(
-    runtime: Runtime, skipping: WorkflowEnvironment, inbox: Inbox, playwright: Any, tmp_path: Path
+async def test_a_new_visitor_who_only_typed_an_address_gets_the_abandoned_form_reminder_then_an_sms(
+    runtime: Runtime,
+    skipping: WorkflowEnvironment,
+    inbox: Inbox,
+    twilio: TwilioApi,
+    playwright: Any,
+    tmp_path: Path,
 ) -> None:
     address = "nadia@globex.test"
     async with (
@@ -284,8 +289,20 @@ async def test_a_new_visitor_who_only_typed_an_address_gets_the_abandoned_form_r
         assert inbox.to(address) == []
         await time.skip(timedelta(minutes=31))
         [reminder] = await eventually(lambda: inbox.to(address), message="no abandoned-form reminder")
-    assert reminder["Subject"] == "Hi, you were almost done"
-    assert {"form_started", "form_abandoned", "identified"} <= set(event_types(runtime, nadia))
+        assert reminder["Subject"] == "Hi, you were almost done"
+        assert {"form_started", "form_abandoned", "identified"} <= set(event_types(runtime, nadia))
+
+        # Her SMS consent and number, recorded through the API (a CRM, a call): the next day's SMS goes out
+        # (sending.yaml keeps SMS out of the night: up to 11 hours more).
+        api = site.stack.api
+        saved = await api.post("/v1/leads", json={"email": address, "phone": "+14155550123"})
+        assert saved.status_code == 200, saved.text
+        consent = {"status": "granted", "source": "a call with sales"}
+        assert (await api.put(f"/v1/leads/{address}/consent/sms", json=consent)).status_code == 200
+        assert twilio.messages == []
+        await time.skip(timedelta(days=1, hours=12))
+        [sms] = await eventually(lambda: twilio.messages, message="no SMS the day after the reminder")
+    assert sms["To"] == "+14155550123" and "form" in sms["Body"]
 
 
 async def test_a_registrant_gets_no_more_nudges_to_register(
