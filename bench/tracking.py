@@ -39,8 +39,8 @@ SECOND = 1000
 
 
 async def typical_visit(page: Any, site: str) -> list[str]:
-    """Lands from a newsletter, reads and scrolls, looks at the event page and pricing, downloads the
-    ebook through the form, leaves from the thank-you page. Returns what the visitor did, for the report."""
+    """Lands from a newsletter, reads and scrolls, saves a seat on the event page (its form), looks at pricing,
+    downloads the ebook through the form, leaves from the thank-you page. Returns what the visitor did, for the report."""
     steps = []
 
     async def read(seconds: int) -> None:
@@ -53,9 +53,12 @@ async def typical_visit(page: Any, site: str) -> list[str]:
     steps.append("landing page: read 30 s, scrolled to the end")
     await page.click("text=our next webinar")
     await read(15)
-    await page.click("text=Save my seat")
+    await page.fill("#seat input[name=email]", "ada@acme-robotics.test")
     await read(5)
-    steps.append("event page: 20 s, saved a seat")
+    async with page.expect_navigation():
+        await page.click("#seat button[type=submit]")
+    await read(4)
+    steps.append("event page: 20 s, saved a seat (the form: identify); thank-you page 4 s")
     await page.click("text=Pricing")
     await read(25)
     steps.append("pricing: 25 s")
@@ -102,7 +105,7 @@ async def visit_with(flush_seconds: float) -> dict[str, Any]:
     return {
         "flush_seconds": flush_seconds,
         "steps": steps,
-        "pages": 5,
+        "pages": 6,
         "events_stored": len(events),
         "events_by_type": dict(Counter(events)),
         "collect_requests": collects,

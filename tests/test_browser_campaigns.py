@@ -39,6 +39,12 @@ async def playwright() -> AsyncIterator[Any]:
         yield driver
 
 
+@pytest.fixture(autouse=True)
+def sqlite_only(runtime: Runtime) -> None:
+    if runtime.db.dialect != "sqlite":
+        pytest.skip("what the browser sends does not depend on the store: the stories run once, on SQLite")
+
+
 @pytest.fixture
 def settings_overrides(twilio: TwilioApi) -> dict[str, Any]:
     return {**channel_settings(twilio), "push_loopback_endpoints": True}
