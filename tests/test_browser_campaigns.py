@@ -47,7 +47,7 @@ def sqlite_only(runtime: Runtime) -> None:
 
 @pytest.fixture
 def settings_overrides(twilio: TwilioApi) -> dict[str, Any]:
-    return {**channel_settings(twilio), "push_loopback_endpoints": True}
+    return channel_settings(twilio)
 
 
 class ServerTime:

@@ -35,6 +35,13 @@ def use_site(stack: Stack, **overrides: Any) -> Site:
     return site
 
 
+def as_in_production(stack: Stack) -> None:
+    """Push endpoints on the loopback push service are refused, as they are outside the tests."""
+    stack.runtime.settings = stack.runtime.settings.model_copy(
+        update={"push_allow_loopback_for_tests": False}
+    )
+
+
 async def post(stack: Stack, path: str, body: Any, origin: str = ORIGIN, **headers: str) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return await stack.api.post(
@@ -99,6 +106,7 @@ async def test_an_endpoint_that_is_not_a_public_https_address_is_refused(
     stack: Stack, push_service: PushService, endpoint: str
 ) -> None:
     use_site(stack)
+    as_in_production(stack)
     subscription = {**push_service.browser("laptop").subscription(), "endpoint": endpoint}
     response = await post(stack, "/t/push", subscription_body(subscription))
     assert response.status_code == 422, response.text
@@ -110,7 +118,7 @@ async def test_the_loopback_push_service_is_refused_outside_tests(
     stack: Stack, push_service: PushService
 ) -> None:
     use_site(stack)
-    stack.runtime.settings = stack.runtime.settings.model_copy(update={"push_allow_loopback_for_tests": False})
+    as_in_production(stack)
     response = await post(stack, "/t/push", subscription_body(push_service.browser("laptop").subscription()))
     assert response.status_code == 422 and "https://" in response.text
     public = {
