@@ -35,10 +35,11 @@ from temporalio.client import Client
 
 from leadflow.api import create_app
 from leadflow.apikeys import KeyRefused, create_key
+from leadflow.channels.webpush import generate_vapid_keys
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.mailcatcher import MailCatcher
 from leadflow.runtime import Runtime
-from leadflow.settings import PROJECT_ROOT, Settings
+from leadflow.settings import PROJECT_ROOT, Settings, kept_in_data_dir
 from leadflow.store import Database
 from leadflow.store.models import Lead
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
@@ -471,6 +472,7 @@ def run_dev(settings: Settings, demo: bool = True) -> int:
     signals = _Signals()
     with signals.installed():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = with_dev_vapid_key(settings)
         try:
             ports = claim_ports(settings)
         except StartFailed as failure:
@@ -481,6 +483,16 @@ def run_dev(settings: Settings, demo: bool = True) -> int:
             return _failed(failure)
         finally:
             ports.api.close()
+
+
+def with_dev_vapid_key(settings: Settings) -> Settings:
+    """Without LEADFLOW_VAPID_PRIVATE_KEY, a VAPID key pair made on the first start and kept in the data
+    folder (`vapid.key`), so the sample site's push opt-in works; kept, because every browser subscribed
+    with its public key must be sent with its private key."""
+    if settings.vapid_private_key:
+        return settings
+    key = kept_in_data_dir(settings.data_dir / "vapid.key", lambda: generate_vapid_keys().private_key)
+    return settings.model_copy(update={"vapid_private_key": key})
 
 
 def _failed(failure: StartFailed) -> int:

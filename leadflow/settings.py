@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -123,12 +124,7 @@ class Settings(BaseSettings):
         emails already sent keep working across restarts."""
         if self.secret_key:
             return self.secret_key
-        path = self.data_dir / "secret.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return kept_in_data_dir(self.data_dir / "secret.key", lambda: secrets.token_urlsafe(32))
 
     @property
     def resolved_database_url(self) -> str:
@@ -146,6 +142,16 @@ class Settings(BaseSettings):
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+
+def kept_in_data_dir(path: Path, make: Callable[[], str]) -> str:
+    """A secret made on first use and kept in `path` (readable by its owner only), so what was signed or
+    subscribed with it keeps working across restarts."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from leadflow.tracking.sample_site import SAMPLE_SITE_KEY
 from tests.conftest import Inbox, free_port
 
 LEADFLOW = Path(sys.executable).parent / "leadflow"
@@ -266,3 +267,38 @@ def test_temporal_dying_under_a_running_stack_stops_the_rest_with_one_line(
     last = (tmp_path / "out").read_text().strip().splitlines()[-1]
     assert last.startswith("leadflow dev: the Temporal dev server stopped (exit -9)"), last
     assert_nothing_left(stack)
+
+
+def test_a_first_start_makes_a_vapid_key_pair_that_later_starts_keep(stack: Stack, tmp_path: Path) -> None:
+    """Without LEADFLOW_VAPID_PRIVATE_KEY the sample site's push opt-in still works: `leadflow dev` makes a
+    key pair once, keeps it in the data folder, and gives it to its worker processes."""
+
+    def public_key() -> str:
+        answer = httpx.get(
+            f"http://127.0.0.1:{stack.api}/v1/push/key",
+            headers={"Authorization": "Bearer dev-key"},
+            timeout=5,
+        )
+        assert answer.status_code == 200, answer.text
+        key: str = answer.json()["public_key"]
+        snippet = httpx.get(f"http://127.0.0.1:{stack.api}/t/leadflow.js?site={SAMPLE_SITE_KEY}", timeout=5)
+        assert f'"push_key": "{key}"' in snippet.text  # what the opt-in button subscribes with
+        return key
+
+    dev = start_dev(stack, tmp_path / "first", LEADFLOW_WORKER_PROCESSES="2")
+    wait_for(lambda: BANNER in (tmp_path / "first").read_text(), 90, "banner")
+    first = public_key()
+    kept = stack.data_dir / "vapid.key"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    [worker] = [pid for pid, command in stack.processes().items() if "worker.py" in command]
+    environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    assert f"LEADFLOW_VAPID_PRIVATE_KEY={kept.read_text().strip()}".encode() in environment
+    dev.send_signal(signal.SIGTERM)
+    assert stops_within(dev, 15) == 0
+    assert_nothing_left(stack)
+
+    dev = start_dev(stack, tmp_path / "second")
+    wait_for(lambda: BANNER in (tmp_path / "second").read_text(), 90, "banner")
+    assert public_key() == first  # browsers subscribed with it can still be sent to
+    dev.send_signal(signal.SIGTERM)
+    assert stops_within(dev, 15) == 0
