@@ -20,9 +20,11 @@ from leadflow.bodylimit import too_large
 from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.tracking.collect import MAX_BODY_BYTES as COLLECT_LIMIT
+from leadflow.tracking.collect import PUSH_MAX_BODY_BYTES as PUSH_LIMIT
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY
 from tests.conftest import channel_settings
 from tests.test_api_limits import exchange, request_head, stored
+from tests.test_attack_ingest import AUTH, P256DH
 from tests.test_attack_web import served  # noqa: F401  (the API on a real port, access log on)
 from tests.test_dashboard import FORM
 
@@ -38,10 +40,20 @@ COLLECT = json.dumps(
         "events": [{"id": "event-0001", "type": "scrolled"}],
     }
 )
+PUSH = json.dumps(
+    {
+        "site": SAMPLE_SITE_KEY,
+        "anonymous_id": "visitor-0001",
+        "consent": True,
+        "subscription": {"endpoint": "https://push.example.net/x", "keys": {"p256dh": P256DH, "auth": AUTH}},
+    }
+)
 # Every route without an API key, with a body such as its real callers send.
 PUBLIC: list[tuple[str, str, dict[str, str], str]] = [
     ("GET", f"/t/leadflow.js?site={SAMPLE_SITE_KEY}", {}, ""),
     ("POST", "/t/collect", {"Content-Type": "text/plain", **SAMPLE_PAGE}, COLLECT),
+    ("GET", "/t/sw.js", {}, ""),
+    ("POST", "/t/push", {"Content-Type": "text/plain", **SAMPLE_PAGE}, PUSH),
     ("GET", "/t/o/forged", {}, ""),
     ("GET", "/t/c/forged", {}, ""),
     ("GET", "/u/forged", {}, ""),
@@ -112,8 +124,8 @@ async def test_long_paths_queries_and_headers_on_public_routes_are_refused_at_on
     assert not failures, failures
     slow = {attack: round(took, 2) for attack, (_, took) in answers.items() if took > 1.0}
     assert not slow, slow  # each within a second (a quadratic masking took 3 s for 15,000 characters)
-    # Nothing but the sample page's visitor and its one event (however many times it came).
-    assert stored(runtime) == (1, 1, 1)
+    # Nothing but the sample page's visitor, its one event and its push consent (however many times it came).
+    assert stored(runtime) == (1, 2, 2)
     lines = [record.getMessage() for record in caplog.records if record.name == "uvicorn.access"]
     assert (
         len(lines) >= len(PUBLIC) * 6 and sum("more characters]" in line for line in lines) >= len(PUBLIC) * 3
@@ -140,9 +152,9 @@ async def test_every_public_route_refuses_an_oversize_body_with_413(
     body: str,
 ) -> None:
     port = int(served.rsplit(":", 1)[1])
-    limit = COLLECT_LIMIT if path == "/t/collect" else LIMIT
+    limit = {"/t/collect": COLLECT_LIMIT, "/t/push": PUSH_LIMIT}.get(path, LIMIT)
     padding = "x" * (2 * limit)
-    if path == "/t/collect":
+    if path.startswith("/t/"):
         large = json.dumps({**json.loads(body), "padding": padding}).encode()
     else:
         large = f"{body}&padding={padding}".encode()

@@ -183,7 +183,7 @@ def callers_of(operation: APIOperation, public_url: str) -> list[Caller]:
     everyone = [Caller("a stranger", stranger, may_write=False)]
     if operation.path == "/t/leadflow.js":
         return [*everyone, Caller("a page of the sample site", page_of(SAMPLE_PAGE))]
-    if operation.path == "/t/collect":
+    if operation.path in ("/t/collect", "/t/push"):
         return [
             *everyone,
             Caller("a page of the sample site", page_of(SAMPLE_PAGE)),
@@ -230,6 +230,7 @@ def test_whatever_a_client_sends_the_api_answers_as_documented_and_stores_no_gar
     for door in (
         "a stranger POST /webhooks/twilio/sms",
         "a page elsewhere with the sample site's key POST /t/collect",
+        "a page elsewhere with the sample site's key POST /t/push",
     ):
         assert seen[door].keys() <= {400, 403, 413, 422}, seen
 

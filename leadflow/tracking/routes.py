@@ -33,6 +33,16 @@ SNIPPET = Path(__file__).with_name("leadflow.js")
 SERVICE_WORKER = Path(__file__).with_name("sw.js")
 CONFIG_MARKER = "/*CONFIG*/"
 Parsed = TypeVar("Parsed", bound=BaseModel)
+ORIGIN_HEADER = {  # OpenAPI: the header a public page's POST is judged by
+    "parameters": [
+        {
+            "name": "Origin",
+            "in": "header",
+            "description": "the page's origin: one sites.yaml allows for the key (else 403)",
+            "schema": {"type": "string"},
+        }
+    ]
+}
 SNIPPET_MAX_AGE = 300  # seconds browsers may cache the snippet (a settings change shows within 5 minutes)
 PROOF_REFUSED = {
     "field": "proof",
@@ -105,17 +115,7 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
         status_code=status.HTTP_202_ACCEPTED,
         responses={204: {"description": "Do-Not-Track: nothing recorded"}, **refusals(400, 403, 413, 429)},
         # Read by the route itself: the snippet sends text/plain, which needs no CORS preflight.
-        openapi_extra={
-            **request_body(CollectIn, "text/plain", "application/json"),
-            "parameters": [
-                {
-                    "name": "Origin",
-                    "in": "header",
-                    "description": "the page's origin: one sites.yaml allows for the key (else 403)",
-                    "schema": {"type": "string"},
-                }
-            ],
-        },
+        openapi_extra={**request_body(CollectIn, "text/plain", "application/json"), **ORIGIN_HEADER},
     )
     async def collect(request: Request) -> Response:
         """Events (and an identify) from the snippet, for one site key and one browser's anonymous id.
@@ -173,7 +173,14 @@ def tracking_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | N
     @router.post(
         "/push",
         status_code=status.HTTP_201_CREATED,
-        responses={204: {"description": "Do-Not-Track: nothing recorded"}, **refusals(400, 403, 413, 429)},
+        responses={
+            204: {"description": "Do-Not-Track: nothing recorded"},
+            **refusals(400, 403, 404, 413, 429),
+        },
+        openapi_extra={
+            **request_body(VisitorSubscriptionIn, "text/plain", "application/json"),
+            **ORIGIN_HEADER,
+        },
     )
     async def subscribe_push(request: Request) -> Response:
         """A browser's PushSubscription from `leadflow.push.subscribe()`, for one site key and the browser's
