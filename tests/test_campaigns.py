@@ -181,6 +181,32 @@ async def test_event_page_regulars_get_help_in_business_hours_then_a_reminder(
     assert report.totals["enrolled"] == 4
 
 
+async def test_a_visitor_who_registers_in_the_flush_of_her_third_view_is_never_helped(
+    skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox
+) -> None:
+    """The snippet flushes every few seconds: the third event-page view and "Save my seat" arrive together.
+    She has registered: she is not a regular who needs help, then or on any later view."""
+    registered = {"webinar": "growth-summit", "url": SAMPLE_EVENT_PAGE, "text": "Save my seat"}
+    await play(
+        skipping,
+        runtime,
+        "event_page_help",
+        {
+            "lead": {"first_name": "Nia", "timezone": "America/New_York"},
+            "horizon": "7d",
+            "events": [
+                {**page_view(SAMPLE_EVENT_PAGE), "at": "0m"},
+                {**page_view(SAMPLE_EVENT_PAGE + "#agenda"), "at": "1d"},
+                {**page_view(SAMPLE_EVENT_PAGE), "at": "2d"},
+                {"at": "2d", "type": "webinar_registered", "properties": registered},
+            ],
+        },
+        leads=1,
+    )
+    assert subjects(inbox, 1) == []
+    assert enrollments(runtime, 1) == []
+
+
 async def test_an_event_page_regular_who_goes_quiet_leaves_when_the_seven_days_slide_past(
     skipping: WorkflowEnvironment, runtime: Runtime, inbox: Inbox, tmp_path: Path
 ) -> None:
