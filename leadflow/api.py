@@ -342,15 +342,9 @@ def create_app(
                     return None
                 return {
                     "at": moment,
-                    "total": past.result.score,
-                    "fit": past.result.fit,
-                    "behavior": past.result.behavior_points,
-                    "account": past.result.account,
-                    "grade": past.result.grade,
-                    "temperature": past.result.temperature,
+                    **past.result.figures(score_key="total"),
                     "model_version": past.model_version,
                     "ledger_entry": {"computed_at": past.snapshot.computed_at, "score": past.snapshot.score},
-                    "breakdown": [c.as_json() for c in past.result.contributions],
                 }
 
         document = await asyncio.to_thread(read)

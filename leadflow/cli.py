@@ -641,15 +641,9 @@ def leads_score(
             {
                 "reference": reference,
                 "at": moment.isoformat(),
-                "score": result.score,
-                "fit": result.fit,
-                "behavior": result.behavior_points,
-                "account": result.account,
-                "grade": result.grade,
-                "temperature": result.temperature,
+                **result.figures(),
                 "model_version": past.model_version,
                 "ledger_entry": {"computed_at": entry_at.isoformat(), "score": entry_score},
-                "breakdown": [contribution.as_json() for contribution in result.contributions],
             }
         )
         return

@@ -179,13 +179,7 @@ class _Ledger:
             {
                 "lead_id": lead.id,
                 "computed_at": now,
-                "score": result.score,
-                "fit": result.fit,
-                "behavior": result.behavior_points,
-                "account": result.account,
-                "grade": result.grade,
-                "temperature": result.temperature,
-                "breakdown": [c.as_json() for c in result.contributions],
+                **result.figures(),
                 "model_version": self.model.version,
                 "inputs": _inputs(lead, self.model, activity),
             }

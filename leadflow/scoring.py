@@ -93,6 +93,19 @@ class ScoreResult:
         """Behavior as a whole number, so that fit + behavior + account is the score exactly."""
         return self.score - self.fit - self.account
 
+    def figures(self, score_key: str = "score") -> dict[str, Any]:
+        """The score with its parts, grade, temperature and breakdown: what the ledger, the API and the CLI
+        show of one result (the API names the score `total`)."""
+        return {
+            score_key: self.score,
+            "fit": self.fit,
+            "behavior": self.behavior_points,
+            "account": self.account,
+            "grade": self.grade,
+            "temperature": self.temperature,
+            "breakdown": [contribution.as_json() for contribution in self.contributions],
+        }
+
     def top_reasons(self, limit: int = 5) -> list[tuple[str, float | int]]:
         """Rules by the points they added, largest first: what a salesperson reads first."""
         totals: dict[str, float] = {}
