@@ -64,6 +64,15 @@ def _postgres_reachable() -> bool:
 # --- store ------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+async def playwright() -> AsyncIterator[Any]:
+    """One Playwright driver for every browser test (imported here, so the rest runs without it)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as driver:
+        yield driver
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """A migrated store, once per backend per session; tests get it emptied by `db`."""

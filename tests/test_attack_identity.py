@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import select
@@ -186,14 +185,6 @@ async def test_a_forged_claim_of_a_known_address_scores_enrolls_and_hands_off_no
     assert [item for item in victim["timeline"] if item["kind"] == "event"] == []
     assert handoffs_of(stack.runtime, grace) == []
     assert stack.inbox.to(GRACE) == []
-
-
-@pytest.fixture(scope="session")
-async def playwright() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as driver:
-        yield driver
 
 
 @needs_chromium

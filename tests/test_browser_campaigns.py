@@ -31,14 +31,6 @@ HELP_EMAIL = "everything about the event in one place"
 REGISTER_NUDGE = "Seats are going: register for the event"
 
 
-@pytest.fixture(scope="session")
-async def playwright() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as driver:
-        yield driver
-
-
 @pytest.fixture(autouse=True)
 def sqlite_only(runtime: Runtime) -> None:
     if runtime.db.dialect != "sqlite":

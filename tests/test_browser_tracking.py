@@ -4,7 +4,6 @@ our email, submits the form, and the lead they turn out to be has it all; other 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ from tests.proofs import link_to_page, send_invitation
 
 pytestmark = needs_chromium
 ADA = "ada@acme-robotics.test"
-
-
-@pytest.fixture(scope="session")
-async def playwright() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as driver:
-        yield driver
 
 
 def event_types(stack: Stack) -> list[str]:
