@@ -17,7 +17,7 @@ from leadflow.store.models import Lead, PushSubscription
 from tests.conftest import Stack, channel_settings
 from tests.peers import VAPID, PushService
 from tests.test_attack_ingest import PRIVATE_ENDPOINTS
-from tests.test_push import send_push
+from tests.test_push import at_noon, send_push  # noqa: F401 (at_noon: autouse, a send outside quiet hours)
 
 ORIGIN = "https://www.acme-growth.test"
 KEY = "pk_test_acme_growth"
