@@ -21,6 +21,7 @@ from activities.handoff import HandoffActivities
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
 from leadflow.converter import lead_data_converter
+from leadflow.inert import InertEvents
 from leadflow.logs import configure_logging
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
@@ -50,8 +51,9 @@ async def connect(settings: Settings, db: Database, patience: float = 30.0) -> C
             await asyncio.sleep(0.2)
 
 
-def build_worker(client: Client, runtime: Runtime) -> Worker:
-    leads, sending, handoff = LeadActivities(runtime), SendActivities(runtime), HandoffActivities(runtime)
+def build_worker(client: Client, runtime: Runtime, leads: LeadActivities | None = None) -> Worker:
+    leads = leads or LeadActivities(runtime)
+    sending, handoff = SendActivities(runtime), HandoffActivities(runtime)
     return Worker(
         client,
         task_queue=runtime.settings.task_queue,
@@ -84,9 +86,12 @@ def build_worker(client: Client, runtime: Runtime) -> Worker:
 @asynccontextmanager
 async def running_worker(client: Client, runtime: Runtime) -> AsyncIterator[OutboxRouter]:
     """The worker and the router, running until the block ends; yields the router (to wake it)."""
-    router = OutboxRouter(runtime.db, client, runtime.settings)
+    leads = LeadActivities(runtime)
+    # The router assesses inert events in the store with the workflow's own assessment (leadflow.inert).
+    inert = InertEvents(runtime.db, lambda: runtime.content, leads.assess_in)
+    router = OutboxRouter(runtime.db, client, runtime.settings, inert=inert)
     stop = asyncio.Event()
-    worker = build_worker(client, runtime)
+    worker = build_worker(client, runtime, leads)
     async with worker:
         routing = asyncio.create_task(router.run(stop))
         try:

@@ -19,6 +19,7 @@ from leadflow.contracts import (
     HandOffResult,
     SequenceStart,
 )
+from leadflow.inert import remember_workflow_timer
 from leadflow.lanes import PriorityLane
 from leadflow.leads import lead_temperature
 from leadflow.qualification import rescore
@@ -35,6 +36,7 @@ from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, 
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 SALES_STAGES = {"sql", "opportunity", "customer"}
+ERASED = "erased"  # the stage of an assessment whose lead is gone
 
 
 # Statements of every assessment, built once.
@@ -65,59 +67,68 @@ class LeadActivities:
         return request.stage == "mql" or not self.urgent_types.isdisjoint(request.event_types)
 
     def _assess(self, request: AssessLeadInput) -> AssessLeadResult:
+        with self.runtime.db.transaction() as session:
+            assessment = self.assess_in(session, request)
+            if assessment.merged_into is None and assessment.stage != ERASED:
+                # The workflow arms its cooling timer from this answer: the router holds back no event that
+                # needs an earlier one (leadflow.inert).
+                remember_workflow_timer(session, request.lead_id, assessment.next_rescore_at)
+            return assessment
+
+    def assess_in(self, session: Session, request: AssessLeadInput) -> AssessLeadResult:
+        """The assessment, in the caller's transaction (the router's, which may roll it back: leadflow.inert)."""
         content, settings = self.runtime.content, self.runtime.settings
         # The later of the two clocks: the workflow's (which the time-skipping server moves) and ours.
         now = max(clock.now(), request.as_of) if request.as_of else clock.now()
-        with self.runtime.db.transaction() as session:
-            merged_into = session.connection().scalar(_MERGED_INTO, {"lead": request.lead_id})
-            if merged_into is not None:  # merged into another lead on identify: that lead carries on
-                merged = session.get_one(Lead, request.lead_id)
-                return AssessLeadResult(score=merged.score, stage=merged.stage, merged_into=merged_into)
-            rescored = rescore(session, request.lead_id, content.scoring, now)
-            if rescored is None:
-                return AssessLeadResult(score=0, stage="erased")
-            lead = rescored.lead
-            events = rescored.events
-            new_ids = set(request.event_ids)
-            facts = LeadFacts(
-                now=now,
-                events=tuple(events),
-                new_event_ids=frozenset(new_ids),
-                closed_windows=frozenset(request.closed_windows),
-                properties=lead.properties,
-                score=lead.score,
-                temperature=lead_temperature(lead, content.scoring.thresholds),
-                stage=lead.stage,
-            )
-            changes, members = self._update_memberships(session, lead.id, facts)
-            self._enroll(session, lead, changes.entered, now)
-            session.flush()
-            to_start = [
-                SequenceStart(e.workflow_id, Sequence.model_validate(e.definition))
-                for e in session.scalars(_RUNNING_ENROLLMENTS, {"lead": lead.id})
-                if e.workflow_id not in request.started_sequences
-            ]
-            return AssessLeadResult(
-                score=rescored.result.score,
-                stage=lead.stage,
-                new_stages=[change.to_stage for change in rescored.stage_changes],
-                to_start=to_start,
-                handoff_stage_change_id=self._pending_handoff(session, lead),
-                temperature=rescored.result.temperature,
-                # One durable timer for both: the score cooling, and a count window sliding past.
-                next_rescore_at=_earliest(
-                    rescored.result.next_change_at,
-                    next_membership_change(content.segments.values(), members, facts),
-                ),
-                rescore_lead_workflows=[settings.lead_workflow_id(i) for i in rescored.colleagues_to_rescore],
-                left_segments=changes.left,
-                absence_timers=[
-                    AbsenceTimer(window.event_id, window.closes_at)
-                    for window in absence_windows(
-                        content.segments.values(), (e for e in events if e.id in new_ids), now
-                    )
-                ],
-            )
+        merged_into = session.connection().scalar(_MERGED_INTO, {"lead": request.lead_id})
+        if merged_into is not None:  # merged into another lead on identify: that lead carries on
+            merged = session.get_one(Lead, request.lead_id)
+            return AssessLeadResult(score=merged.score, stage=merged.stage, merged_into=merged_into)
+        rescored = rescore(session, request.lead_id, content.scoring, now)
+        if rescored is None:
+            return AssessLeadResult(score=0, stage=ERASED)
+        lead = rescored.lead
+        events = rescored.events
+        new_ids = set(request.event_ids)
+        facts = LeadFacts(
+            now=now,
+            events=tuple(events),
+            new_event_ids=frozenset(new_ids),
+            closed_windows=frozenset(request.closed_windows),
+            properties=lead.properties,
+            score=lead.score,
+            temperature=lead_temperature(lead, content.scoring.thresholds),
+            stage=lead.stage,
+        )
+        changes, members = self._update_memberships(session, lead.id, facts)
+        self._enroll(session, lead, changes.entered, now)
+        session.flush()
+        to_start = [
+            SequenceStart(e.workflow_id, Sequence.model_validate(e.definition))
+            for e in session.scalars(_RUNNING_ENROLLMENTS, {"lead": lead.id})
+            if e.workflow_id not in request.started_sequences
+        ]
+        return AssessLeadResult(
+            score=rescored.result.score,
+            stage=lead.stage,
+            new_stages=[change.to_stage for change in rescored.stage_changes],
+            to_start=to_start,
+            handoff_stage_change_id=self._pending_handoff(session, lead),
+            temperature=rescored.result.temperature,
+            # One durable timer for both: the score cooling, and a count window sliding past.
+            next_rescore_at=_earliest(
+                rescored.result.next_change_at,
+                next_membership_change(content.segments.values(), members, facts),
+            ),
+            rescore_lead_workflows=[settings.lead_workflow_id(i) for i in rescored.colleagues_to_rescore],
+            left_segments=changes.left,
+            absence_timers=[
+                AbsenceTimer(window.event_id, window.closes_at)
+                for window in absence_windows(
+                    content.segments.values(), (e for e in events if e.id in new_ids), now
+                )
+            ],
+        )
 
     def _update_memberships(
         self, session: Session, lead_id: int, facts: LeadFacts

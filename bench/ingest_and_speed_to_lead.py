@@ -467,6 +467,9 @@ async def measure_under_load(stack: Stack, options: Options) -> dict[str, Any]:
     A lead not notified within --loaded-wait-limit counts as infinitely late."""
     load = BackgroundLoad(stack, options.active_visitors, options.background_eps)
     stop, cpu = asyncio.Event(), CpuUsage(stack)
+    router = stack.slot.router
+    assert router is not None
+    signals_before, assessed_before = router.signals, router.inert.assessed if router.inert else 0
     started = time.perf_counter()
     loading = asyncio.create_task(load.run(stop))
     await asyncio.sleep(3)  # reach a steady state before timing
@@ -481,7 +484,8 @@ async def measure_under_load(stack: Stack, options: Options) -> dict[str, Any]:
     finally:
         stop.set()
         await loading
-    seconds = time.perf_counter() - started
+    seconds, cores = time.perf_counter() - started, cpu.cores()
+    events = load.accepted + 3 * options.speed_leads
     return {
         **summarize(samples),
         "not_notified_within_limit": sum(math.isinf(sample) for sample in samples),
@@ -494,7 +498,15 @@ async def measure_under_load(stack: Stack, options: Options) -> dict[str, Any]:
         "max_outbox_depth": load.max_outbox_depth,
         "max_routing_lag_ms": round(load.max_routing_lag_seconds * 1000, 1),
         "temporal_task_backlog_at_end": await temporal_backlog(stack),
-        "cpu_cores_used": cpu.cores(),
+        "cpu_cores_used": cores,
+        # Per event accepted in the run (background and timed): the Python process is the API, the worker
+        # and the router together.
+        "cpu_ms_per_event": {
+            "python_process": round(cores["python"] * seconds * 1000 / events, 3),
+            "temporal": round(cores["temporal"] * seconds * 1000 / events, 3),
+        },
+        "router_signals": router.signals - signals_before,
+        "events_assessed_in_store": (router.inert.assessed if router.inert else 0) - assessed_before,
     }
 
 
@@ -738,6 +750,14 @@ async def ingest_and_routing(options: Options) -> tuple[dict[str, Any], dict[str
     return ingest, routing
 
 
+def temporal_cost_ratio(loaded: dict[str, Any], routing: dict[str, Any]) -> float:
+    """The Temporal server's CPU per event under load over its CPU per raw signal-with-start (same run):
+    1 is an event costing what signalling it costs; below 1, events that were never signalled."""
+    raw = routing["raw_signal_with_start"]
+    per_signal_ms = raw["cpu_cores_used"]["temporal"] * raw["seconds"] * 1000 / raw["signals"]
+    return round(loaded["cpu_ms_per_event"]["temporal"] / per_signal_ms, 3)
+
+
 async def run(options: Options) -> dict[str, Any]:
     # `timeout` and friends send SIGTERM: unwind like Ctrl-C, so the Temporal server and the data go too.
     main_task = asyncio.current_task()
@@ -746,6 +766,7 @@ async def run(options: Options) -> dict[str, Any]:
     about = machine()
     quiet, loaded = await speed_to_lead(options)
     ingest, routing = await ingest_and_routing(options)
+    loaded["temporal_cpu_per_event_to_raw_signal_with_start"] = temporal_cost_ratio(loaded, routing)
     return {
         "benchmark": "ingest_and_speed_to_lead",
         "machine": {**about, "load_1m_at_end": os.getloadavg()[0]},

@@ -2,6 +2,10 @@
 
 Everything waiting for one lead goes in one signal-with-start (bursts coalesce). A row is deleted only once
 its signal was delivered, so when Temporal is unreachable events wait in the outbox and nothing is lost.
+Events that change nothing the lead's workflow acts on (a blog page view of a lead in no sequence that waits
+for one) are assessed in the store instead and never signalled: leadflow.inert decides, and deletes their
+rows in the assessment's transaction. A drain takes at most LEAD_EVENTS_PER_DRAIN of one lead's events, so
+a runaway lead (a bot posting thousands of events) waits behind its own backlog, never other leads.
 Every worker process runs a router, but only the holder of the router lease drains: two routers would race
 each other's signals for one lead out of order. When the holder dies, another takes over once its lease
 lapses (`LEASE`).
@@ -29,6 +33,7 @@ from temporalio.client import Client
 from leadflow import clock
 from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents
 from leadflow.deadletters import SetAside, dead_letter_count, describe, set_aside
+from leadflow.inert import InertEvents
 from leadflow.settings import Settings
 from leadflow.store import Database
 from leadflow.store.models import Event, Lease, Outbox
@@ -42,6 +47,13 @@ CONCURRENCY = 64  # signal-with-starts in flight at once
 # Events per signal: with properties of at most 16 KiB (leadflow.ingest), a signal stays under 1 MB, within
 # Temporal's 2 MB payload limit however many of one lead's events wait.
 SIGNAL_EVENTS = 50
+# One lead's events per drain: one signal (or one assessment in the store) each, whatever one lead sent.
+LEAD_EVENTS_PER_DRAIN = SIGNAL_EVENTS
+_OLDEST_ROWS = (
+    select(Outbox.id, Outbox.lead_id, Event.id, Event.type, Event.occurred_at, Event.properties)
+    .join(Event, Event.id == Outbox.event_id)
+    .order_by(Outbox.id)
+)
 
 
 @dataclass(frozen=True)
@@ -68,11 +80,15 @@ class OutboxRouter:
         settings: Settings,
         batch_size: int = 1000,
         lease: timedelta = LEASE,
+        inert: InertEvents | None = None,
     ) -> None:
         self.db, self.client, self.settings, self.batch_size = db, client, settings, batch_size
+        self.inert = inert  # None: every event is signalled
         self._wake = asyncio.Event()
         self._concurrency = asyncio.Semaphore(CONCURRENCY)
         self.routed = 0
+        self.signals = 0  # signal-with-starts sent
+        self._lead_held_back = False  # the last read left a runaway lead's rows for the next drain
         self.lease = lease
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease_renew_at = 0.0  # time.monotonic() after which the lease is renewed before draining
@@ -95,7 +111,8 @@ class OutboxRouter:
                 except Exception as error:  # the store or Temporal is down: keep the rows, try again later
                     log.warning("outbox routing paused: %s", error)
                     routed, backoff, failing = 0, min(backoff * 2, 5.0), True
-                if routed < self.batch_size:
+                more_due = routed >= self.batch_size or (self._lead_held_back and not failing and not standby)
+                if not more_due:
                     self._wake.clear()
                     # While failing, new events must not cut the backoff short (they would retry every
                     # signal); on standby, they are the lease holder's to route.
@@ -152,28 +169,56 @@ class OutboxRouter:
         by_lead: dict[int, list[tuple[int, EventRef]]] = defaultdict(list)
         for outbox_id, lead_id, event in rows:
             by_lead[lead_id].append((outbox_id, event))
-        results = await asyncio.gather(*(self._signal(lead_id, items) for lead_id, items in by_lead.items()))
-        delivered = [outbox_id for ids, _ in results for outbox_id in ids]
-        poisoned = [letter for _, letters in results for letter in letters]
+        results = await asyncio.gather(*(self._route(lead_id, items) for lead_id, items in by_lead.items()))
+        assessed = sum(count for _, _, count in results)
+        delivered = [outbox_id for ids, _, _ in results for outbox_id in ids]
+        poisoned = [letter for _, letters, _ in results for letter in letters]
         if delivered:
             await self.db.call(self._delete, delivered)
         if poisoned:
             log.error("%s events can never be routed: set aside as dead letters", len(poisoned))
             await self.db.call(set_aside, self.db, poisoned)
-        self.routed += len(delivered)
-        if len(delivered) + len(poisoned) < len(rows):
-            raise RuntimeError(f"{len(rows) - len(delivered) - len(poisoned)} events could not be routed yet")
-        return len(delivered) + len(poisoned)
+        self.routed += assessed + len(delivered)
+        done = assessed + len(delivered) + len(poisoned)
+        if done < len(rows):
+            raise RuntimeError(f"{len(rows) - done} events could not be routed yet")
+        return done
+
+    async def _route(
+        self, lead_id: int, items: list[tuple[int, EventRef]]
+    ) -> tuple[list[int], list[SetAside], int]:
+        """The lead's events assessed in the store when inert (their rows deleted there: the count), else
+        signalled (the rows delivered and those set aside, as `_signal`)."""
+        if self.inert is not None and await self.db.call(self.inert.assess_if_inert, lead_id, items):
+            return [], [], len(items)
+        delivered, poisoned = await self._signal(lead_id, items)
+        return delivered, poisoned, 0
 
     def _read_batch(self) -> list[tuple[int, int, EventRef]]:
+        """The oldest rows, at most LEAD_EVENTS_PER_DRAIN of each lead: past a lead's share, its rows are
+        skipped and the read goes on (each lead's rows taken are still its oldest, in order)."""
+        taken: list[tuple[int, int, EventRef]] = []
+        per_lead: dict[int, int] = defaultdict(int)
+        full: set[int] = set()
+        after = 0
         with self.db.read() as session:
-            rows = session.execute(
-                select(Outbox.id, Outbox.lead_id, Event.id, Event.type, Event.occurred_at, Event.properties)
-                .join(Event, Event.id == Outbox.event_id)
-                .order_by(Outbox.id)
-                .limit(self.batch_size)
-            ).all()
-        return [(row[0], row[1], EventRef(row[2], row[3], row[4], row[5])) for row in rows]
+            while len(taken) < self.batch_size:
+                wanted = self.batch_size - len(taken)
+                query = _OLDEST_ROWS.where(Outbox.id > after)
+                if full:
+                    query = query.where(Outbox.lead_id.not_in(full))
+                rows = session.execute(query.limit(wanted)).all()
+                for row in rows:
+                    if per_lead[row[1]] < LEAD_EVENTS_PER_DRAIN:
+                        per_lead[row[1]] += 1
+                        taken.append((row[0], row[1], EventRef(row[2], row[3], row[4], row[5])))
+                    else:
+                        full.add(row[1])
+                if len(rows) < wanted:
+                    break
+                after = rows[-1][0]
+        self._lead_held_back = bool(full)  # drain again at once: its next share is due
+        return taken
 
     def _delete(self, outbox_ids: list[int]) -> None:
         with self.db.transaction() as session:
@@ -217,6 +262,7 @@ class OutboxRouter:
                 )
             except Exception as error:
                 return error
+        self.signals += 1
         return None
 
     async def _unencodable(self, items: list[tuple[int, EventRef]]) -> list[SetAside]:

@@ -155,6 +155,18 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class WorkflowTimer(Base):
+    """The moment a lead's workflow will wake to rescore the lead by itself (its cooling timer; null: none),
+    as its latest assessment told it. A row exists once the workflow has assessed the lead. The outbox router
+    reads it to tell events that change nothing the workflow acts on (assessed in the store, never signalled)
+    from those that must reach it (leadflow.inert)."""
+
+    __tablename__ = "workflow_timers"
+
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    rescore_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class DeadLetter(Base):
     """An outbox row that can never be delivered (its event cannot be encoded for Temporal), set aside so the
     rest flows: listed, retried or dropped with `leadflow outbox dead-letters`. The outbox's columns and the
