@@ -25,6 +25,7 @@ decided on what the assessment would do, so anything it would change is left for
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +72,29 @@ class InertEvents:
         self._always_for: tuple[int, frozenset[str]] | None = None
         self._named_by_enrollment: dict[str, frozenset[str]] = {}
         self.assessed = 0  # events assessed here, not signalled (a figure for the benches)
+
+    def candidates(
+        self, by_lead: dict[int, list[tuple[int, EventRef]]]
+    ) -> dict[int, list[tuple[int, EventRef]]]:
+        """The leads whose events may be inert: none is of a type that always goes to the workflow (rule 2)."""
+        always = self.always_signalled()
+        return {
+            lead_id: items
+            for lead_id, items in by_lead.items()
+            if not any(event.type in always for _, event in items)
+        }
+
+    def assess_until(
+        self, by_lead: dict[int, list[tuple[int, EventRef]]], deadline: float
+    ) -> dict[int, bool]:
+        """`assess_if_inert` for one lead after the other (at least one) until `time.monotonic()` passes
+        `deadline`: whether each lead's events were inert; the leads not reached are not in the answer."""
+        decided: dict[int, bool] = {}
+        for lead_id, items in by_lead.items():
+            if decided and time.monotonic() > deadline:
+                break
+            decided[lead_id] = self.assess_if_inert(lead_id, items)
+        return decided
 
     def assess_if_inert(self, lead_id: int, items: list[tuple[int, EventRef]]) -> bool:
         """Assess the lead's events in the store and delete their outbox rows when they are inert; False

@@ -49,6 +49,9 @@ CONCURRENCY = 64  # signal-with-starts in flight at once
 SIGNAL_EVENTS = 50
 # One lead's events per drain: one signal (or one assessment in the store) each, whatever one lead sent.
 LEAD_EVENTS_PER_DRAIN = SIGNAL_EVENTS
+# How long one drain assesses inert events in the store before it sends the signals they turned out to need
+# and drains again: what an urgent event (a demo request) may wait behind the page views of other leads.
+INERT_SECONDS_PER_DRAIN = 0.2
 _OLDEST_ROWS = (
     select(Outbox.id, Outbox.lead_id, Event.id, Event.type, Event.occurred_at, Event.properties)
     .join(Event, Event.id == Outbox.event_id)
@@ -88,7 +91,7 @@ class OutboxRouter:
         self._concurrency = asyncio.Semaphore(CONCURRENCY)
         self.routed = 0
         self.signals = 0  # signal-with-starts sent
-        self._lead_held_back = False  # the last read left a runaway lead's rows for the next drain
+        self._more_waiting = False  # the last drain left rows that are due now (a runaway lead's, or inert)
         self.lease = lease
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease_renew_at = 0.0  # time.monotonic() after which the lease is renewed before draining
@@ -111,7 +114,8 @@ class OutboxRouter:
                 except Exception as error:  # the store or Temporal is down: keep the rows, try again later
                     log.warning("outbox routing paused: %s", error)
                     routed, backoff, failing = 0, min(backoff * 2, 5.0), True
-                more_due = routed >= self.batch_size or (self._lead_held_back and not failing and not standby)
+                more_due = routed >= self.batch_size or (self._more_waiting and not failing and not standby)
+                self._more_waiting = False
                 if not more_due:
                     self._wake.clear()
                     # While failing, new events must not cut the backoff short (they would retry every
@@ -162,17 +166,37 @@ class OutboxRouter:
             log.warning("could not release the router lease: %s", error)
 
     async def drain_once(self) -> int:
-        """Route one batch of the outbox; returns how many rows were delivered."""
+        """Route one batch of the outbox; returns how many rows were routed (signalled, assessed in the store
+        or set aside). Leads whose events may be inert are assessed in the store one after the other, for at
+        most INERT_SECONDS_PER_DRAIN, while the other leads' signals go out; the leads left over wait in the
+        outbox for the next drain, which comes at once."""
         rows = await self.db.call(self._read_batch)
         if not rows:
             return 0
         by_lead: dict[int, list[tuple[int, EventRef]]] = defaultdict(list)
         for outbox_id, lead_id, event in rows:
             by_lead[lead_id].append((outbox_id, event))
-        results = await asyncio.gather(*(self._route(lead_id, items) for lead_id, items in by_lead.items()))
-        assessed = sum(count for _, _, count in results)
-        delivered = [outbox_id for ids, _, _ in results for outbox_id in ids]
-        poisoned = [letter for _, letters, _ in results for letter in letters]
+        candidates = self.inert.candidates(by_lead) if self.inert else {}
+        signalling = [
+            asyncio.ensure_future(self._signal(lead_id, items))
+            for lead_id, items in by_lead.items()
+            if lead_id not in candidates
+        ]
+        decided: dict[int, bool] = {}
+        if self.inert and candidates:
+            deadline = time.monotonic() + INERT_SECONDS_PER_DRAIN
+            decided = await self.db.call(self.inert.assess_until, candidates, deadline)
+        signalling += [
+            asyncio.ensure_future(self._signal(lead_id, by_lead[lead_id]))
+            for lead_id, inert in decided.items()
+            if not inert
+        ]
+        results = await asyncio.gather(*signalling)
+        assessed = sum(len(by_lead[lead_id]) for lead_id, inert in decided.items() if inert)
+        deferred = sum(len(items) for lead_id, items in candidates.items() if lead_id not in decided)
+        self._more_waiting = self._more_waiting or deferred > 0
+        delivered = [outbox_id for ids, _ in results for outbox_id in ids]
+        poisoned = [letter for _, letters in results for letter in letters]
         if delivered:
             await self.db.call(self._delete, delivered)
         if poisoned:
@@ -180,19 +204,9 @@ class OutboxRouter:
             await self.db.call(set_aside, self.db, poisoned)
         self.routed += assessed + len(delivered)
         done = assessed + len(delivered) + len(poisoned)
-        if done < len(rows):
-            raise RuntimeError(f"{len(rows) - done} events could not be routed yet")
+        if done + deferred < len(rows):
+            raise RuntimeError(f"{len(rows) - done - deferred} events could not be routed yet")
         return done
-
-    async def _route(
-        self, lead_id: int, items: list[tuple[int, EventRef]]
-    ) -> tuple[list[int], list[SetAside], int]:
-        """The lead's events assessed in the store when inert (their rows deleted there: the count), else
-        signalled (the rows delivered and those set aside, as `_signal`)."""
-        if self.inert is not None and await self.db.call(self.inert.assess_if_inert, lead_id, items):
-            return [], [], len(items)
-        delivered, poisoned = await self._signal(lead_id, items)
-        return delivered, poisoned, 0
 
     def _read_batch(self) -> list[tuple[int, int, EventRef]]:
         """The oldest rows, at most LEAD_EVENTS_PER_DRAIN of each lead: past a lead's share, its rows are
@@ -217,7 +231,7 @@ class OutboxRouter:
                 if len(rows) < wanted:
                     break
                 after = rows[-1][0]
-        self._lead_held_back = bool(full)  # drain again at once: its next share is due
+        self._more_waiting = bool(full)  # drain again at once: the lead's next share is due
         return taken
 
     def _delete(self, outbox_ids: list[int]) -> None:
