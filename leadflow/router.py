@@ -92,6 +92,7 @@ class OutboxRouter:
         self.routed = 0
         self.signals = 0  # signal-with-starts sent
         self._more_waiting = False  # the last drain left rows that are due now (a runaway lead's, or inert)
+        self._held_to_share: set[int] = set()  # leads of the last read with more rows than their share
         self.lease = lease
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease_renew_at = 0.0  # time.monotonic() after which the lease is renewed before draining
@@ -177,6 +178,9 @@ class OutboxRouter:
         for outbox_id, lead_id, event in rows:
             by_lead[lead_id].append((outbox_id, event))
         candidates = self.inert.candidates(by_lead) if self.inert else {}
+        # Oldest first, but a lead held to its share (a bot) last: its long history must not use up the
+        # time of the leads behind it.
+        candidates = dict(sorted(candidates.items(), key=lambda item: item[0] in self._held_to_share))
         signalling = [
             asyncio.ensure_future(self._signal(lead_id, items))
             for lead_id, items in by_lead.items()
@@ -232,6 +236,7 @@ class OutboxRouter:
                     break
                 after = rows[-1][0]
         self._more_waiting = bool(full)  # drain again at once: the lead's next share is due
+        self._held_to_share = full
         return taken
 
     def _delete(self, outbox_ids: list[int]) -> None:
