@@ -49,14 +49,19 @@ _LOCKED_LEAD = (
     .with_for_update()
 )
 _WORKFLOW_TIMER = select(WorkflowTimer.rescore_at).where(WorkflowTimer.lead_id == bindparam("lead"))
-_RUNNING_SEQUENCES = select(Enrollment.workflow_id, Enrollment.definition).where(
+_RUNNING_SEQUENCES = select(Enrollment.workflow_id).where(
     Enrollment.lead_id == bindparam("lead"), Enrollment.status == "running"
 )
+_DEFINITION = select(Enrollment.definition).where(Enrollment.workflow_id == bindparam("workflow_id"))
 _DEFINITIONS_REMEMBERED = 10_000  # event types named by running enrollments, by workflow id (immutable)
 
 
 class _Signal(Exception):
     """Rolls the assessment back: the events go to the workflow."""
+
+
+class _Taken(Exception):
+    """Rolls the assessment back: another router routed some of the events already."""
 
 
 @dataclass
@@ -86,19 +91,21 @@ class InertEvents:
 
     def assess_until(
         self, by_lead: dict[int, list[tuple[int, EventRef]]], deadline: float
-    ) -> dict[int, bool]:
+    ) -> dict[int, bool | None]:
         """`assess_if_inert` for one lead after the other (at least one) until `time.monotonic()` passes
-        `deadline`: whether each lead's events were inert; the leads not reached are not in the answer."""
-        decided: dict[int, bool] = {}
+        `deadline`: its answer for each lead; the leads not reached are not in the answer."""
+        decided: dict[int, bool | None] = {}
         for lead_id, items in by_lead.items():
             if decided and time.monotonic() > deadline:
                 break
             decided[lead_id] = self.assess_if_inert(lead_id, items)
         return decided
 
-    def assess_if_inert(self, lead_id: int, items: list[tuple[int, EventRef]]) -> bool:
+    def assess_if_inert(self, lead_id: int, items: list[tuple[int, EventRef]]) -> bool | None:
         """Assess the lead's events in the store and delete their outbox rows when they are inert; False
-        (nothing written) when they must be signalled. Blocking: call it on a thread (Database.call)."""
+        (nothing written) when they must be signalled; None (nothing written) when another router routed
+        some of them meanwhile (its lease outlived ours): what is left of them is read again by the next
+        drain. Blocking: call it on a thread (Database.call)."""
         types = {event.type for _, event in items}
         if not types.isdisjoint(self.always_signalled()):
             return False
@@ -107,6 +114,8 @@ class InertEvents:
                 self._assess(session, lead_id, types, items)
         except _Signal:
             return False
+        except _Taken:
+            return None
         self.assessed += len(items)
         return True
 
@@ -120,8 +129,8 @@ class InertEvents:
         timer = connection.execute(_WORKFLOW_TIMER, {"lead": lead_id}).first()
         if timer is None:  # the workflow never assessed this lead: it may not exist yet
             raise _Signal
-        running = connection.execute(_RUNNING_SEQUENCES, {"lead": lead_id}).all()
-        if any(not types.isdisjoint(self._named_by(row.workflow_id, row.definition)) for row in running):
+        running = connection.scalars(_RUNNING_SEQUENCES, {"lead": lead_id}).all()
+        if any(not types.isdisjoint(self._named_by(session, workflow_id)) for workflow_id in running):
             raise _Signal
         event_ids = [event.event_id for _, event in items]
         assessment = self.assess_in(
@@ -129,7 +138,7 @@ class InertEvents:
             AssessLeadInput(
                 lead_id,
                 event_ids,
-                started_sequences=[row.workflow_id for row in running],
+                started_sequences=list(running),
                 event_types=sorted(types),
                 stage=lead.stage,
             ),
@@ -141,7 +150,7 @@ class InertEvents:
         outbox_ids = [outbox_id for outbox_id, _ in items]
         deleted = session.execute(delete(Outbox).where(Outbox.id.in_(outbox_ids)))
         if deleted.rowcount != len(outbox_ids):  # type: ignore[attr-defined]
-            raise _Signal  # another router took some of them (its lease outlived ours): let it route them
+            raise _Taken
 
     def always_signalled(self) -> frozenset[str]:
         """Rule 2's event types, for the content in use."""
@@ -155,9 +164,11 @@ class InertEvents:
             self._always_for = (id(content), frozenset(types))
         return self._always_for[1]
 
-    def _named_by(self, workflow_id: str, definition: dict[str, Any]) -> frozenset[str]:
+    def _named_by(self, session: Session, workflow_id: str) -> frozenset[str]:
+        """The event types the definition an enrollment runs names (read once: it never changes)."""
         named = self._named_by_enrollment.get(workflow_id)
         if named is None:
+            definition = session.connection().scalar(_DEFINITION, {"workflow_id": workflow_id})
             if len(self._named_by_enrollment) >= _DEFINITIONS_REMEMBERED:
                 self._named_by_enrollment.clear()
             named = self._named_by_enrollment[workflow_id] = frozenset(_named_events(definition)) | {

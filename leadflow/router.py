@@ -186,18 +186,25 @@ class OutboxRouter:
             for lead_id, items in by_lead.items()
             if lead_id not in candidates
         ]
-        decided: dict[int, bool] = {}
+        decided: dict[int, bool | None] = {}
         if self.inert and candidates:
             deadline = time.monotonic() + INERT_SECONDS_PER_DRAIN
-            decided = await self.db.call(self.inert.assess_until, candidates, deadline)
+            try:
+                decided = await self.db.call(self.inert.assess_until, candidates, deadline)
+            except Exception:
+                await asyncio.gather(
+                    *signalling
+                )  # their rows stay: signalled again, the workflow drops repeats
+                raise
         signalling += [
             asyncio.ensure_future(self._signal(lead_id, by_lead[lead_id]))
             for lead_id, inert in decided.items()
-            if not inert
+            if inert is False
         ]
         results = await asyncio.gather(*signalling)
         assessed = sum(len(by_lead[lead_id]) for lead_id, inert in decided.items() if inert)
-        deferred = sum(len(items) for lead_id, items in candidates.items() if lead_id not in decided)
+        # Not reached in time, or taken by another router meanwhile: read again by the next drain.
+        deferred = sum(len(items) for lead_id, items in candidates.items() if decided.get(lead_id) is None)
         self._more_waiting = self._more_waiting or deferred > 0
         delivered = [outbox_id for ids, _ in results for outbox_id in ids]
         poisoned = [letter for _, letters in results for letter in letters]

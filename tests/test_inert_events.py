@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,11 @@ from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
+from activities.leads import LeadActivities
 from leadflow.content.loader import load_content
+from leadflow.contracts import AbsenceTimer, AssessLeadResult, EventRef
+from leadflow.inert import InertEvents, what_the_workflow_acts_on
+from leadflow.ingest import EventIn, ingest_events
 from leadflow.router import LEAD_EVENTS_PER_DRAIN
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, Event, Outbox, ScoreSnapshot, WorkflowTimer
@@ -180,3 +185,44 @@ async def test_a_bot_posting_five_thousand_events_does_not_hold_up_another_leads
 
 def _hand_off_sent(stack: Stack, email: str) -> bool:
     return any(email in str(message["Subject"]) for message in stack.inbox.messages)
+
+
+def test_the_workflow_acts_on_any_change_of_what_it_reads_and_on_an_earlier_wake_up() -> None:
+    now = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    quiet = AssessLeadResult(
+        score=45, stage="mql", temperature="cold", next_rescore_at=now + timedelta(days=9)
+    )
+
+    def acts(**changed: Any) -> str | None:
+        return what_the_workflow_acts_on(replace(quiet, **changed), "mql", "cold", now + timedelta(days=9))
+
+    assert acts() is None
+    assert acts(next_rescore_at=now + timedelta(days=30)) is None  # later: its own timer wakes it first
+    assert acts(next_rescore_at=now + timedelta(days=2)) == "an earlier wake-up"
+    assert what_the_workflow_acts_on(quiet, "mql", "cold", None) == "an earlier wake-up"  # it has none
+    assert acts(stage="sql", new_stages=["sql"]) == "a stage"
+    assert acts(temperature="warm") == "the temperature"
+    assert acts(left_segments=["event_page_regulars"]) == "a segment left"
+    assert acts(handoff_stage_change_id=7) == "a hand-off"
+    assert acts(rescore_lead_workflows=["lead-9"]) == "an account turned hot"
+    assert acts(absence_timers=[AbsenceTimer(3, now)]) == "an absence window"
+    assert acts(merged_into=4) == "a merge"
+
+
+def test_events_another_router_routed_meanwhile_are_neither_assessed_again_nor_signalled(
+    runtime: Runtime,
+) -> None:
+    ingest_events(runtime.db, [EventIn(id="v-0", type="page_viewed", email="vic@hooli.test")])
+    inert = InertEvents(runtime.db, lambda: runtime.content, LeadActivities(runtime).assess_in)
+    with runtime.db.transaction() as session:
+        rows = session.execute(select(Outbox.id, Outbox.lead_id, Outbox.event_id)).all()
+        lead_id = rows[0].lead_id
+        session.add(WorkflowTimer(lead_id=lead_id, rescore_at=None))  # as if its workflow assessed it
+    view = page_view("v-1", "vic@hooli.test", "index.html")
+    ingest_events(runtime.db, [EventIn(**view)])
+    with runtime.db.read() as session:
+        row = session.execute(select(Outbox.id, Event.id).join(Event, Event.id == Outbox.event_id)).all()[-1]
+    items = [(row[0], EventRef(row[1], "page_viewed", datetime.now(UTC), view["properties"]))]
+    assert inert.assess_if_inert(lead_id, items) is True
+    assert inert.assess_if_inert(lead_id, items) is None  # its row is gone: routed once
+    assert inert.assessed == 1
