@@ -469,7 +469,9 @@ async def measure_under_load(stack: Stack, options: Options) -> dict[str, Any]:
     stop, cpu = asyncio.Event(), CpuUsage(stack)
     router = stack.slot.router
     assert router is not None
-    signals_before, assessed_before = router.signals, router.inert.assessed if router.inert else 0
+    inert = router.inert
+    signals_before = router.signals
+    assessed_before = (inert.assessed, inert.assessments) if inert else (0, 0)
     started = time.perf_counter()
     loading = asyncio.create_task(load.run(stop))
     await asyncio.sleep(3)  # reach a steady state before timing
@@ -506,7 +508,8 @@ async def measure_under_load(stack: Stack, options: Options) -> dict[str, Any]:
             "temporal": round(cores["temporal"] * seconds * 1000 / events, 3),
         },
         "router_signals": router.signals - signals_before,
-        "events_assessed_in_store": (router.inert.assessed if router.inert else 0) - assessed_before,
+        "events_assessed_in_store": (inert.assessed if inert else 0) - assessed_before[0],
+        "store_assessments": (inert.assessments if inert else 0) - assessed_before[1],
     }
 
 

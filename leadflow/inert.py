@@ -76,7 +76,8 @@ class InertEvents:
     def __post_init__(self) -> None:
         self._always_for: tuple[int, frozenset[str]] | None = None
         self._named_by_enrollment: dict[str, frozenset[str]] = {}
-        self.assessed = 0  # events assessed here, not signalled (a figure for the benches)
+        self.assessed = 0  # events assessed here, not signalled (figures for the benches)
+        self.assessments = 0  # assessments that found the events inert (one per lead and drain)
 
     def candidates(
         self, by_lead: dict[int, list[tuple[int, EventRef]]]
@@ -117,6 +118,7 @@ class InertEvents:
         except _Taken:
             return None
         self.assessed += len(items)
+        self.assessments += 1
         return True
 
     def _assess(
