@@ -49,9 +49,12 @@ CONCURRENCY = 64  # signal-with-starts in flight at once
 SIGNAL_EVENTS = 50
 # One lead's events per drain: one signal (or one assessment in the store) each, whatever one lead sent.
 LEAD_EVENTS_PER_DRAIN = SIGNAL_EVENTS
-# How long one drain assesses inert events in the store before it sends the signals they turned out to need
-# and drains again: what an urgent event (a demo request) may wait behind the page views of other leads.
-INERT_SECONDS_PER_DRAIN = 0.2
+# The store's assessments of possibly inert events run beside the drains (`_assess_in_store`), a few at a
+# time on a thread: this long at most, then the event loop gets its turn (the API, signals, the worker).
+INERT_SECONDS_PER_CALL = 0.05
+# Leads waiting for a store assessment at most; beyond, a drain signals their events (always correct, only
+# dearer), so a store that falls far behind never makes the router's reads exclude thousands of leads.
+INERT_LEADS_QUEUED = 1000
 _OLDEST_ROWS = (
     select(Outbox.id, Outbox.lead_id, Event.id, Event.type, Event.occurred_at, Event.properties)
     .join(Event, Event.id == Outbox.event_id)
@@ -91,8 +94,12 @@ class OutboxRouter:
         self._concurrency = asyncio.Semaphore(CONCURRENCY)
         self.routed = 0
         self.signals = 0  # signal-with-starts sent
-        self._more_waiting = False  # the last drain left rows that are due now (a runaway lead's, or inert)
+        self._more_waiting = False  # the last read left a runaway lead's rows, due now
         self._held_to_share: set[int] = set()  # leads of the last read with more rows than their share
+        # Leads whose events wait for (or are in) a store assessment, oldest first: drains skip their newer
+        # rows until it is done, so one lead's events are still routed in order.
+        self._in_store: dict[int, list[tuple[int, EventRef]]] = {}
+        self._store_work = asyncio.Event()
         self.lease = lease
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease_renew_at = 0.0  # time.monotonic() after which the lease is renewed before draining
@@ -103,6 +110,7 @@ class OutboxRouter:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self.settings.router_poll_seconds
+        assessing = asyncio.create_task(self._assess_in_store(stop)) if self.inert else None
         try:
             while not stop.is_set():
                 failing = standby = False
@@ -127,6 +135,9 @@ class OutboxRouter:
                     for waiting in waits:
                         waiting.cancel()
         finally:
+            if assessing is not None:
+                self._store_work.set()
+                await assessing
             await self.db.call(self._release_lease)
 
     async def _hold_lease(self) -> bool:
@@ -167,45 +178,31 @@ class OutboxRouter:
             log.warning("could not release the router lease: %s", error)
 
     async def drain_once(self) -> int:
-        """Route one batch of the outbox; returns how many rows were routed (signalled, assessed in the store
-        or set aside). Leads whose events may be inert are assessed in the store one after the other, for at
-        most INERT_SECONDS_PER_DRAIN, while the other leads' signals go out; the leads left over wait in the
-        outbox for the next drain, which comes at once."""
-        rows = await self.db.call(self._read_batch)
+        """Route one batch of the outbox; returns how many rows it took on: signalled or set aside, or handed
+        to the store's assessment (`_assess_in_store`, which counts them in `routed` once done)."""
+        rows = await self.db.call(self._read_batch, set(self._in_store))
         if not rows:
             return 0
         by_lead: dict[int, list[tuple[int, EventRef]]] = defaultdict(list)
         for outbox_id, lead_id, event in rows:
             by_lead[lead_id].append((outbox_id, event))
-        candidates = self.inert.candidates(by_lead) if self.inert else {}
-        # Oldest first, but a lead held to its share (a bot) last: its long history must not use up the
-        # time of the leads behind it.
-        candidates = dict(sorted(candidates.items(), key=lambda item: item[0] in self._held_to_share))
-        signalling = [
-            asyncio.ensure_future(self._signal(lead_id, items))
-            for lead_id, items in by_lead.items()
-            if lead_id not in candidates
-        ]
-        decided: dict[int, bool | None] = {}
-        if self.inert and candidates:
-            deadline = time.monotonic() + INERT_SECONDS_PER_DRAIN
-            try:
-                decided = await self.db.call(self.inert.assess_until, candidates, deadline)
-            except Exception:
-                await asyncio.gather(
-                    *signalling
-                )  # their rows stay: signalled again, the workflow drops repeats
-                raise
-        signalling += [
-            asyncio.ensure_future(self._signal(lead_id, by_lead[lead_id]))
-            for lead_id, inert in decided.items()
-            if inert is False
-        ]
-        results = await asyncio.gather(*signalling)
-        assessed = sum(len(by_lead[lead_id]) for lead_id, inert in decided.items() if inert)
-        # Not reached in time, or taken by another router meanwhile: read again by the next drain.
-        deferred = sum(len(items) for lead_id, items in candidates.items() if decided.get(lead_id) is None)
-        self._more_waiting = self._more_waiting or deferred > 0
+        room = INERT_LEADS_QUEUED - len(self._in_store)
+        candidates = list(self.inert.candidates(by_lead)) if self.inert and room > 0 else []
+        # A lead held to its share (a bot) goes last: its long history must not hold up the leads behind it.
+        candidates.sort(key=lambda lead_id: lead_id in self._held_to_share)
+        for lead_id in candidates[:room]:
+            self._in_store[lead_id] = by_lead.pop(lead_id)
+        if self._in_store:
+            self._store_work.set()
+        queued = len(rows) - sum(len(items) for items in by_lead.values())
+        results = await asyncio.gather(*(self._signal(lead_id, items) for lead_id, items in by_lead.items()))
+        done = await self._settle(results)
+        if done + queued < len(rows):
+            raise RuntimeError(f"{len(rows) - done - queued} events could not be routed yet")
+        return done + queued
+
+    async def _settle(self, results: list[tuple[list[int], list[SetAside]]]) -> int:
+        """Delete the rows signalled, set aside those never deliverable; how many rows that was."""
         delivered = [outbox_id for ids, _ in results for outbox_id in ids]
         poisoned = [letter for _, letters in results for letter in letters]
         if delivered:
@@ -213,15 +210,44 @@ class OutboxRouter:
         if poisoned:
             log.error("%s events can never be routed: set aside as dead letters", len(poisoned))
             await self.db.call(set_aside, self.db, poisoned)
-        self.routed += assessed + len(delivered)
-        done = assessed + len(delivered) + len(poisoned)
-        if done + deferred < len(rows):
-            raise RuntimeError(f"{len(rows) - done - deferred} events could not be routed yet")
-        return done
+        self.routed += len(delivered)
+        return len(delivered) + len(poisoned)
 
-    def _read_batch(self) -> list[tuple[int, int, EventRef]]:
-        """The oldest rows, at most LEAD_EVENTS_PER_DRAIN of each lead: past a lead's share, its rows are
-        skipped and the read goes on (each lead's rows taken are still its oldest, in order)."""
+    async def _assess_in_store(self, stop: asyncio.Event) -> None:
+        """Beside the drains: the leads they queued, oldest first, assessed in the store (leadflow.inert);
+        the events found not to be inert are signalled. A lead leaves the queue once done, and the router
+        is woken for the rows it got meanwhile."""
+        assert self.inert is not None
+        while not stop.is_set() or self._in_store:
+            if not self._in_store:
+                self._store_work.clear()
+                await self._store_work.wait()
+                continue
+            waiting = dict(self._in_store)
+            try:
+                deadline = time.monotonic() + INERT_SECONDS_PER_CALL
+                decided = await self.db.call(self.inert.assess_until, waiting, deadline)
+                to_signal = [lead_id for lead_id, inert in decided.items() if inert is False]
+                results = await asyncio.gather(
+                    *(self._signal(lead_id, waiting[lead_id]) for lead_id in to_signal)
+                )
+                await self._settle(results)
+            except Exception as error:  # the store or Temporal is down: the rows stay, drains read them again
+                log.warning("assessing events in the store paused: %s", error)
+                self._in_store.clear()
+                await asyncio.sleep(1.0)
+                continue
+            self.routed += sum(len(waiting[lead_id]) for lead_id, inert in decided.items() if inert)
+            for lead_id in decided:
+                del self._in_store[lead_id]
+            if stop.is_set():
+                self._in_store.clear()  # what was not reached stays in the outbox for the next router
+            self._wake.set()
+
+    def _read_batch(self, busy: set[int]) -> list[tuple[int, int, EventRef]]:
+        """The oldest rows, at most LEAD_EVENTS_PER_DRAIN of each lead, none of the `busy` leads (in a store
+        assessment): past a lead's share, its rows are skipped and the read goes on (each lead's rows taken
+        are still its oldest, in order)."""
         taken: list[tuple[int, int, EventRef]] = []
         per_lead: dict[int, int] = defaultdict(int)
         full: set[int] = set()
@@ -230,8 +256,8 @@ class OutboxRouter:
             while len(taken) < self.batch_size:
                 wanted = self.batch_size - len(taken)
                 query = _OLDEST_ROWS.where(Outbox.id > after)
-                if full:
-                    query = query.where(Outbox.lead_id.not_in(full))
+                if full or busy:
+                    query = query.where(Outbox.lead_id.not_in(full | busy))
                 rows = session.execute(query.limit(wanted)).all()
                 for row in rows:
                     if per_lead[row[1]] < LEAD_EVENTS_PER_DRAIN:
