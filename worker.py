@@ -23,7 +23,7 @@ from activities.sending import SendActivities
 from leadflow.converter import lead_data_converter
 from leadflow.inert import InertEvents
 from leadflow.logs import configure_logging
-from leadflow.router import OutboxRouter
+from leadflow.router import LEAD_EVENTS_PER_DRAIN, OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, get_settings
 from leadflow.store import Database
@@ -88,7 +88,7 @@ async def running_worker(client: Client, runtime: Runtime) -> AsyncIterator[Outb
     """The worker and the router, running until the block ends; yields the router (to wake it)."""
     leads = LeadActivities(runtime)
     # The router assesses inert events in the store with the workflow's own assessment (leadflow.inert).
-    inert = InertEvents(runtime.db, lambda: runtime.content, leads.assess_in)
+    inert = InertEvents(runtime.db, lambda: runtime.content, leads.assess_in, share=LEAD_EVENTS_PER_DRAIN)
     router = OutboxRouter(runtime.db, client, runtime.settings, inert=inert)
     stop = asyncio.Event()
     worker = build_worker(client, runtime, leads)

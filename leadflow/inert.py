@@ -38,7 +38,7 @@ from leadflow.consent import OPT_OUT_EVENT
 from leadflow.content.loader import Content
 from leadflow.contracts import AssessLeadInput, AssessLeadResult, EventRef
 from leadflow.store import Database
-from leadflow.store.models import Enrollment, Lead, Outbox, WorkflowTimer
+from leadflow.store.models import Enrollment, Event, Lead, Outbox, WorkflowTimer
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,29 @@ _RUNNING_SEQUENCES = select(Enrollment.workflow_id).where(
     Enrollment.lead_id == bindparam("lead"), Enrollment.status == "running"
 )
 _DEFINITION = select(Enrollment.definition).where(Enrollment.workflow_id == bindparam("workflow_id"))
+_NEWER_ROWS = (
+    select(Outbox.id, Event.id, Event.type, Event.occurred_at, Event.properties)
+    .join(Event, Event.id == Outbox.event_id)
+    .where(Outbox.lead_id == bindparam("lead"), Outbox.id > bindparam("after"))
+    .order_by(Outbox.id)
+    .limit(bindparam("room"))
+)
 _DEFINITIONS_REMEMBERED = 10_000  # event types named by running enrollments, by workflow id (immutable)
 
 
 class _Signal(Exception):
     """Rolls the assessment back: the events go to the workflow."""
+
+    def __init__(self, items: list[tuple[int, EventRef]]) -> None:
+        self.items = items
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `InertEvents.assess_if_inert` decided on a lead's events (`items`: outbox id and event)."""
+
+    inert: bool | None  # True: assessed in the store; False: to signal; None: routed by another router
+    items: list[tuple[int, EventRef]]
 
 
 class _Taken(Exception):
@@ -72,6 +90,7 @@ class InertEvents:
     db: Database
     content: Callable[[], Content]
     assess_in: Callable[[Session, AssessLeadInput], AssessLeadResult]
+    share: int = 50  # a lead's events decided on at once at most (the router's LEAD_EVENTS_PER_DRAIN)
 
     def __post_init__(self) -> None:
         self._always_for: tuple[int, frozenset[str]] | None = None
@@ -92,48 +111,56 @@ class InertEvents:
 
     def assess_until(
         self, by_lead: dict[int, list[tuple[int, EventRef]]], deadline: float
-    ) -> dict[int, bool | None]:
+    ) -> dict[int, Decision]:
         """`assess_if_inert` for one lead after the other (at least one) until `time.monotonic()` passes
         `deadline`: its answer for each lead; the leads not reached are not in the answer."""
-        decided: dict[int, bool | None] = {}
+        decided: dict[int, Decision] = {}
         for lead_id, items in by_lead.items():
             if decided and time.monotonic() > deadline:
                 break
             decided[lead_id] = self.assess_if_inert(lead_id, items)
         return decided
 
-    def assess_if_inert(self, lead_id: int, items: list[tuple[int, EventRef]]) -> bool | None:
-        """Assess the lead's events in the store and delete their outbox rows when they are inert; False
-        (nothing written) when they must be signalled; None (nothing written) when another router routed
-        some of them meanwhile (its lease outlived ours): what is left of them is read again by the next
-        drain. Blocking: call it on a thread (Database.call)."""
-        types = {event.type for _, event in items}
-        if not types.isdisjoint(self.always_signalled()):
-            return False
+    def assess_if_inert(self, lead_id: int, items: list[tuple[int, EventRef]]) -> Decision:
+        """Assess the lead's events in the store, with those that entered the outbox after them (up to
+        `share` in all), and delete their outbox rows when they are inert. The answer says which events it
+        decided on, and True (assessed), False (nothing written: they must be signalled) or None (nothing
+        written: another router routed some of them meanwhile, its lease outliving ours; what is left is
+        read again by the next drain). Blocking: call it on a thread (Database.call)."""
+        if any(event.type in self.always_signalled() for _, event in items):
+            return Decision(False, items)
         try:
             with self.db.transaction() as session:
-                self._assess(session, lead_id, types, items)
-        except _Signal:
-            return False
+                items = self._assess(session, lead_id, items)
+        except _Signal as signal:
+            return Decision(False, signal.items)
         except _Taken:
-            return None
+            return Decision(None, items)
         self.assessed += len(items)
         self.assessments += 1
-        return True
+        return Decision(True, items)
 
     def _assess(
-        self, session: Session, lead_id: int, types: set[str], items: list[tuple[int, EventRef]]
-    ) -> None:
+        self, session: Session, lead_id: int, items: list[tuple[int, EventRef]]
+    ) -> list[tuple[int, EventRef]]:
         connection = session.connection()
         lead = connection.execute(_LOCKED_LEAD, {"lead": lead_id}).first()
         if lead is None or lead.merged_into_id is not None:
-            raise _Signal
+            raise _Signal(items)
+        # The lead's events that came since the router read these: the same assessment takes them too.
+        newer = connection.execute(
+            _NEWER_ROWS, {"lead": lead_id, "after": items[-1][0], "room": self.share - len(items)}
+        ).all()
+        items = items + [(row[0], EventRef(row[1], row[2], row[3], row[4])) for row in newer]
+        types = {event.type for _, event in items}
+        if not types.isdisjoint(self.always_signalled()):
+            raise _Signal(items)
         timer = connection.execute(_WORKFLOW_TIMER, {"lead": lead_id}).first()
         if timer is None:  # the workflow never assessed this lead: it may not exist yet
-            raise _Signal
+            raise _Signal(items)
         running = connection.scalars(_RUNNING_SEQUENCES, {"lead": lead_id}).all()
         if any(not types.isdisjoint(self._named_by(session, workflow_id)) for workflow_id in running):
-            raise _Signal
+            raise _Signal(items)
         event_ids = [event.event_id for _, event in items]
         assessment = self.assess_in(
             session,
@@ -148,11 +175,12 @@ class InertEvents:
         acted_on = what_the_workflow_acts_on(assessment, lead.stage, lead.temperature, timer.rescore_at)
         if acted_on is not None:
             log.debug("lead %s: signalled for %s", lead_id, acted_on)
-            raise _Signal
+            raise _Signal(items)
         outbox_ids = [outbox_id for outbox_id, _ in items]
         deleted = session.execute(delete(Outbox).where(Outbox.id.in_(outbox_ids)))
         if deleted.rowcount != len(outbox_ids):  # type: ignore[attr-defined]
             raise _Taken
+        return items
 
     def always_signalled(self) -> frozenset[str]:
         """Rule 2's event types, for the content in use."""

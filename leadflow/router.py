@@ -227,9 +227,9 @@ class OutboxRouter:
             try:
                 deadline = time.monotonic() + INERT_SECONDS_PER_CALL
                 decided = await self.db.call(self.inert.assess_until, waiting, deadline)
-                to_signal = [lead_id for lead_id, inert in decided.items() if inert is False]
+                to_signal = [(lead_id, d.items) for lead_id, d in decided.items() if d.inert is False]
                 results = await asyncio.gather(
-                    *(self._signal(lead_id, waiting[lead_id]) for lead_id in to_signal)
+                    *(self._signal(lead_id, items) for lead_id, items in to_signal)
                 )
                 await self._settle(results)
             except Exception as error:  # the store or Temporal is down: the rows stay, drains read them again
@@ -237,7 +237,7 @@ class OutboxRouter:
                 self._in_store.clear()
                 await asyncio.sleep(1.0)
                 continue
-            self.routed += sum(len(waiting[lead_id]) for lead_id, inert in decided.items() if inert)
+            self.routed += sum(len(d.items) for d in decided.values() if d.inert)
             for lead_id in decided:
                 del self._in_store[lead_id]
             if stop.is_set():
