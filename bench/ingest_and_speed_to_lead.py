@@ -416,6 +416,7 @@ class BackgroundLoad:
     failed: int = 0
     max_outbox_depth: int = 0
     max_routing_lag_seconds: float = 0.0
+    routing_lags: list[float] = field(default_factory=list)  # each sample's, in seconds
     _in_flight: set[asyncio.Task[int]] = field(default_factory=set)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -447,6 +448,7 @@ class BackgroundLoad:
         status = await asyncio.to_thread(outbox_status, self.stack.runtime.db)
         self.max_outbox_depth = max(self.max_outbox_depth, status.depth)
         self.max_routing_lag_seconds = max(self.max_routing_lag_seconds, status.lag_seconds)
+        self.routing_lags.append(status.lag_seconds)
 
 
 async def seed_visitors(stack: Stack, visitors: int) -> float:
@@ -499,6 +501,7 @@ async def measure_under_load(stack: Stack, options: Options) -> dict[str, Any]:
         "background_posts_failed": load.failed,
         "max_outbox_depth": load.max_outbox_depth,
         "max_routing_lag_ms": round(load.max_routing_lag_seconds * 1000, 1),
+        "routing_lag_sampled": summarize(load.routing_lags),  # twice a second over the run
         "temporal_task_backlog_at_end": await temporal_backlog(stack),
         "cpu_cores_used": cores,
         # Per event accepted in the run (background and timed): the Python process is the API, the worker
