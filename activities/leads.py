@@ -10,7 +10,7 @@ from temporalio import activity
 
 from activities.handoff import HandoffActivities
 from leadflow import clock
-from leadflow.content.models import Sequence
+from leadflow.content.models import Segment, Sequence
 from leadflow.contracts import (
     AbsenceTimer,
     AssessLeadInput,
@@ -55,6 +55,11 @@ class LeadActivities:
         # Events that hand a lead to sales at once (a demo request).
         self.urgent_types = {rule.event for rule in runtime.content.scoring.hand_off_now}
 
+    @property
+    def segments(self) -> list[Segment]:
+        """The loaded segments (content can be reloaded: read at each assessment)."""
+        return list(self.runtime.content.segments.values())
+
     @activity.defn
     async def assess_lead(self, request: AssessLeadInput) -> AssessLeadResult:
         """Rescore the lead, stamp the stages it reached, and enroll it in the sequences of new segments."""
@@ -84,7 +89,9 @@ class LeadActivities:
         if merged_into is not None:  # merged into another lead on identify: that lead carries on
             merged = session.get_one(Lead, request.lead_id)
             return AssessLeadResult(score=merged.score, stage=merged.stage, merged_into=merged_into)
-        rescored = rescore(session, request.lead_id, content.scoring, now)
+        # Incremental: the segments' rules ask about these events by id (the new ones, closed windows).
+        asked = {*request.event_ids, *request.closed_windows}
+        rescored = rescore(session, request.lead_id, content.scoring, now, self.segments, asked)
         if rescored is None:
             return AssessLeadResult(score=0, stage=ERASED)
         lead = rescored.lead

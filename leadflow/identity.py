@@ -55,7 +55,16 @@ from leadflow.ingest import (
     new_anonymous_lead,
 )
 from leadflow.store import Database
-from leadflow.store.models import Consent, Event, Identity, Lead, LeadMerge, Outbox, PushSubscription
+from leadflow.store.models import (
+    Consent,
+    Event,
+    Identity,
+    Lead,
+    LeadMerge,
+    Outbox,
+    PushSubscription,
+    ScoringStateRow,
+)
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 Outcome = Literal["linked", "identified", "merged", "relinked", "unchanged", "claimed"]
@@ -199,6 +208,9 @@ def _merge(session: Session, merged_id: int, survivor_id: int, anonymous_id: str
         )
     )
     session.execute(update(Event).where(Event.lead_id == merged_id).values(lead_id=survivor_id))
+    # The survivor's scoring state has not seen the moved events (their ids are behind its cursor): its
+    # next assessment rebuilds it from all of its events, once.
+    session.execute(delete(ScoringStateRow).where(ScoringStateRow.lead_id.in_([merged_id, survivor_id])))
     session.execute(update(Identity).where(Identity.lead_id == merged_id).values(lead_id=survivor_id))
     session.execute(delete(Outbox).where(Outbox.lead_id == merged_id))
     _carry_consent(session, merged_id, survivor)

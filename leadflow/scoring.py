@@ -125,13 +125,6 @@ def score_lead(
 ) -> ScoreResult:
     """The lead's score at `now`. Events after `now` do not count yet; with `since` (a recycled lead),
     behavior before it does not count either."""
-    fit_contributions = [
-        Contribution(
-            "fit", rule.rule, rule.points, note=f"{rule.property} = {properties.get(rule.property)!r}"
-        )
-        for rule in model.fit
-        if rule.holds(properties.get(rule.property))
-    ]
     # Events in time order, so a capped rule keeps its earliest contributions whatever the arrival order.
     ordered = sorted(
         (e for e in events if e.occurred_at <= now and (since is None or e.occurred_at >= since)),
@@ -147,7 +140,30 @@ def score_lead(
         if matched and rule.rewards:
             engaged_at = max(engaged_at or matched[-1].occurred_at, matched[-1].occurred_at)
         behavior.extend(_rule_contributions(model, rule, matched, now))
-    behavior = _cap_groups(model, behavior)
+    behavior = cap_groups(model, behavior)
+    return finish_score(model, fit_contributions(model, properties), behavior, engaged_at, now, account)
+
+
+def fit_contributions(model: ScoringModel, properties: dict[str, Any]) -> list[Contribution]:
+    return [
+        Contribution(
+            "fit", rule.rule, rule.points, note=f"{rule.property} = {properties.get(rule.property)!r}"
+        )
+        for rule in model.fit
+        if rule.holds(properties.get(rule.property))
+    ]
+
+
+def finish_score(
+    model: ScoringModel,
+    fit_contributions: list[Contribution],
+    behavior: list[Contribution],
+    engaged_at: datetime | None,
+    now: datetime,
+    account: AccountActivity | None,
+) -> ScoreResult:
+    """The result from the fit and (capped) behavior contributions: account signal, grade, temperature and
+    the next change. Shared by `score_lead` and the incremental `leadflow.scoring_state`."""
     fit = sum(c.points for c in fit_contributions)
     account_contribution, account_hot, account_until = _account_signal(model, account, engaged_at, now)
     result = ScoreResult(
@@ -166,14 +182,14 @@ def score_lead(
 def _rule_contributions(
     model: ScoringModel, rule: BehaviorRule, matched: list[EventFact], now: datetime
 ) -> list[Contribution]:
-    decay = _decay_of(model, rule)
+    decay = decay_of(model, rule)
     contributions, total = [], 0.0
     for count, event in enumerate(matched, start=1):
         raw = rule.points_for(count) - rule.points_for(count - 1)  # bands: what this event added
         factor = decay.factor(now - event.occurred_at) if decay else 1.0
-        points, notes = raw * factor, [_decay_note(decay, factor)] if decay and raw else []
+        points, notes = raw * factor, [decay_note(decay, factor)] if decay and raw else []
         if rule.max is not None:
-            allowed = _within_cap(points, total, rule.max)
+            allowed = within_cap(points, total, rule.max)
             if allowed != points:
                 notes.append(f"rule capped at {rule.max}")
             points = allowed
@@ -196,12 +212,12 @@ def _rule_contributions(
     return contributions
 
 
-def _within_cap(points: float, total: float, cap: int) -> float:
+def within_cap(points: float, total: float, cap: int) -> float:
     room = max(cap - abs(total), 0.0)
     return max(min(points, room), -room)
 
 
-def _cap_groups(model: ScoringModel, behavior: list[Contribution]) -> list[Contribution]:
+def cap_groups(model: ScoringModel, behavior: list[Contribution]) -> list[Contribution]:
     """Each group's cap over its rules together, filled in time order like a rule's own cap."""
     capped = list(behavior)
     for name, group in model.groups.items():
@@ -214,7 +230,7 @@ def _cap_groups(model: ScoringModel, behavior: list[Contribution]) -> list[Contr
         total = 0.0
         for index in members:
             contribution = capped[index]
-            allowed = _within_cap(contribution.points, total, group.max)
+            allowed = within_cap(contribution.points, total, group.max)
             if allowed != contribution.points:
                 note = "; ".join(filter(None, [contribution.note, f"group {name} capped at {group.max}"]))
                 capped[index] = replace(contribution, points=allowed, note=note)
@@ -222,11 +238,11 @@ def _cap_groups(model: ScoringModel, behavior: list[Contribution]) -> list[Contr
     return capped
 
 
-def _decay_of(model: ScoringModel, rule: BehaviorRule) -> Decay | None:
+def decay_of(model: ScoringModel, rule: BehaviorRule) -> Decay | None:
     return model.groups[rule.group].decay if rule.group in model.groups else None
 
 
-def _decay_note(decay: Decay, factor: float) -> str:
+def decay_note(decay: Decay, factor: float) -> str:
     how = f"half-life {_days(decay.half_life)}" if decay.half_life else "age windows"
     return f"{how}: {factor:.0%} kept"
 
@@ -302,12 +318,15 @@ def _next_noticeable_fade(model: ScoringModel, result: ScoreResult, now: datetim
     across a temperature's score), or, for a smaller change, not before QUIET_COOL_DOWNS: a quiet lead is
     not rescored (a workflow task and a write) for every point it loses. Caps are ignored here, so this
     errs towards too early, which costs a rescore and nothing else."""
-    fading = []
+    by_half_life: dict[timedelta, float] = {}
     for contribution in result.contributions:
         group = model.groups.get(contribution.group or "") if contribution.kind == "behavior" else None
         half_life = group.decay.half_life if group and group.decay else None
-        if half_life is not None and abs(contribution.points) >= NEGLIGIBLE:
-            fading.append((contribution.points, half_life))
+        if half_life is not None:
+            by_half_life[half_life] = by_half_life.get(half_life, 0.0) + contribution.points
+    # Totals per half-life, not per event: the same whether the events are listed one by one or, in the
+    # incremental state (leadflow.scoring_state), partly as one sum.
+    fading = [(points, half_life) for half_life, points in by_half_life.items() if abs(points) >= NEGLIGIBLE]
     watched = (model.temperature.hot.score, model.temperature.warm.score)
     total, score = result.fit + result.behavior + result.account, result.score
     for step in range(1, COOL_DOWNS_LOOKED_AHEAD + 1) if fading else ():

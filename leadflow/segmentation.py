@@ -287,6 +287,16 @@ def _membership_changes(segment: Segment, member: bool, facts: LeadFacts, moment
     return leaving if member else not leaving and holds(segment.entry, later)
 
 
+def absence_specs(segments: Iterable[Segment]) -> list[AbsenceSpec]:
+    return [
+        rule.absence
+        for segment in segments
+        for top in (segment.entry, segment.exit)
+        for rule in rules_in(top)
+        if isinstance(rule, AbsenceRule)
+    ]
+
+
 @dataclass(frozen=True)
 class AbsenceWindow:
     event_id: int
@@ -298,13 +308,7 @@ def absence_windows(
 ) -> list[AbsenceWindow]:
     """The windows opened by events that just arrived, to be closed by a durable timer in the lead workflow.
     A window already over (an event sent late) needs no timer: this very evaluation decides it."""
-    specs = [
-        rule.absence
-        for segment in segments
-        for top in (segment.entry, segment.exit)
-        for rule in rules_in(top)
-        if isinstance(rule, AbsenceRule)
-    ]
+    specs = absence_specs(segments)
     windows = {
         (event.id, event.occurred_at + spec.within)
         for event in new_events

@@ -133,6 +133,9 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_lead_time", "lead_id", "occurred_at"),
         Index("ix_events_type_occurred_at", "type", "occurred_at"),  # opens and clicks in reports
+        Index(
+            "ix_events_lead_id", "lead_id", "id"
+        ),  # an assessment reads the lead's events after its state's
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -191,6 +194,18 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScoringStateRow(Base):
+    """A lead's incremental scoring state (leadflow.scoring_state): what its events add up to, folded once
+    each, so an assessment reads this row and the events after it. `fingerprint` names the scoring model and
+    segment counts it was built for; another one is rebuilt from the lead's events."""
+
+    __tablename__ = "scoring_states"
+
+    lead_id: Mapped[int] = mapped_column(BigId, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
 class ScoreSnapshot(Base):
