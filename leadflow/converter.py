@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, Self
 
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
@@ -85,6 +87,7 @@ data_converter = DataConverter(payload_converter_class=PayloadConverter)
 
 ENCODING = b"binary/leadflow-lead-aes256gcm"
 NONCE_BYTES = 12
+NONCES_DRAWN = 256  # per read of the OS's randomness (3 KiB)
 KEYS_CACHED = 10_000  # per process: 10,000 keys are a few MiB; a miss costs one read of the store
 _LEAD_WORKFLOW = re.compile(r"lead-(\d+)$")
 _HANDOFF_WORKFLOW = re.compile(r"handoff-(\d+)$")
@@ -96,8 +99,10 @@ class LeadErased(Exception):
 
 
 class LeadKeys:
-    """Each lead's data key: made on first use, kept in the store, gone with the lead; a bounded LRU cache
-    in this process (a key erased meanwhile stays in a worker's memory until it is evicted, never on disk)."""
+    """Each lead's data key: made with the lead (`make_lead_keys`, in the transaction that creates it) or, for a
+    lead made without one, on first use; kept in the store, gone with the lead. A bounded LRU cache in this
+    process (a key erased meanwhile stays in a worker's memory until it is evicted, never on disk); the router
+    loads the keys of a whole batch at once (`load`), so that encoding its signals reads nothing."""
 
     def __init__(self, db: Database, cache_size: int = KEYS_CACHED) -> None:
         self.db = db
@@ -125,36 +130,60 @@ class LeadKeys:
         if cipher is not None:
             self._ciphers.move_to_end(lead_id)
             return cipher
-        key = await self.db.call(self._key_made if make else self._key, lead_id)
-        if key is None:
-            return None
-        cipher = AESGCM(key)
-        _remember(self._ciphers, lead_id, cipher, self.cache_size)
-        return cipher
+        keys = await self.db.call(self._keys_made if make else self._keys, [lead_id])
+        return self._cached(keys).get(lead_id)
+
+    async def load(self, lead_ids: Iterable[int]) -> None:
+        """Cache the keys of `lead_ids` in one read of the store (making those missing in one transaction)."""
+        missing = [lead_id for lead_id in dict.fromkeys(lead_ids) if lead_id not in self._ciphers]
+        if missing:
+            self._cached(await self.db.call(self._keys_made, missing[-self.cache_size :]))
 
     def forget(self, lead_id: int) -> None:
         self._ciphers.pop(lead_id, None)
+
+    def _cached(self, keys: dict[int, bytes]) -> dict[int, AESGCM]:
+        ciphers = {lead_id: AESGCM(key) for lead_id, key in keys.items()}
+        for lead_id, cipher in ciphers.items():
+            _remember(self._ciphers, lead_id, cipher, self.cache_size)
+        return ciphers
 
     def _lead_of_stage_change(self, stage_change_id: int) -> int | None:
         with self.db.read() as session:
             return session.scalar(select(StageChange.lead_id).where(StageChange.id == stage_change_id))
 
-    def _key(self, lead_id: int) -> bytes | None:
+    def _keys(self, lead_ids: list[int]) -> dict[int, bytes]:
         with self.db.read() as session:
-            return session.scalar(select(LeadKey.key).where(LeadKey.lead_id == lead_id))
+            return _stored_keys(session, lead_ids)
 
-    def _key_made(self, lead_id: int) -> bytes | None:
-        if (key := self._key(lead_id)) is not None or lead_id == _GONE:
-            return key
-        try:
+    def _keys_made(self, lead_ids: list[int]) -> dict[int, bytes]:
+        keys = self._keys(lead_ids)
+        keyless = [lead_id for lead_id in lead_ids if lead_id not in keys and lead_id != _GONE]
+        if not keyless:
+            return keys
+        try:  # leads made without a key: by an older version, or straight in the store
             with self.db.transaction() as session:
-                if session.get(Lead, lead_id) is None:
-                    return None
-                row = {"lead_id": lead_id, "key": AESGCM.generate_key(bit_length=256)}
-                insert_ignoring_conflicts(session, LeadKey, [row], ["lead_id"])
+                existing = [*session.scalars(select(Lead.id).where(Lead.id.in_(keyless)))]
+                make_lead_keys(session, existing)
         except IntegrityError:
-            return None  # erased meanwhile
-        return self._key(lead_id)  # ours, or the one another process made first
+            pass  # one was erased meanwhile: those still there are read below, the others have none
+        return {**keys, **self._keys(keyless)}  # ours, or those another process made first
+
+
+def make_lead_keys(session: Session, lead_ids: Iterable[int]) -> None:
+    """Give each of `lead_ids` a new data key, in the caller's transaction (the one that creates the leads);
+    a lead that already has one keeps it."""
+    rows = [{"lead_id": lead_id, "key": AESGCM.generate_key(bit_length=256)} for lead_id in lead_ids]
+    insert_ignoring_conflicts(session, LeadKey, rows, ["lead_id"])
+
+
+def _stored_keys(session: Session, lead_ids: list[int]) -> dict[int, bytes]:
+    keys: dict[int, bytes] = {}
+    for start in range(0, len(lead_ids), 500):  # bounded IN lists
+        chunk = lead_ids[start : start + 500]
+        query = select(LeadKey.lead_id, LeadKey.key).where(LeadKey.lead_id.in_(chunk))
+        keys.update((lead_id, key) for lead_id, key in session.execute(query))
+    return keys
 
 
 def _remember(cache: OrderedDict[int, Any], key: int, value: Any, size: int) -> None:
@@ -201,9 +230,34 @@ class LeadPayloadCodec(PayloadCodec, WithSerializationContext):
         return decoded
 
 
+class _Nonces:
+    """Random 96-bit nonces from the OS, drawn NONCES_DRAWN at a time: os.urandom releases the GIL, and on a
+    busy worker the event loop that released it waited milliseconds to get it back, once per payload."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drawn, self._used = b"", 0
+        os.register_at_fork(after_in_child=self._discard)  # a child must not reuse its parent's nonces
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._used == len(self._drawn):
+                self._drawn, self._used = os.urandom(NONCE_BYTES * NONCES_DRAWN), 0
+            start = self._used
+            self._used += NONCE_BYTES
+            return self._drawn[start : start + NONCE_BYTES]
+
+    def _discard(self) -> None:
+        self._lock = threading.Lock()
+        self._drawn, self._used = b"", 0
+
+
+_nonces = _Nonces()
+
+
 def _sealed(cipher: AESGCM, lead_id: int, payload: Payload) -> Payload:
     lead = str(lead_id).encode()
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = _nonces.take()
     sealed = cipher.encrypt(nonce, payload.SerializeToString(), lead)
     return Payload(metadata={"encoding": ENCODING, "lead": lead}, data=nonce + sealed)
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from leadflow import clock
 from leadflow.consent import CONSENT_EVENTS, apply_consent_event, channel_of
 from leadflow.content.models import EVENT_TYPE
+from leadflow.converter import make_lead_keys
 from leadflow.inputs import Input, LeadId, as_utc
 from leadflow.settings import CHANNELS
 from leadflow.store import Database
@@ -228,6 +229,7 @@ def lead_ids_by_email(
         ]
         insert_ignoring_conflicts(session, Lead, rows, ["email"])
         created = dict(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(missing))).all())
+        make_lead_keys(session, created.values())  # here, not on the router's path when it first signals
     else:
         created = {}
     return {
@@ -268,6 +270,7 @@ def new_anonymous_lead(session: Session) -> int:
     lead = Lead(properties={}, stage="subscriber", score=0, created_at=now, updated_at=now)
     session.add(lead)
     session.flush()
+    make_lead_keys(session, [lead.id])
     return lead.id
 
 

@@ -24,6 +24,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -32,6 +33,7 @@ from temporalio.client import Client
 
 from leadflow import clock
 from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents
+from leadflow.converter import LeadPayloadCodec
 from leadflow.deadletters import SetAside, dead_letter_count, describe, set_aside
 from leadflow.inert import InertEvents
 from leadflow.settings import Settings
@@ -195,6 +197,7 @@ class OutboxRouter:
         if self._in_store:
             self._store_work.set()
         queued = len(rows) - sum(len(items) for items in by_lead.values())
+        await self._load_keys(by_lead)
         results = await asyncio.gather(*(self._signal(lead_id, items) for lead_id, items in by_lead.items()))
         done = await self._settle(results)
         if done + queued < len(rows):
@@ -228,6 +231,7 @@ class OutboxRouter:
                 deadline = time.monotonic() + INERT_SECONDS_PER_CALL
                 decided = await self.db.call(self.inert.assess_until, waiting, deadline)
                 to_signal = [(lead_id, d.items) for lead_id, d in decided.items() if d.inert is False]
+                await self._load_keys(lead_id for lead_id, _ in to_signal)
                 results = await asyncio.gather(
                     *(self._signal(lead_id, items) for lead_id, items in to_signal)
                 )
@@ -276,6 +280,12 @@ class OutboxRouter:
         with self.db.transaction() as session:
             for start in range(0, len(outbox_ids), 500):
                 session.execute(delete(Outbox).where(Outbox.id.in_(outbox_ids[start : start + 500])))
+
+    async def _load_keys(self, lead_ids: Iterable[int]) -> None:
+        """The data keys of the leads about to be signalled, in one read, not one per signal."""
+        codec = self.client.data_converter.payload_codec
+        if isinstance(codec, LeadPayloadCodec):
+            await codec.keys.load(lead_ids)
 
     async def _signal(
         self, lead_id: int, items: list[tuple[int, EventRef]]
