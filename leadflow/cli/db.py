@@ -1,0 +1,25 @@
+"""`leadflow db`: the store's schema."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from leadflow.settings import get_settings
+
+if TYPE_CHECKING:
+    pass
+import typer
+
+from leadflow.cli.common import console
+
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    from leadflow.store import Database
+
+    settings = get_settings()
+    Database(settings.resolved_database_url).upgrade()
+    console.print(f"schema is up to date ({settings.resolved_database_url.split('@')[-1]})")
