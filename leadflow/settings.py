@@ -13,7 +13,10 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+import leadflow
+
+# The checkout (or install) root: the parent of the `leadflow` package, wherever this module sits in it.
+PROJECT_ROOT = Path(leadflow.__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 
 

@@ -15,7 +15,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+import leadflow
+
+# Next to the `leadflow` package, wherever this module sits in it.
+MIGRATIONS_DIR = Path(leadflow.__file__).resolve().parent.parent / "migrations"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
