@@ -24,18 +24,16 @@ from leadflow.contracts import (
     WebhookTarget,
 )
 from leadflow.delivery import Claim, HandOver, deliver_once
-from leadflow.handoff import (
+from leadflow.handoff.assignment import (
     NOTIFICATION_TEMPLATE,
     WAITING,
     NoSalespersonAvailable,
     assign,
-    crm_payload,
-    notification_context,
     reassign,
     record,
     salesperson,
-    slack_payload,
 )
+from leadflow.handoff.notification import crm_payload, notification_context, slack_payload
 from leadflow.outgoing import send_email
 from leadflow.runtime import Runtime
 from leadflow.store.models import Handoff, Lead, StageChange

@@ -27,7 +27,8 @@ from leadflow.channels.webpush import endpoint_refusal
 from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
 from leadflow.content.models import RateLimit
 from leadflow.erasure import erase_lead, stop_workflows
-from leadflow.handoff import HandoffRefused, SalesAnswer, answer, close_open_handoff, handoff_document
+from leadflow.handoff.answers import SalesAnswer, answer, close_open_handoff, handoff_document
+from leadflow.handoff.assignment import HandoffRefused
 from leadflow.identity import identify_visitor
 from leadflow.ingest import (
     MAX_BATCH_EVENTS,

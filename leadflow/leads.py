@@ -253,7 +253,7 @@ def lead_document(session: Session, lead: Lead) -> dict[str, Any]:
 
 
 def _handoffs(session: Session, lead: Lead) -> list[dict[str, Any]]:
-    from leadflow.handoff import handoff_document  # the hand-off builds on this module
+    from leadflow.handoff.answers import handoff_document  # the hand-off builds on this module
 
     found = session.scalars(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc()))
     return [handoff_document(session, handoff) for handoff in found]
