@@ -15,7 +15,6 @@ from temporalio.exceptions import ApplicationError
 
 from leadflow import clock
 from leadflow.channels import TemporaryDeliveryError, UnsendableMessage
-from leadflow.consent import SUPPRESSED, reachable_channels
 from leadflow.content.models import EnteringEventMoment, LeadMoment, ResolvedMoment
 from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import (
@@ -35,15 +34,14 @@ from leadflow.outgoing import (
     Recipient,
     email_with_unsubscribe,
     message_context,
-    policy_gate,
     push_recipient_label,
     recipient_of,
     send_email,
     send_push,
     send_sms,
 )
-from leadflow.pacing import lead_zone, next_window_opening
 from leadflow.runtime import Runtime
+from leadflow.send_policy import SUPPRESSED, lead_zone, next_window_opening, policy_gate, reachable_channels
 from leadflow.store.models import Enrollment, EnrollmentStep, Lead, table_of
 
 HEARTBEAT_SECONDS = 2.0

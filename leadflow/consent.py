@@ -1,7 +1,8 @@
-"""Consent and suppression: may this lead be messaged on this channel at all? (When: leadflow.pacing.)
+"""Consent and suppression records: opt-ins, opt-outs, the suppression list and the consent document. What a
+send makes of them is the send-time policy's (leadflow.send_policy).
 
-Every send asks `send_verdict` inside the transaction that claims the message, so an opt-out recorded a
-moment ago is never missed. Consent changes arrive as events (`unsubscribed` / `subscribed` with a
+Every send reads them inside the transaction that claims the message, so an opt-out recorded a moment ago is
+never missed. Consent changes arrive as events (`unsubscribed` / `subscribed` with a
 `channel` property) through ingestion, so the lead's workflow sees them like any other event.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from leadflow.logs import redact
-from leadflow.settings import CHANNELS, Settings
+from leadflow.settings import CHANNELS
 from leadflow.store.models import Consent, ConsentChange, Lead, PushSubscription, Suppression
 from leadflow.store.upsert import insert_ignoring_conflicts
 
@@ -26,22 +26,6 @@ OPT_OUT_EVENT, OPT_IN_EVENT = "unsubscribed", "subscribed"
 CONSENT_EVENTS = {OPT_OUT_EVENT: WITHDRAWN, OPT_IN_EVENT: GRANTED}
 # Suppressions a fresh opt-in lifts; a bounce, a complaint or an erasure stays.
 LIFTED_BY_OPT_IN = ("opt_out",)
-# Messages that count against a frequency cap: sent, possibly sent, or being sent.
-COUNTED = ("sent", "sending", "claimed", "uncertain")
-
-SEND, SUPPRESSED, SKIPPED, HOLD = "send", "suppressed", "skipped", "held"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """`send`; `suppressed` (opted out or erased: the lead leaves its sequences); `skipped` (this channel
-    cannot reach the lead: no address, no consent, a bounced address); `held` until `hold_until` (pacing)."""
-
-    outcome: str
-    reason: str = ""
-    hold_until: datetime | None = None
-
-
 DETAIL_LENGTH = 500  # a provider's refusal is kept for the record, bounded
 
 
@@ -200,44 +184,3 @@ def consent_document(session: Session, lead_id: int) -> dict[str, Any]:
         }
         for channel in CHANNELS
     }
-
-
-# --- who may be messaged ---------------------------------------------------------------------------------
-
-
-def send_verdict(
-    session: Session, settings: Settings, lead: Lead | None, channel: str, address: str | None
-) -> Verdict:
-    """Whether `lead` may be messaged on `channel` at `address` at all, checked in this order: erased, no
-    address, suppression list, consent. When (quiet hours, frequency caps) is sending.yaml's: leadflow.pacing."""
-    if lead is None:
-        return Verdict(SUPPRESSED, "the lead was erased")
-    if not address:
-        return Verdict(SKIPPED, f"the lead has no {_address_name(channel)}")
-    suppression = suppression_of(session, channel, address)
-    if suppression is not None:
-        outcome = SKIPPED if suppression.reason in ("bounce", "invalid_number") else SUPPRESSED
-        return Verdict(outcome, f"{_address_name(channel)} is on the suppression list ({suppression.reason})")
-    consent = session.scalars(_CONSENT_STATUS, {"lead": lead.id, "channel": channel}).first()
-    if consent == WITHDRAWN:
-        return Verdict(SUPPRESSED, f"the lead opted out of {channel}")
-    if consent != GRANTED and channel in settings.consent_required:
-        return Verdict(SKIPPED, f"no {channel} consent recorded for the lead")
-    return Verdict(SEND)
-
-
-def reachable_channels(session: Session, settings: Settings, lead: Lead) -> list[str]:
-    """The channels a message could reach `lead` on, as a send would decide (`reachable:` in branches):
-    push when any of its browsers' subscriptions passes."""
-    return [
-        channel
-        for channel in CHANNELS
-        if any(
-            send_verdict(session, settings, lead, channel, address).outcome == SEND
-            for address in addresses(session, lead, channel)
-        )
-    ]
-
-
-def _address_name(channel: str) -> str:
-    return {"email": "email address", "sms": "phone number", "push": "push subscription"}[channel]

@@ -201,7 +201,7 @@ class LeadSnapshot:
     score: int = 0
     temperature: str = "cold"
     stage: str = "lead"
-    # The channels that can reach the lead now (consent.reachable_channels); absent from snapshots recorded
+    # The channels that can reach the lead now (send_policy.reachable_channels); absent from snapshots recorded
     # before `reachable:` existed, whose branches never ask.
     reachable: list[str] = field(default_factory=list)
 

@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 
 from leadflow import clock, consent
 from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError, UnsendableMessage
-from leadflow.consent import HOLD, SEND, Verdict
 from leadflow.ingest import EventIn, store_events
 from leadflow.runtime import Runtime
+from leadflow.send_policy import HOLD, SEND, Verdict
 from leadflow.store.models import Lead, Message, PushSubscription, table_of
 from leadflow.store.upsert import insert_ignoring_conflicts
 

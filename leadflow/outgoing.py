@@ -1,5 +1,5 @@
 """One step's message on each channel, sent exactly once (leadflow.delivery) under the send-time policy
-(leadflow.consent): the tracked email with its unsubscribe headers, the SMS with its status callback, the
+(leadflow.send_policy): the tracked email with its unsubscribe headers, the SMS with its status callback, the
 push notification to every browser the lead subscribed."""
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ from uuid import uuid4
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
-from leadflow import consent
 from leadflow.channels import OutgoingEmail, PermanentDeliveryError, TemporaryDeliveryError
 from leadflow.channels.webpush import PushTarget
-from leadflow.consent import SKIPPED, Verdict
 from leadflow.content.templates import RenderedEmail, RenderedPush, RenderedSms
 from leadflow.delivery import Claim, Delivery, Gate, HandOver, deliver_once
-from leadflow.pacing import paced_until
 from leadflow.runtime import Runtime
 from leadflow.store.models import Lead, PushSubscription
 
@@ -54,29 +51,6 @@ _PUSH_TARGETS = (  # every send reads them: built once
 def recipient_of(session: Session, lead: Lead) -> Recipient:
     targets = [PushTarget(*row) for row in session.execute(_PUSH_TARGETS, {"lead": lead.id})]
     return Recipient(lead.id, lead.email, lead.phone, targets)
-
-
-_LOCKED_LEAD = select(Lead).where(Lead.id == bindparam("lead")).with_for_update()
-
-
-def policy_gate(runtime: Runtime, recipient: Recipient, channel: str, now: datetime) -> Gate:
-    """The send-time policy for one lead and channel, run inside the claiming transaction."""
-
-    def gate(session: Session) -> Verdict:
-        if channel == "sms" and runtime.sms is None:
-            return Verdict(SKIPPED, "SMS is not configured (set LEADFLOW_TWILIO_ACCOUNT_SID and friends)")
-        if channel == "push" and runtime.push is None:
-            return Verdict(SKIPPED, "web push is not configured (set LEADFLOW_VAPID_PRIVATE_KEY)")
-        # The row lock (PostgreSQL; SQLite already serializes writers) makes concurrent sends to one lead
-        # take turns, so frequency caps hold across sequences.
-        lead = session.scalars(_LOCKED_LEAD, {"lead": recipient.lead_id}).first()
-        verdict = consent.send_verdict(session, runtime.settings, lead, channel, recipient.address(channel))
-        if verdict.outcome != consent.SEND or lead is None:
-            return verdict
-        # When: sending.yaml's quiet hours and frequency caps (per channel, rolling, across sequences).
-        return paced_until(session, runtime.content.sending, lead, channel, now) or verdict
-
-    return gate
 
 
 def email_with_unsubscribe(rendered: RenderedEmail, unsubscribe_url: str) -> RenderedEmail:

@@ -19,7 +19,6 @@ from leadflow.content.models import (
     Sequence,
     Thresholds,
 )
-from leadflow.pacing import cap_reopens_at, next_allowed_send, next_window_opening, quiet_until
 from leadflow.scoring import EventFact
 from leadflow.segmentation import (
     LeadFacts,
@@ -31,6 +30,7 @@ from leadflow.segmentation import (
     reads_the_lead,
     temperature_of,
 )
+from leadflow.send_policy import cap_reopens_at, next_allowed_send, next_window_opening, quiet_until
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)  # a Wednesday
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from leadflow.content.models import QuietHours, SendingPolicy
-from leadflow.pacing import next_allowed_send
+from leadflow.send_policy import next_allowed_send
 
 PARIS = ZoneInfo("Europe/Paris")
 

@@ -1,23 +1,92 @@
-"""When a message may go out: local send windows, quiet hours and frequency caps, all in the lead's timezone.
+"""The send-time policy, in one place: may this message go out now, and if not, skip it or hold it until when?
 
-sending.yaml (SendingPolicy) is the one send-time policy; its model's defaults are the defaults. `paced_until`
-is the last check of the send-time gate (leadflow/outgoing.py `policy_gate`, after consent and suppression
-of leadflow/consent.py): caps count what was sent to the lead on that channel by every sequence.
+Asked by every send inside the transaction that claims the message (`policy_gate`, handed to
+leadflow.delivery), in this order: the lead was erased; the channel is configured; the lead has an address on
+it; the address is not on the suppression list; consent (leadflow.consent keeps the records); then
+sending.yaml's send windows, quiet hours and frequency caps, all in the lead's timezone (`paced_until`). Caps
+count what was sent to the lead on that channel by every sequence. sending.yaml (SendingPolicy) is the one
+send-time policy; its model's defaults are the defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from leadflow.consent import COUNTED, HOLD, Verdict
+from leadflow.consent import _CONSENT_STATUS, GRANTED, WITHDRAWN, addresses, suppression_of
 from leadflow.content.models import WEEKDAYS, FrequencyCap, QuietHours, SendingPolicy, SendWindow, known_zone
+from leadflow.runtime import Runtime
+from leadflow.settings import CHANNELS, Settings
 from leadflow.store.models import Lead, Message
+
+if TYPE_CHECKING:
+    from leadflow.delivery import Gate
+    from leadflow.outgoing import Recipient
+
+# Messages that count against a frequency cap: sent, possibly sent, or being sent.
+COUNTED = ("sent", "sending", "claimed", "uncertain")
+
+SEND, SUPPRESSED, SKIPPED, HOLD = "send", "suppressed", "skipped", "held"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`send`; `suppressed` (opted out or erased: the lead leaves its sequences); `skipped` (this channel
+    cannot reach the lead: no address, no consent, a bounced address); `held` until `hold_until` (pacing)."""
+
+    outcome: str
+    reason: str = ""
+    hold_until: datetime | None = None
+
+
+# --- whether: who may be messaged at all ---------------------------------------------------------------------------------
+
+
+def send_verdict(
+    session: Session, settings: Settings, lead: Lead | None, channel: str, address: str | None
+) -> Verdict:
+    """Whether `lead` may be messaged on `channel` at `address` at all, checked in this order: erased, no
+    address, suppression list, consent. When: `paced_until` below."""
+    if lead is None:
+        return Verdict(SUPPRESSED, "the lead was erased")
+    if not address:
+        return Verdict(SKIPPED, f"the lead has no {_address_name(channel)}")
+    suppression = suppression_of(session, channel, address)
+    if suppression is not None:
+        outcome = SKIPPED if suppression.reason in ("bounce", "invalid_number") else SUPPRESSED
+        return Verdict(outcome, f"{_address_name(channel)} is on the suppression list ({suppression.reason})")
+    consent = session.scalars(_CONSENT_STATUS, {"lead": lead.id, "channel": channel}).first()
+    if consent == WITHDRAWN:
+        return Verdict(SUPPRESSED, f"the lead opted out of {channel}")
+    if consent != GRANTED and channel in settings.consent_required:
+        return Verdict(SKIPPED, f"no {channel} consent recorded for the lead")
+    return Verdict(SEND)
+
+
+def reachable_channels(session: Session, settings: Settings, lead: Lead) -> list[str]:
+    """The channels a message could reach `lead` on, as a send would decide (`reachable:` in branches):
+    push when any of its browsers' subscriptions passes."""
+    return [
+        channel
+        for channel in CHANNELS
+        if any(
+            send_verdict(session, settings, lead, channel, address).outcome == SEND
+            for address in addresses(session, lead, channel)
+        )
+    ]
+
+
+def _address_name(channel: str) -> str:
+    return {"email": "email address", "sms": "phone number", "push": "push subscription"}[channel]
+
+
+# --- when: send windows, quiet hours and frequency caps ------------------------------------------------
 
 DAY, WEEK = timedelta(days=1), timedelta(days=7)
 
@@ -125,3 +194,28 @@ def paced_until(
     else:
         why = f"{channel} frequency cap reached (sending.yaml)"
     return Verdict(HOLD, why, allowed)
+
+
+# --- the gate: whether, then when, for one send -----------------------------------------------------------
+
+_LOCKED_LEAD = select(Lead).where(Lead.id == bindparam("lead")).with_for_update()
+
+
+def policy_gate(runtime: Runtime, recipient: Recipient, channel: str, now: datetime) -> Gate:
+    """The send-time policy for one lead and channel, run inside the claiming transaction."""
+
+    def gate(session: Session) -> Verdict:
+        if channel == "sms" and runtime.sms is None:
+            return Verdict(SKIPPED, "SMS is not configured (set LEADFLOW_TWILIO_ACCOUNT_SID and friends)")
+        if channel == "push" and runtime.push is None:
+            return Verdict(SKIPPED, "web push is not configured (set LEADFLOW_VAPID_PRIVATE_KEY)")
+        # The row lock (PostgreSQL; SQLite already serializes writers) makes concurrent sends to one lead
+        # take turns, so frequency caps hold across sequences.
+        lead = session.scalars(_LOCKED_LEAD, {"lead": recipient.lead_id}).first()
+        verdict = send_verdict(session, runtime.settings, lead, channel, recipient.address(channel))
+        if verdict.outcome != SEND or lead is None:
+            return verdict
+        # When: sending.yaml's quiet hours and frequency caps (per channel, rolling, across sequences).
+        return paced_until(session, runtime.content.sending, lead, channel, now) or verdict
+
+    return gate
