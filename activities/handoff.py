@@ -24,6 +24,7 @@ from leadflow.contracts import (
     WebhookTarget,
 )
 from leadflow.delivery import Claim, HandOver, deliver_once
+from leadflow.errors import activity_failure
 from leadflow.handoff.assignment import (
     NOTIFICATION_TEMPLATE,
     WAITING,
@@ -88,7 +89,7 @@ class HandoffActivities:
         try:
             handoff_id, person = await self.runtime.db.call(prepare)
         except NoSalespersonAvailable as error:
-            raise ApplicationError(str(error), non_retryable=True) from error
+            raise activity_failure(error) from error
         webhooks = webhook_notices(person, request.stage_change_id, handoff_id, "", "", 0)
         email_key = notice_key(request.stage_change_id, "", 0, "email")
         # The email and a first try of each webhook go out together, at once; a webhook that fails is left to
@@ -136,12 +137,12 @@ class HandoffActivities:
         try:
             rendered = runtime.content.templates.render_email(NOTIFICATION_TEMPLATE, context)
         except TemplateRenderError as error:
-            raise ApplicationError(str(error), type="TemplateRenderError", non_retryable=True) from error
+            raise activity_failure(error) from error
         try:
             claim = Claim(key, None, "email", NOTIFICATION_TEMPLATE, recipient, rendered.subject)
             delivery = await send_email(runtime, claim, rendered)
         except TemporaryDeliveryError as error:
-            raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
+            raise activity_failure(error) from error
         if delivery.status == "sent":
             await self.runtime.db.call(self._record, handoff_id, "notified", f"email to {recipient}", notice)
         return delivery.status
@@ -183,7 +184,7 @@ class HandoffActivities:
                 runtime, Claim(notice.key, None, "webhook", target.format, target.url), post
             )
         except TemporaryDeliveryError as error:
-            raise ApplicationError(str(error), type="TemporaryDeliveryError") from error
+            raise activity_failure(error) from error
         if delivery.status == "sent":
             detail = f"{target.format} webhook {target.url}"
             await self.runtime.db.call(self._record, notice.handoff_id, "notified", detail, notice.notice)

@@ -29,6 +29,7 @@ from leadflow.contracts import (
     StepsReached,
 )
 from leadflow.delivery import Claim, Delivery
+from leadflow.errors import activity_failure
 from leadflow.leads import enrolling_event, lead_temperature, sequence_message_context
 from leadflow.outgoing import (
     Recipient,
@@ -112,11 +113,9 @@ class SendActivities:
                 self._deliver(request, recipient, message_context(runtime, context, recipient.lead_id), now)
             )
         except (TemplateRenderError, UnsendableMessage) as error:  # the same on every attempt: never retried
-            raise ApplicationError(str(error), type=type(error).__name__, non_retryable=True) from error
+            raise activity_failure(error) from error
         except TemporaryDeliveryError as error:
-            raise ApplicationError(
-                str(error), type="TemporaryDeliveryError", next_retry_delay=provider_delay(error)
-            ) from error
+            raise activity_failure(error, provider_delay(error)) from error
         return SendResult(
             status=delivery.status,
             message_id=delivery.message_id,

@@ -27,8 +27,8 @@ from leadflow.channels.webpush import endpoint_refusal
 from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
 from leadflow.content.models import RateLimit
 from leadflow.erasure import erase_lead, stop_workflows
+from leadflow.errors import LeadflowError
 from leadflow.handoff.answers import SalesAnswer, answer, close_open_handoff, handoff_document
-from leadflow.handoff.assignment import HandoffRefused
 from leadflow.identity import identify_visitor
 from leadflow.ingest import (
     MAX_BATCH_EVENTS,
@@ -195,6 +195,12 @@ def create_app(
             )
         return JSONResponse({"detail": readable}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
+    @app.exception_handler(LeadflowError)
+    async def refused(request: Request, error: LeadflowError) -> JSONResponse:
+        if error.http_status is None:  # not a client's doing: a 500, as any other failure
+            raise error
+        return JSONResponse({"detail": str(error)}, error.http_status)
+
     @app.exception_handler(UnknownLead)
     async def unknown_lead(request: Request, error: UnknownLead) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status.HTTP_404_NOT_FOUND)
@@ -317,7 +323,7 @@ def create_app(
 
         try:
             applied = await asyncio.to_thread(apply)
-        except (HandoffRefused, NotRecyclable) as refused:
+        except NotRecyclable as refused:
             raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
         if applied is None:
             raise not_found(reference)

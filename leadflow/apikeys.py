@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from leadflow import clock
+from leadflow.errors import LeadflowError
 from leadflow.store import Database
 from leadflow.store.models import ApiKey
 
@@ -30,7 +31,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 LAST_USED_EVERY = 60.0  # seconds: a key's last use is written at most once a minute, not on every request
 
 
-class KeyRefused(ValueError):
+class KeyRefused(LeadflowError, ValueError):
     """A key cannot be created or revoked as asked: the message says why."""
 
 

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         WaitStep,
         WaitUntilStep,
     )
+    from leadflow.content.templates import TemplateRenderError
     from leadflow.contracts import (
         HANDED_TO_SALES,
         OPTED_OUT,
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         StepReached,
         StepsReached,
     )
+    from leadflow.errors import failure_type
     from leadflow.scoring import EventFact
     from leadflow.segmentation import LeadFacts, holds, reads_the_lead, trigger_matches
 
@@ -60,7 +62,7 @@ SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=30),
-    non_retryable_error_types=["TemplateRenderError", CHANNEL_UNAVAILABLE],
+    non_retryable_error_types=[failure_type(TemplateRenderError), CHANNEL_UNAVAILABLE],
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 # The send activity heartbeats during the provider call: a worker that died mid-send is noticed this fast.

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from leadflow.errors import LeadflowError
 
-class TemporaryDeliveryError(Exception):
+
+class TemporaryDeliveryError(LeadflowError):
     """The provider may accept the message later (connection refused, 4xx, 429, 5xx from an HTTP API).
     `retry_after`: the seconds the provider asked us to wait first (its Retry-After), when it said."""
+
+    retryable = True
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class PermanentDeliveryError(Exception):
+class PermanentDeliveryError(LeadflowError):
     """The provider will never accept it. `reason` says what that means for the address:
     `bounce`, `invalid_number` and `opted_out` suppress it, `subscription_gone` removes a push subscription,
     `rejected` (this message, not the address, was refused) changes nothing."""
@@ -29,7 +33,7 @@ class PermanentDeliveryError(Exception):
         self.reason = reason
 
 
-class UnsendableMessage(Exception):
+class UnsendableMessage(LeadflowError):
     """The message cannot be composed from what is stored (an address with control characters, which an
     older version accepted): no attempt can ever send it."""
 

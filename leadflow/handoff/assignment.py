@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from leadflow import clock
 from leadflow.content.conditions import filter_holds
 from leadflow.content.models import Salesperson, SalesTeam
+from leadflow.errors import LeadflowError
 from leadflow.store.models import (
     Account,
     AssignmentCursor,
@@ -28,12 +29,14 @@ CONVERTED_STAGES = ("opportunity", "customer")
 TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 
-class NoSalespersonAvailable(Exception):
+class NoSalespersonAvailable(LeadflowError):
     pass
 
 
-class HandoffRefused(ValueError):
+class HandoffRefused(LeadflowError, ValueError):
     """Sales asked for something the hand-off's state does not allow (accept a closed one, …)."""
+
+    http_status = 409
 
 
 # --- assignment ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from leadflow.content.templates.variables import (
     internals_read,
 )
 from leadflow.content.yamlfile import not_text
+from leadflow.errors import LeadflowError
 
 # channel: (required blocks, optional blocks)
 BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -36,7 +37,7 @@ REQUIRED_BLOCKS = {channel: blocks[0] for channel, blocks in BLOCKS.items()}
 SMS_MAX_LENGTH = 1600  # Twilio refuses longer bodies
 
 
-class TemplateRenderError(Exception):
+class TemplateRenderError(LeadflowError):
     """A template that cannot render for this lead: the marketer must fix it; retrying will not help."""
 
 
