@@ -9,9 +9,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -51,27 +52,32 @@ async def connect(settings: Settings, db: Database, patience: float = 30.0) -> C
             await asyncio.sleep(0.2)
 
 
-def build_worker(client: Client, runtime: Runtime, leads: LeadActivities | None = None) -> Worker:
+def activities_of(runtime: Runtime, leads: LeadActivities | None = None) -> list[Callable[..., Any]]:
+    """Every activity the worker registers (their names are in running workflows' histories)."""
     leads = leads or LeadActivities(runtime)
     sending, handoff = SendActivities(runtime), HandoffActivities(runtime)
+    return [
+        leads.assess_lead,
+        leads.hand_off,
+        sending.send_message,
+        sending.lead_snapshot,
+        sending.next_send_window,
+        sending.resolve_moment,
+        sending.record_step,
+        sending.record_steps,
+        sending.finish_enrollment,
+        handoff.notify_webhook,
+        handoff.remind,
+        handoff.escalate,
+    ]
+
+
+def build_worker(client: Client, runtime: Runtime, leads: LeadActivities | None = None) -> Worker:
     return Worker(
         client,
         task_queue=runtime.settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[
-            leads.assess_lead,
-            leads.hand_off,
-            sending.send_message,
-            sending.lead_snapshot,
-            sending.next_send_window,
-            sending.resolve_moment,
-            sending.record_step,
-            sending.record_steps,
-            sending.finish_enrollment,
-            handoff.notify_webhook,
-            handoff.remind,
-            handoff.escalate,
-        ],
+        activities=activities_of(runtime, leads),
         max_cached_workflows=runtime.settings.worker_cache_size,
         max_concurrent_workflow_tasks=runtime.settings.worker_workflow_task_slots,
         workflow_runner=(

@@ -55,6 +55,7 @@ from leadflow.tracking.collect import MAX_BODY_BYTES as COLLECT_MAX_BODY_BYTES
 from leadflow.tracking.collect import PUSH_MAX_BODY_BYTES
 from leadflow.tracking.routes import tracking_routes
 from leadflow.webhooks import public_routes
+from workflows.handoff import HandoffWorkflow
 
 bearer = HTTPBearer(auto_error=False)
 log = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ def create_app(
             return
         handle = client.get_workflow_handle(runtime.settings.handoff_workflow_id(stage_change_id))
         try:
-            await handle.signal("closed", outcome)
+            await handle.signal(HandoffWorkflow.closed, outcome)
         except RPCError:
             pass  # finished already, or a hand-off from before follow-ups: nothing is waiting
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from temporalio import workflow
 
 from leadflow.content.models import Moment, SendWindow, Sequence
 
@@ -229,3 +232,10 @@ class EnrollmentFinished:
     reason: str = ""
     at: datetime | None = None  # the workflow's time
     journal: list[StepReached] = field(default_factory=list)  # the steps reached since the last activity
+
+
+def signal_name(method: Callable[..., Any]) -> str:
+    """The name Temporal knows a `@workflow.signal` method by, for the client calls that take a name
+    (`start_signal` of signal-with-start): the method is named in code, so a renamed or removed signal is
+    caught by mypy instead of by a lead that never wakes."""
+    return workflow._SignalDefinition.must_name_from_fn_or_str(method)

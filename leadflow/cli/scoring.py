@@ -68,7 +68,7 @@ def rescore(
 
 async def _wake_lead_workflows(lead_ids: list[int]) -> None:
     """Promotions to SQL are handed to sales by each lead's workflow: signal them to look now."""
-    from leadflow.contracts import LeadWorkflowInput
+    from leadflow.contracts import LeadWorkflowInput, signal_name
     from worker import connect
     from workflows.lead import LeadWorkflow
 
@@ -81,7 +81,7 @@ async def _wake_lead_workflows(lead_ids: list[int]) -> None:
                 LeadWorkflowInput(lead_id),
                 id=settings.lead_workflow_id(lead_id),
                 task_queue=settings.task_queue,
-                start_signal="rescore",
+                start_signal=signal_name(LeadWorkflow.rescore),
                 start_signal_args=["the scoring model changed"],
             )
         console.print(f"{len(lead_ids)} lead(s) promoted to SQL are being handed to sales")
