@@ -42,7 +42,7 @@ from leadflow.outgoing import (
     send_sms,
 )
 from leadflow.runtime import Runtime
-from leadflow.send_policy import SUPPRESSED, lead_zone, next_window_opening, policy_gate, reachable_channels
+from leadflow.send_policy import Decision, lead_zone, next_window_opening, policy_gate, reachable_channels
 from leadflow.store.models import Enrollment, EnrollmentStep, Lead, table_of
 
 HEARTBEAT_SECONDS = 2.0
@@ -106,7 +106,7 @@ class SendActivities:
 
         prepared = await self.runtime.db.call(prepare)
         if prepared is None:
-            return SendResult(status=SUPPRESSED, reason="the lead was erased")
+            return SendResult(status=Decision.SUPPRESSED, reason="the lead was erased")
         recipient, context = prepared
         try:
             delivery = await heartbeating(

@@ -24,11 +24,12 @@ from leadflow import clock, dashboard
 from leadflow.apikeys import Caller, Keyring
 from leadflow.bodylimit import BodySizeLimit
 from leadflow.channels.webpush import endpoint_refusal
-from leadflow.consent import CONSENT_EVENTS, GRANTED, consent_document
+from leadflow.consent import CONSENT_EVENTS, ConsentStatus, consent_document
 from leadflow.content.models import RateLimit
 from leadflow.erasure import erase_lead, stop_workflows
 from leadflow.errors import LeadflowError
 from leadflow.handoff.answers import SalesAnswer, answer, close_open_handoff, handoff_document
+from leadflow.handoff.assignment import HandoffStatus
 from leadflow.identity import identify_visitor
 from leadflow.ingest import (
     MAX_BATCH_EVENTS,
@@ -273,7 +274,7 @@ def create_app(
                     return None
                 now = clock.now()
                 recycle(session, lead.id, body.reason, runtime.content.scoring, now)
-                closed = close_open_handoff(session, lead.id, "recycled", body.reason, now)
+                closed = close_open_handoff(session, lead.id, HandoffStatus.RECYCLED, body.reason, now)
                 closing.extend([closed.stage_change_id] if closed else [])
                 return lead_document(session, lead)
 
@@ -284,7 +285,7 @@ def create_app(
         if document is None:
             raise not_found(reference)
         for stage_change_id in closing:
-            await stop_follow_up(stage_change_id, "recycled")
+            await stop_follow_up(stage_change_id, HandoffStatus.RECYCLED)
         return document
 
     async def stop_follow_up(stage_change_id: int, outcome: str) -> None:
@@ -433,7 +434,7 @@ def create_app(
         saved = await asyncio.to_thread(save_subscription, runtime.db, subscription_in)
         if saved.consent_recorded and on_events_accepted:
             on_events_accepted()
-        return {"id": saved.subscription_id, "lead_id": saved.lead_id, "consent": GRANTED}
+        return {"id": saved.subscription_id, "lead_id": saved.lead_id, "consent": ConsentStatus.GRANTED}
 
     @v1.get("/push/key", responses=refusals(404))
     async def push_key() -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
@@ -21,9 +22,14 @@ from leadflow.settings import CHANNELS
 from leadflow.store.models import Consent, ConsentChange, Lead, PushSubscription, Suppression
 from leadflow.store.upsert import insert_ignoring_conflicts
 
-GRANTED, WITHDRAWN = "granted", "withdrawn"
+
+class ConsentStatus(StrEnum):
+    GRANTED = "granted"
+    WITHDRAWN = "withdrawn"
+
+
 OPT_OUT_EVENT, OPT_IN_EVENT = "unsubscribed", "subscribed"
-CONSENT_EVENTS = {OPT_OUT_EVENT: WITHDRAWN, OPT_IN_EVENT: GRANTED}
+CONSENT_EVENTS = {OPT_OUT_EVENT: ConsentStatus.WITHDRAWN, OPT_IN_EVENT: ConsentStatus.GRANTED}
 # Suppressions a fresh opt-in lifts; a bounce, a complaint or an erasure stays.
 LIFTED_BY_OPT_IN = ("opt_out",)
 DETAIL_LENGTH = 500  # a provider's refusal is kept for the record, bounded
@@ -140,7 +146,7 @@ def record_consent(
     else:
         return  # an older change arriving late is history, not the current state
     for address in addresses(session, lead, channel):
-        if status == WITHDRAWN:
+        if status == ConsentStatus.WITHDRAWN:
             suppress(session, channel, address, "opt_out", source, at)
         else:
             lift_opt_out(session, channel, address)

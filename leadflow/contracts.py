@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from temporalio import workflow
@@ -13,6 +14,15 @@ from leadflow.content.models import Moment, SendWindow, Sequence
 
 HANDED_TO_SALES = "handed to sales"  # the reason running sequences are told to exit
 OPTED_OUT = "opted out"
+
+
+class EnrollmentStatus(StrEnum):
+    """An enrollment's status (its sequence workflow's outcome once finished), stored as the string."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # went through every step
+    CONVERTED = "converted"  # reached a goal
+    EXITED = "exited"  # left early: opted out, left the segment, handed to sales, bounced
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
@@ -27,18 +28,35 @@ from leadflow import clock, consent
 from leadflow.channels import PermanentDeliveryError, TemporaryDeliveryError, UnsendableMessage
 from leadflow.ingest import EventIn, store_events
 from leadflow.runtime import Runtime
-from leadflow.send_policy import HOLD, SEND, Verdict
+from leadflow.send_policy import Decision, Verdict
 from leadflow.store.models import Lead, Message, PushSubscription, table_of
 from leadflow.store.upsert import insert_ignoring_conflicts
 
-SENT, SENDING, DEFERRED, BOUNCED, UNCERTAIN = "sent", "sending", "deferred", "bounced", "uncertain"
-CLAIMED = "claimed"
-ALREADY_SENT, HELD = "already_sent", "held"
+
+class MessageStatus(StrEnum):
+    """A message's status in the store, and what a delivery attempt answers. A StrEnum: stored and sent as
+    its string."""
+
+    CLAIMED = "claimed"  # the claim is written, the provider not called yet
+    SENDING = "sending"  # the provider call is under way
+    SENT = "sent"
+    UNCERTAIN = "uncertain"  # the worker died during the provider call: possibly sent, never sent again
+    DEFERRED = "deferred"  # a temporary failure: retried
+    BOUNCED = "bounced"
+    ALREADY_SENT = "already_sent"  # an earlier attempt sent it
+    HELD = "held"  # the send-time policy holds it until a later time
+
+
 SUPPRESSING = {"bounce": "bounce", "invalid_number": "invalid_number", "opted_out": "opt_out"}
 # Refusals that say the address cannot receive: also a `<channel>_bounced` event on the lead, for scoring and
 # segments (an opt-out is a consent change, recorded as such).
 BOUNCES = ("bounce", "invalid_number")
 
+# What an earlier attempt's status means to the attempt that finds it.
+_EARLIER_ATTEMPT: dict[str, str] = {
+    MessageStatus.SENT: MessageStatus.ALREADY_SENT,
+    MessageStatus.SENDING: MessageStatus.UNCERTAIN,
+}
 Gate = Callable[[Session], Verdict]
 HandOver = Callable[[], Awaitable[None]]
 # Gets the claimed message's id and the hand-over to await at the last moment before the provider can take
@@ -81,24 +99,26 @@ def _claim(claim: Claim, gate: Gate | None, now: datetime, token: str, session: 
     """The id of the message claimed under `token` when the provider must be called now; else the Delivery
     to report."""
     message = session.scalars(_MESSAGE_BY_KEY, {"key": claim.key}).first()
-    if message is not None and message.status == CLAIMED:
+    if message is not None and message.status == MessageStatus.CLAIMED:
         # An earlier attempt stopped before handing it over (its worker died, or it was presumed dead): the
         # provider has nothing, so it is decided and sent afresh, like a deferred one.
-        message.status = DEFERRED
-    if message is not None and message.status not in (DEFERRED,):
-        if message.status == SENDING:
-            message.status = UNCERTAIN
-        status = {SENT: ALREADY_SENT, SENDING: UNCERTAIN}.get(message.status, message.status)
+        message.status = MessageStatus.DEFERRED
+    if message is not None and message.status not in (MessageStatus.DEFERRED,):
+        if message.status == MessageStatus.SENDING:
+            message.status = MessageStatus.UNCERTAIN
+        status = _EARLIER_ATTEMPT.get(message.status, message.status)
         return Delivery(status, message.id, message.error or "")
     # New, or refused for now last time (nothing went out): the policy decides again, it may have changed.
-    verdict = gate(session) if gate else Verdict(SEND)
-    if verdict.outcome == HOLD:
-        return Delivery(HELD, message.id if message else None, verdict.reason, verdict.hold_until)
-    status = CLAIMED if verdict.outcome == SEND else verdict.outcome
+    verdict = gate(session) if gate else Verdict(Decision.SEND)
+    if verdict.outcome == Decision.HELD:
+        return Delivery(
+            MessageStatus.HELD, message.id if message else None, verdict.reason, verdict.hold_until
+        )
+    status = MessageStatus.CLAIMED if verdict.outcome == Decision.SEND else verdict.outcome
     if message is not None:
         message.status, message.error = status, verdict.reason or message.error
         message.claim_token = token
-        return message.id if status == CLAIMED else Delivery(status, message.id, verdict.reason)
+        return message.id if status == MessageStatus.CLAIMED else Delivery(status, message.id, verdict.reason)
     row = {
         "idempotency_key": claim.key,
         "lead_id": claim.lead_id,
@@ -115,9 +135,9 @@ def _claim(claim: Claim, gate: Gate | None, now: datetime, token: str, session: 
         session, Message, [row], ["idempotency_key"], returning=(Message.id,)
     )
     if not inserted:  # another attempt claimed it between our read and our insert: it owns the send
-        return Delivery(UNCERTAIN, None, "claimed concurrently")
+        return Delivery(MessageStatus.UNCERTAIN, None, "claimed concurrently")
     message_id = int(inserted[0][0])
-    return message_id if status == CLAIMED else Delivery(status, message_id, verdict.reason)
+    return message_id if status == MessageStatus.CLAIMED else Delivery(status, message_id, verdict.reason)
 
 
 _MESSAGES = table_of(Message)
@@ -125,10 +145,10 @@ _HAND_OVER = (
     update(_MESSAGES)
     .where(
         _MESSAGES.c.id == bindparam("message"),
-        _MESSAGES.c.status.in_((CLAIMED, SENDING)),
+        _MESSAGES.c.status.in_((MessageStatus.CLAIMED, MessageStatus.SENDING)),
         _MESSAGES.c.claim_token == bindparam("token"),
     )
-    .values(status=SENDING)
+    .values(status=MessageStatus.SENDING)
 )
 
 
@@ -198,7 +218,9 @@ def _consequences(
     consent.suppress(session, claim.channel, claim.recipient, SUPPRESSING[reason], error, now)
     lead = session.get(Lead, claim.lead_id) if claim.lead_id else None
     if reason == "opted_out" and lead is not None:
-        consent.record_consent(session, lead, claim.channel, consent.WITHDRAWN, f"provider: {error}", now)
+        consent.record_consent(
+            session, lead, claim.channel, consent.ConsentStatus.WITHDRAWN, f"provider: {error}", now
+        )
     if reason in BOUNCES and lead is not None:
         record_bounce(session, lead.id, message_id, claim.channel, claim.template)
 
@@ -248,15 +270,15 @@ async def deliver_once(
     try:
         provider_id = await send(message_id, hand_over)
     except TakenOver as error:
-        return Delivery(UNCERTAIN, message_id, str(error))  # the later attempt sends it, or has
+        return Delivery(MessageStatus.UNCERTAIN, message_id, str(error))  # the later attempt sends it, or has
     except TemporaryDeliveryError as error:
-        await record(error, DEFERRED)
+        await record(error, MessageStatus.DEFERRED)
         raise
     except PermanentDeliveryError as error:
-        await record(error, BOUNCED)
-        return Delivery(BOUNCED, message_id, str(error))
+        await record(error, MessageStatus.BOUNCED)
+        return Delivery(MessageStatus.BOUNCED, message_id, str(error))
     except UnsendableMessage as error:  # it never left: recorded as bounced, the address is not suppressed
-        await record(error, BOUNCED)
+        await record(error, MessageStatus.BOUNCED)
         raise
-    await record(None, SENT, provider_id)
-    return Delivery(SENT, message_id)
+    await record(None, MessageStatus.SENT, provider_id)
+    return Delivery(MessageStatus.SENT, message_id)

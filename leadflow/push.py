@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadflow import clock
-from leadflow.consent import GRANTED
+from leadflow.consent import ConsentStatus
 from leadflow.ingest import EMAIL_PATTERN, EventIn, UnknownLead, leads_by_anonymous_id, store_events
 from leadflow.inputs import Input, LeadId
 from leadflow.store import Database
@@ -119,13 +119,13 @@ def _save(session: Session, lead_id: int, subscription: BrowserSubscription) -> 
     granted = session.scalars(
         select(Consent.status).where(Consent.lead_id == lead_id, Consent.channel == "push")
     ).first()
-    if granted != GRANTED:
+    if granted != ConsentStatus.GRANTED:
         properties = {"channel": "push", "source": "browser push subscription"}
         event = EventIn(
             id=f"lf-push-{uuid4().hex}", type="subscribed", lead_id=lead_id, properties=properties
         )
         store_events(session, [event])
-    return SavedSubscription(saved.id, lead_id, granted != GRANTED)
+    return SavedSubscription(saved.id, lead_id, granted != ConsentStatus.GRANTED)
 
 
 def _lead_id(session: Any, request: PushSubscriptionIn) -> int:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from leadflow.consent import _CONSENT_STATUS, GRANTED, WITHDRAWN, addresses, suppression_of
+from leadflow.consent import _CONSENT_STATUS, ConsentStatus, addresses, suppression_of
 from leadflow.content.models import WEEKDAYS, FrequencyCap, QuietHours, SendingPolicy, SendWindow, known_zone
 from leadflow.runtime import Runtime
 from leadflow.settings import CHANNELS, Settings
@@ -32,7 +33,14 @@ if TYPE_CHECKING:
 # Messages that count against a frequency cap: sent, possibly sent, or being sent.
 COUNTED = ("sent", "sending", "claimed", "uncertain")
 
-SEND, SUPPRESSED, SKIPPED, HOLD = "send", "suppressed", "skipped", "held"
+
+class Decision(StrEnum):
+    """What the send-time policy decides for one send (a Verdict's outcome)."""
+
+    SEND = "send"
+    SUPPRESSED = "suppressed"  # opted out or erased: the lead leaves its sequences
+    SKIPPED = "skipped"  # this channel cannot reach the lead
+    HELD = "held"  # not now: until the verdict's hold_until
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class Verdict:
     """`send`; `suppressed` (opted out or erased: the lead leaves its sequences); `skipped` (this channel
     cannot reach the lead: no address, no consent, a bounced address); `held` until `hold_until` (pacing)."""
 
-    outcome: str
+    outcome: Decision
     reason: str = ""
     hold_until: datetime | None = None
 
@@ -54,19 +62,21 @@ def send_verdict(
     """Whether `lead` may be messaged on `channel` at `address` at all, checked in this order: erased, no
     address, suppression list, consent. When: `paced_until` below."""
     if lead is None:
-        return Verdict(SUPPRESSED, "the lead was erased")
+        return Verdict(Decision.SUPPRESSED, "the lead was erased")
     if not address:
-        return Verdict(SKIPPED, f"the lead has no {_address_name(channel)}")
+        return Verdict(Decision.SKIPPED, f"the lead has no {_address_name(channel)}")
     suppression = suppression_of(session, channel, address)
     if suppression is not None:
-        outcome = SKIPPED if suppression.reason in ("bounce", "invalid_number") else SUPPRESSED
+        outcome = (
+            Decision.SKIPPED if suppression.reason in ("bounce", "invalid_number") else Decision.SUPPRESSED
+        )
         return Verdict(outcome, f"{_address_name(channel)} is on the suppression list ({suppression.reason})")
     consent = session.scalars(_CONSENT_STATUS, {"lead": lead.id, "channel": channel}).first()
-    if consent == WITHDRAWN:
-        return Verdict(SUPPRESSED, f"the lead opted out of {channel}")
-    if consent != GRANTED and channel in settings.consent_required:
-        return Verdict(SKIPPED, f"no {channel} consent recorded for the lead")
-    return Verdict(SEND)
+    if consent == ConsentStatus.WITHDRAWN:
+        return Verdict(Decision.SUPPRESSED, f"the lead opted out of {channel}")
+    if consent != ConsentStatus.GRANTED and channel in settings.consent_required:
+        return Verdict(Decision.SKIPPED, f"no {channel} consent recorded for the lead")
+    return Verdict(Decision.SEND)
 
 
 def reachable_channels(session: Session, settings: Settings, lead: Lead) -> list[str]:
@@ -76,7 +86,7 @@ def reachable_channels(session: Session, settings: Settings, lead: Lead) -> list
         channel
         for channel in CHANNELS
         if any(
-            send_verdict(session, settings, lead, channel, address).outcome == SEND
+            send_verdict(session, settings, lead, channel, address).outcome == Decision.SEND
             for address in addresses(session, lead, channel)
         )
     ]
@@ -193,7 +203,7 @@ def paced_until(
         why = f"quiet hours {quiet.start:%H:%M}-{quiet.end:%H:%M} in {zone.key} (sending.yaml)"
     else:
         why = f"{channel} frequency cap reached (sending.yaml)"
-    return Verdict(HOLD, why, allowed)
+    return Verdict(Decision.HELD, why, allowed)
 
 
 # --- the gate: whether, then when, for one send -----------------------------------------------------------
@@ -206,14 +216,16 @@ def policy_gate(runtime: Runtime, recipient: Recipient, channel: str, now: datet
 
     def gate(session: Session) -> Verdict:
         if channel == "sms" and runtime.sms is None:
-            return Verdict(SKIPPED, "SMS is not configured (set LEADFLOW_TWILIO_ACCOUNT_SID and friends)")
+            return Verdict(
+                Decision.SKIPPED, "SMS is not configured (set LEADFLOW_TWILIO_ACCOUNT_SID and friends)"
+            )
         if channel == "push" and runtime.push is None:
-            return Verdict(SKIPPED, "web push is not configured (set LEADFLOW_VAPID_PRIVATE_KEY)")
+            return Verdict(Decision.SKIPPED, "web push is not configured (set LEADFLOW_VAPID_PRIVATE_KEY)")
         # The row lock (PostgreSQL; SQLite already serializes writers) makes concurrent sends to one lead
         # take turns, so frequency caps hold across sequences.
         lead = session.scalars(_LOCKED_LEAD, {"lead": recipient.lead_id}).first()
         verdict = send_verdict(session, runtime.settings, lead, channel, recipient.address(channel))
-        if verdict.outcome != SEND or lead is None:
+        if verdict.outcome != Decision.SEND or lead is None:
             return verdict
         # When: sending.yaml's quiet hours and frequency caps (per channel, rolling, across sequences).
         return paced_until(session, runtime.content.sending, lead, channel, now) or verdict

@@ -194,7 +194,7 @@ def public_routes(runtime: Runtime, on_events_accepted: Callable[[], None] | Non
                         .scalar_subquery(),
                     )
                 ).one()
-                return None if current == consent.WITHDRAWN else int(changes)
+                return None if current == consent.ConsentStatus.WITHDRAWN else int(changes)
 
         changes = await asyncio.to_thread(consent_changes)
         if changes is not None:

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         HANDED_TO_SALES,
         OPTED_OUT,
         EnrollmentFinished,
+        EnrollmentStatus,
         EventRef,
         LeadSnapshot,
         LeadSnapshotInput,
@@ -69,7 +70,6 @@ BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 EVENTS_REMEMBERED = 500  # what branches can look back on; older events of a long enrollment are dropped
 
-COMPLETED, CONVERTED, EXITED = "completed", "converted", "exited"
 # Waits end on a whole minute: leads enrolled within the same minute wake together, so a time-skipping
 # server (leadflow simulate) runs them as one batch instead of one by one. A minute late is nothing in a
 # nurture sequence. Histories recorded before this change keep their exact timers.
@@ -107,7 +107,10 @@ class SequenceWorkflow:
                 # The send-time check would stop the next message anyway; leaving now also ends the waits.
                 # (Histories recorded while this exit was new carry its patch marker: consume it.)
                 workflow.patched(EXIT_ON_OPT_OUT)
-                self.outcome = (EXITED, f"{OPTED_OUT} of {event.properties.get('channel') or 'email'}")
+                self.outcome = (
+                    EnrollmentStatus.EXITED,
+                    f"{OPTED_OUT} of {event.properties.get('channel') or 'email'}",
+                )
 
     @workflow.signal
     def exit(self, reason: str) -> None:
@@ -115,13 +118,13 @@ class SequenceWorkflow:
         if reason == HANDED_TO_SALES and not self.request.sequence.exit_when.handed_to_sales:
             return  # this sequence keeps nurturing leads that sales works on
         if self.outcome is None:
-            self.outcome = (EXITED, reason)
+            self.outcome = (EnrollmentStatus.EXITED, reason)
 
     @workflow.signal
     def segments_left(self, segment_ids: list[str]) -> None:
         sequence = self.request.sequence
         if self.outcome is None and sequence.exit_when.left_segment and sequence.segment in segment_ids:
-            self.outcome = (EXITED, f"left the segment {sequence.segment}")
+            self.outcome = (EnrollmentStatus.EXITED, f"left the segment {sequence.segment}")
 
     @workflow.query
     def current_step(self) -> int:
@@ -131,7 +134,7 @@ class SequenceWorkflow:
     async def run(self, request: SequenceInput) -> str:
         workflow_id = workflow.info().workflow_id
         await self._run_steps(request.sequence.steps, "")
-        status, reason = self.outcome or (COMPLETED, "")
+        status, reason = self.outcome or (EnrollmentStatus.COMPLETED, "")
         finished = EnrollmentFinished(
             workflow_id, status, reason, at=workflow.now(), journal=self._unwritten()
         )
@@ -248,9 +251,9 @@ class SequenceWorkflow:
             if result.status == "skipped":
                 await self._note(label, f"skipped: {result.reason}")
             elif result.status == "suppressed" and self.outcome is None:
-                self.outcome = (EXITED, OPTED_OUT)
+                self.outcome = (EnrollmentStatus.EXITED, OPTED_OUT)
             elif result.status == "bounced" and step.send.channel == "email" and self.outcome is None:
-                self.outcome = (EXITED, "email bounced")
+                self.outcome = (EnrollmentStatus.EXITED, "email bounced")
             return
 
     async def _sleep(self, duration: timedelta, until: Callable[[], bool] = lambda: False) -> None:
@@ -359,7 +362,7 @@ class SequenceWorkflow:
     def _check_goals(self, event: EventRef) -> None:
         for goal in self.goals:
             if self.outcome is None and trigger_matches(goal, event.type, event.properties):
-                self.outcome = (CONVERTED, f"goal {goal.event} reached")
+                self.outcome = (EnrollmentStatus.CONVERTED, f"goal {goal.event} reached")
 
 
 async def _bookkeeping(activity: Callable[[Any, In], Awaitable[None]], argument: In, local: bool) -> None:

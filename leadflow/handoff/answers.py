@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadflow.content.models import ScoringModel
-from leadflow.handoff.assignment import CONVERTED_STAGES, OPEN, WAITING, HandoffRefused, record
+from leadflow.handoff.assignment import OPEN, WAITING, HandoffRefused, HandoffStatus, record
+from leadflow.lifecycle import CONVERTED_STAGES, Stage
 from leadflow.qualification import recycle
 from leadflow.store.models import (
     Handoff,
@@ -46,19 +47,19 @@ def answer(session: Session, lead: Lead, reply: SalesAnswer, model: ScoringModel
     if handoff is None:
         raise HandoffRefused(f"lead {lead.id} has not been handed to sales")
     converting_further = (
-        reply.action == "converted" and handoff.status == "converted" and lead.stage != reply.to
+        reply.action == "converted" and handoff.status == HandoffStatus.CONVERTED and lead.stage != reply.to
     )
     if handoff.status not in OPEN and not converting_further:
         raise HandoffRefused(f"the hand-off of lead {lead.id} is already {handoff.status}")
     who = reply.by or handoff.salesperson
     if reply.action == "accept":
         if handoff.status == WAITING:
-            handoff.status, handoff.accepted_at = "accepted", now
+            handoff.status, handoff.accepted_at = HandoffStatus.ACCEPTED, now
             record(session, handoff, "accepted", f"by {who}")
         return handoff
     if reply.action in ("reject", "recycle"):
         recycle(session, lead.id, f"{reply.action}ed by {who}: {reply.reason}", model, now)
-        handoff.status = "rejected" if reply.action == "reject" else "recycled"
+        handoff.status = HandoffStatus.REJECTED if reply.action == "reject" else HandoffStatus.RECYCLED
         handoff.closed_at, handoff.outcome_reason = now, reply.reason
         record(session, handoff, handoff.status, f"by {who}: {reply.reason}")
         return handoff
@@ -69,7 +70,7 @@ def answer(session: Session, lead: Lead, reply: SalesAnswer, model: ScoringModel
 def _convert(
     session: Session, lead: Lead, handoff: Handoff, reply: SalesAnswer, who: str, now: datetime
 ) -> None:
-    order = ["sql", *CONVERTED_STAGES]
+    order: list[str] = [Stage.SQL, *CONVERTED_STAGES]
     if lead.stage not in order or order.index(reply.to) <= order.index(lead.stage):
         raise HandoffRefused(f"lead {lead.id} is {lead.stage!r}: it cannot become {reply.to!r}")
     session.add(
@@ -84,7 +85,7 @@ def _convert(
     )
     lead.stage = reply.to
     handoff.accepted_at = handoff.accepted_at or now
-    handoff.status, handoff.closed_at = "converted", now
+    handoff.status, handoff.closed_at = HandoffStatus.CONVERTED, now
     handoff.outcome_details = {**(handoff.outcome_details or {}), reply.to: reply.details}
     record(session, handoff, "converted", f"to {reply.to} by {who}")
 

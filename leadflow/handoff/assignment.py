@@ -4,6 +4,7 @@ the store; reassignment on escalation; every step recorded in `handoff_events`."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,9 +24,18 @@ from leadflow.store.models import (
 from leadflow.store.upsert import insert_ignoring_conflicts
 
 NOTIFICATION_TEMPLATE = "sales_handoff"
-OPEN = ("assigned", "accepted")  # a hand-off sales has not closed (rejected, recycled or converted)
-WAITING = "assigned"  # not accepted yet: the follow-up SLA runs
-CONVERTED_STAGES = ("opportunity", "customer")
+
+
+class HandoffStatus(StrEnum):
+    ASSIGNED = "assigned"  # not accepted yet: the follow-up SLA runs
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    RECYCLED = "recycled"
+    CONVERTED = "converted"
+
+
+OPEN = (HandoffStatus.ASSIGNED, HandoffStatus.ACCEPTED)  # a hand-off sales has not closed
+WAITING = HandoffStatus.ASSIGNED
 TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from leadflow.lifecycle import Stage
 from leadflow.reports.period import CONVERT_BUCKETS, FUNNEL, STAGE_NAMES, Period
 from leadflow.reports.sql import Spread, seconds_between, spreads, week_of
 from leadflow.store.models import (
@@ -223,7 +224,7 @@ def weekly_qualified(session: Session, period: Period) -> list[tuple[str, int, i
         (str(w), stage): int(n)
         for w, stage, n in session.execute(
             select(week, StageChange.to_stage, func.count())
-            .where(period.holds(StageChange.changed_at), StageChange.to_stage.in_(("mql", "sql")))
+            .where(period.holds(StageChange.changed_at), StageChange.to_stage.in_((Stage.MQL, Stage.SQL)))
             .group_by(week, StageChange.to_stage)
         )
     }
@@ -232,6 +233,6 @@ def weekly_qualified(session: Session, period: Period) -> list[tuple[str, int, i
     weeks: list[tuple[str, int, int]] = []
     while monday <= period.end.date():
         key = monday.isoformat()
-        weeks.append((key, counts.get((key, "mql"), 0), counts.get((key, "sql"), 0)))
+        weeks.append((key, counts.get((key, Stage.MQL), 0), counts.get((key, Stage.SQL), 0)))
         monday += timedelta(weeks=1)
     return weeks

@@ -15,6 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from leadflow.handoff.assignment import HandoffStatus
+from leadflow.lifecycle import CONVERTED_STAGES, Stage
 from leadflow.reports.period import EVERYONE, Period
 from leadflow.reports.sql import Spread, seconds_between, spreads
 from leadflow.store.models import (
@@ -49,22 +51,27 @@ def handoffs(session: Session, period: Period) -> Handoffs:
     after = (
         select(
             StageChange.lead_id,
-            func.min(
-                case((StageChange.to_stage.in_(("opportunity", "customer")), StageChange.changed_at))
-            ).label("opportunity_at"),
-            func.max(case((StageChange.to_stage == "recycled", StageChange.changed_at))).label("recycled_at"),
+            func.min(case((StageChange.to_stage.in_(CONVERTED_STAGES), StageChange.changed_at))).label(
+                "opportunity_at"
+            ),
+            func.max(case((StageChange.to_stage == Stage.RECYCLED, StageChange.changed_at))).label(
+                "recycled_at"
+            ),
         )
-        .where(StageChange.to_stage.in_(("opportunity", "customer", "recycled")))
+        .where(StageChange.to_stage.in_((*CONVERTED_STAGES, Stage.RECYCLED)))
         .group_by(StageChange.lead_id)
         .subquery()
     )
-    accepted = or_(Handoff.status.in_(("accepted", "converted")), Handoff.accepted_at.is_not(None))
-    recycled = or_(Handoff.status == "recycled", after.c.recycled_at >= Handoff.assigned_at)
+    accepted = or_(
+        Handoff.status.in_((HandoffStatus.ACCEPTED, HandoffStatus.CONVERTED)),
+        Handoff.accepted_at.is_not(None),
+    )
+    recycled = or_(Handoff.status == HandoffStatus.RECYCLED, after.c.recycled_at >= Handoff.assigned_at)
     counted = (
         func.count(),
         func.count(Handoff.notified_at),
         func.count(case((accepted, 1))),
-        func.count(case((Handoff.status == "rejected", 1))),
+        func.count(case((Handoff.status == HandoffStatus.REJECTED, 1))),
         func.count(case((recycled, 1))),
         func.count(case((after.c.opportunity_at >= Handoff.assigned_at, 1))),
     )

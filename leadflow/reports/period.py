@@ -12,16 +12,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from leadflow.scoring import FUNNEL as STAGE_ORDER
+from leadflow.lifecycle import FUNNEL as STAGE_ORDER
+from leadflow.lifecycle import Stage
 
 # The funnel a report follows; a lead that skipped a stage (straight to SQL) counts as having passed it.
 FUNNEL = STAGE_ORDER[1:]  # from lead on: subscribers are not yet in the funnel
 STAGE_NAMES = {
-    "lead": "Leads",
-    "mql": "MQL",
-    "sql": "SQL",
-    "opportunity": "Opportunity",
-    "customer": "Customer",
+    Stage.LEAD: "Leads",
+    Stage.MQL: "MQL",
+    Stage.SQL: "SQL",
+    Stage.OPPORTUNITY: "Opportunity",
+    Stage.CUSTOMER: "Customer",
 }
 TEMPERATURES = ("hot", "warm", "cold")
 GRADES = ("A", "B", "C", "D")

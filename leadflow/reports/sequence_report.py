@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from leadflow.contracts import EnrollmentStatus
 from leadflow.reports.funnel_report import Drop
 from leadflow.reports.period import (
     BOUNCED_STATUSES,
@@ -186,10 +187,10 @@ def _enrollment_outcomes(
         here = row(sequence, str(current))
         for index in range(current + 1):
             row(sequence, str(index)).entered += count
-        if status == "running":
+        if status == EnrollmentStatus.RUNNING:
             report.running += count
             here.at_now += count
-        elif status == "converted":
+        elif status == EnrollmentStatus.CONVERTED:
             report.converted += count
             here.goal_reached += count
         elif reason == HANDED_TO_SALES:
@@ -197,7 +198,7 @@ def _enrollment_outcomes(
             here.handed_to_sales += count
         elif reason == OPTED_OUT:
             here.unsubscribed += count
-        elif status != "completed":
+        elif status != EnrollmentStatus.COMPLETED:
             here.left += count
 
 
@@ -274,7 +275,7 @@ def _splits(session: Session, period: Period) -> list[SplitResult]:
             journal.step,
             variant,
             func.count(func.distinct(Enrollment.id)),
-            func.count(func.distinct(case((Enrollment.status == "converted", Enrollment.id)))),
+            func.count(func.distinct(case((Enrollment.status == EnrollmentStatus.CONVERTED, Enrollment.id)))),
         )
         .join(Enrollment, Enrollment.workflow_id == journal.workflow_id)
         .where(period.holds(Enrollment.started_at), journal.detail.startswith(prefix))
