@@ -33,7 +33,7 @@ from leadflow.store.models import Event
 from leadflow.tracking.routes import snippet_for
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
 from tests.browser import chromium, recording, serving
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 SECOND = 1000
 

@@ -21,7 +21,7 @@ from leadflow.content.loader import load_content
 from leadflow.content.models import Site
 from leadflow.settings import PROJECT_ROOT
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
-from tests.conftest import Stack, free_port
+from tests.helpers import Stack, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

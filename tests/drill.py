@@ -34,7 +34,7 @@ from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, Settings
 from leadflow.store import Database
 from leadflow.store.models import Enrollment, Event, Message, Outbox
-from tests.conftest import API_KEY, POSTGRES_URL, _postgres_reachable, free_port, postgres_database
+from tests.helpers import API_KEY, POSTGRES_URL, free_port, postgres_database, postgres_reachable
 from tests.peers import TwilioApi, serve
 
 # Each drill has its own event type, segment and sequence (its sends, in order, without waits), so drills
@@ -408,7 +408,7 @@ async def until(check: Callable[[], bool], timeout: float, what: Callable[[], st
 @contextmanager
 def drill_database(directory: Path) -> Iterator[Database]:
     """PostgreSQL when it answers (the store several processes share in production), else a SQLite file."""
-    if _postgres_reachable():
+    if postgres_reachable():
         with postgres_database(f"leadflow_drill_{os.getpid()}") as database:
             yield database
         return

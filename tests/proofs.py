@@ -14,7 +14,7 @@ from activities.sending import SendActivities
 from leadflow.contracts import SendInput, SendResult
 from leadflow.links import PROOF_PARAMETER
 from leadflow.runtime import Runtime
-from tests.conftest import Inbox
+from tests.helpers import Inbox
 
 EMAIL_LINK_ORIGIN = "https://leadflow.localhost"  # where the shipped templates' links lead
 TEMPLATE = "webinar_invite"

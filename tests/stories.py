@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from leadflow.runtime import Runtime
 from leadflow.simulation import Script, Simulation, SimulationReport, simulated_email
 from leadflow.store.models import Enrollment, EnrollmentStep, Message
-from tests.conftest import Inbox, copy_content
+from tests.helpers import Inbox, copy_content
 
 DAY = timedelta(days=1)
 

@@ -20,7 +20,7 @@ from leadflow.dev import DEV_KEY, seed_dev_key
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, get_settings
 from leadflow.store.models import ApiKey
-from tests.conftest import API_KEY
+from tests.helpers import API_KEY
 from tests.test_dashboard import sign_in
 
 

@@ -20,7 +20,7 @@ from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Event, Lead, Outbox
 from tests.browser import serving
-from tests.conftest import API_KEY, channel_settings, free_port
+from tests.helpers import API_KEY, channel_settings, free_port
 
 LIMIT = 64 * 1024
 AUTHORIZED = {"Authorization": f"Bearer {API_KEY}"}

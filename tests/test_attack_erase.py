@@ -23,8 +23,8 @@ import httpx
 from aiosmtpd.controller import Controller
 
 from leadflow.settings import Settings
-from tests.conftest import API_KEY, eventually, free_port
 from tests.drill import TemporalServer, Workers
+from tests.helpers import API_KEY, eventually, free_port
 
 EMAIL = "Zephyrine.Quarterstaff@erasure-probe.test"
 PHONE = "+14155550199"

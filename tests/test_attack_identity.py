@@ -26,7 +26,7 @@ from leadflow.store import Database
 from leadflow.store.db import MIGRATIONS_DIR
 from leadflow.store.models import Consent, Event, Handoff, Lead
 from tests.browser import chromium, needs_chromium, serving, website
-from tests.conftest import API_KEY, Inbox, Stack, eventually, free_port
+from tests.helpers import API_KEY, Inbox, Stack, eventually, free_port
 from tests.proofs import invite, link_to_page, send_invitation
 
 GRACE = "grace@globex.test"

@@ -35,7 +35,7 @@ from leadflow.inputs import MAX_DEPTH
 from leadflow.runtime import Runtime
 from leadflow.store.models import DeadLetter, Event, Lead, Message, Outbox
 from tests.browser import serving
-from tests.conftest import API_KEY, Stack, channel_settings, eventually, free_port
+from tests.helpers import API_KEY, Stack, channel_settings, eventually, free_port
 from tests.peers import PushService
 from tests.test_api_limits import stored
 

@@ -22,7 +22,7 @@ from leadflow.runtime import Runtime
 from leadflow.tracking.collect import MAX_BODY_BYTES as COLLECT_LIMIT
 from leadflow.tracking.collect import PUSH_MAX_BODY_BYTES as PUSH_LIMIT
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY
-from tests.conftest import channel_settings
+from tests.helpers import channel_settings
 from tests.test_api_limits import exchange, request_head, stored
 from tests.test_attack_ingest import AUTH, P256DH
 from tests.test_attack_web import served  # noqa: F401  (the API on a real port, access log on)

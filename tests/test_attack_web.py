@@ -31,7 +31,7 @@ from leadflow.runtime import Runtime
 from leadflow.store.models import Event
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
 from tests.browser import CHROMIUM, chromium, serving
-from tests.conftest import API_KEY, eventually, free_port
+from tests.helpers import API_KEY, eventually, free_port
 from tests.test_dashboard import FORM, csrf_token, form_token
 from worker import running_worker
 

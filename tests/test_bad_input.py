@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from leadflow.store.models import Event, Lead, Outbox
-from tests.conftest import Stack
+from tests.helpers import Stack
 
 
 def _counts(stack: Stack) -> tuple[int, int, int]:

@@ -16,7 +16,7 @@ from activities.sending import SendActivities
 from leadflow import clock
 from leadflow.contracts import SendInput
 from leadflow.store.models import Event
-from tests.conftest import Stack, channel_settings, eventually
+from tests.helpers import Stack, channel_settings, eventually
 from tests.peers import TwilioApi
 
 ADA = "ada@acme-robotics.test"

@@ -22,7 +22,7 @@ from leadflow import clock
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, Event, Identity, Lead, Message
 from tests.browser import Website, chromium, needs_chromium, screenshot, website
-from tests.conftest import Inbox, channel_settings, eventually, running_stack
+from tests.helpers import Inbox, channel_settings, eventually, running_stack
 from tests.peers import VAPID, PushService, TwilioApi
 
 pytestmark = needs_chromium

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from leadflow.store.models import Event
 from tests.browser import chromium, needs_chromium, screenshot, website
-from tests.conftest import Stack, eventually
+from tests.helpers import Stack, eventually
 from tests.proofs import link_to_page, send_invitation
 
 pytestmark = needs_chromium

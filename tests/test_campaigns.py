@@ -22,7 +22,7 @@ from leadflow.content.loader import load_content
 from leadflow.runtime import Runtime
 from leadflow.simulation import simulated_email
 from leadflow.store.models import Event, SegmentMembership
-from tests.conftest import API_KEY, Inbox, channel_settings, copy_content
+from tests.helpers import API_KEY, Inbox, channel_settings, copy_content
 from tests.peers import PushService, TwilioApi
 from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects
 

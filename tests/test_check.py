@@ -21,7 +21,7 @@ from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT
 from leadflow.simulation import Script, SimulationReport, simulate
 from leadflow.store.models import Enrollment, Event
-from tests.conftest import copy_content
+from tests.helpers import copy_content
 
 MISTAKES = {
     "segments/impossible.yaml": """\

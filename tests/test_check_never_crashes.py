@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from leadflow.cli import app
-from tests.conftest import copy_content
+from tests.helpers import copy_content
 
 LEADFLOW = Path(sys.executable).parent / "leadflow"
 

@@ -20,7 +20,7 @@ from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, get_settings
-from tests.conftest import copy_content
+from tests.helpers import copy_content
 from tests.test_scoring_fit import _write_synthetic_history
 
 LEADFLOW = Path(sys.executable).parent / "leadflow"

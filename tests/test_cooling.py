@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Lead, ScoreSnapshot, StageChange
-from tests.conftest import Inbox, eventually
+from tests.helpers import Inbox, eventually
 from tests.test_replay import HISTORIES, RECORDING
 from worker import running_worker
 

@@ -16,7 +16,7 @@ from leadflow.api import create_app
 from leadflow.dashboard import COOKIE
 from leadflow.reports import Period, build_report
 from leadflow.runtime import Runtime
-from tests.conftest import API_KEY
+from tests.helpers import API_KEY
 from tests.report_data import NOW, SEQUENCE, seed
 
 

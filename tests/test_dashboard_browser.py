@@ -17,7 +17,7 @@ from leadflow.reports import Period, build_report
 from leadflow.runtime import Runtime
 from tests import browser as browsers
 from tests.browser import needs_chromium, screenshot
-from tests.conftest import API_KEY, free_port
+from tests.helpers import API_KEY, free_port
 from tests.report_data import NOW, SEQUENCE, seed
 
 NARROW = {"width": 390, "height": 844}

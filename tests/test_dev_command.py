@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY
-from tests.conftest import Inbox, free_port
+from tests.helpers import Inbox, free_port
 
 LEADFLOW = Path(sys.executable).parent / "leadflow"
 BANNER = "Press Ctrl-C to stop."

@@ -15,7 +15,7 @@ from leadflow.cli import app
 from leadflow.mailcatcher import MailCatcher, caught_mail
 from leadflow.settings import get_settings
 from leadflow.store import Database
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from leadflow.cli import app
 from leadflow.dev import DEV_KEY
 from leadflow.settings import PROJECT_ROOT, Settings
 from tests.browser import serving
-from tests.conftest import API_KEY, Stack, channel_settings, free_port
+from tests.helpers import API_KEY, Stack, channel_settings, free_port
 
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 SHELL_BLOCKS = {"", "sh", "bash", "shell", "console"}

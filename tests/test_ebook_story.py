@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from leadflow.store.models import Event, Message
-from tests.conftest import Stack, eventually
+from tests.helpers import Stack, eventually
 
 ADA = "ada@acme-robotics.test"
 

@@ -31,7 +31,7 @@ from leadflow.consent import suppression_of
 from leadflow.contracts import SendInput, SendResult
 from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.runtime import Runtime
-from tests.conftest import Inbox, free_port, settings_for_test
+from tests.helpers import Inbox, free_port, settings_for_test
 
 LEAD = "lin@initech.test"
 

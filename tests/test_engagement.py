@@ -14,7 +14,7 @@ from sqlalchemy import select
 from leadflow.consent import suppression_of
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.store.models import Consent, Enrollment, Event
-from tests.conftest import Stack, eventually
+from tests.helpers import Stack, eventually
 
 LEAD = "kim@initech.test"
 

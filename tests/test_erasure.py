@@ -13,7 +13,7 @@ from leadflow.consent import address_hash, lift_opt_out, suppress, suppression_o
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Base, Enrollment, Suppression
-from tests.conftest import Stack, eventually
+from tests.helpers import Stack, eventually
 
 EMAIL, PHONE = "eve@initech.test", "+14155550177"
 PERSONAL_TABLES = [

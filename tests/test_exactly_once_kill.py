@@ -30,7 +30,7 @@ from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT
 from leadflow.store.models import Message
-from tests.conftest import eventually, free_port
+from tests.helpers import eventually, free_port
 from worker import running_worker
 from workflows.sequence import SequenceWorkflow
 

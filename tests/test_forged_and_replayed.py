@@ -27,7 +27,7 @@ from leadflow.contracts import SendInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Consent, Event, Message
-from tests.conftest import API_KEY, Inbox, channel_settings
+from tests.helpers import API_KEY, Inbox, channel_settings
 from tests.peers import TwilioApi
 
 KIM, LOU = "kim@initech.test", "lou@initech.test"

@@ -37,7 +37,7 @@ from leadflow.store.models import Base
 from leadflow.tracking.collect import TRACKER_EVENTS
 from leadflow.tracking.sample_site import SAMPLE_SITE_KEY
 from tests.browser import serving
-from tests.conftest import API_KEY, channel_settings, free_port
+from tests.helpers import API_KEY, channel_settings, free_port
 from tests.test_dashboard import FORM, form_token
 
 EXAMPLES = 20  # per operation, caller and generation mode: about 10 s per backend on 2 idle cores

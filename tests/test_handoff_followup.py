@@ -23,7 +23,7 @@ from leadflow.content.loader import load_content
 from leadflow.content.yamlfile import ContentErrors
 from leadflow.runtime import Runtime
 from leadflow.store.models import Handoff, HandoffEvent, Message, StageChange
-from tests.conftest import WEBHOOK_SECRET, Inbox, Stack, WebhookReceiver, eventually, running_stack
+from tests.helpers import WEBHOOK_SECRET, Inbox, Stack, WebhookReceiver, eventually, running_stack
 
 ANN, BOB, CY, EVE, BOSS = (f"{name}@sales.test" for name in ("ann", "bob", "cy", "eve", "boss"))
 

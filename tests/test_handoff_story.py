@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import func, select
 
 from leadflow.store.models import Handoff, StageChange
-from tests.conftest import Stack, eventually
+from tests.helpers import Stack, eventually
 
 GRACE = "grace@globex.test"
 SALES = ("sam.rivera@leadflow.localhost", "alex.chen@leadflow.localhost")

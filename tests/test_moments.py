@@ -17,7 +17,7 @@ from leadflow.content.loader import load_content
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Message
-from tests.conftest import Inbox, copy_content, eventually
+from tests.helpers import Inbox, copy_content, eventually
 from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects
 from tests.stories import email_template as template
 from worker import running_worker

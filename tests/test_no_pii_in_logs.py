@@ -25,7 +25,7 @@ from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.logs import mask_personal_data
 from leadflow.runtime import Runtime
 from tests.browser import serving
-from tests.conftest import API_KEY, Inbox, channel_settings, eventually, free_port
+from tests.helpers import API_KEY, Inbox, channel_settings, eventually, free_port
 from tests.peers import TwilioApi
 from worker import running_worker
 

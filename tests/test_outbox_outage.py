@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from leadflow.converter import data_converter
 from leadflow.runtime import Runtime
-from tests.conftest import Inbox, eventually, free_port, running_stack, temporal_cli
+from tests.helpers import Inbox, eventually, free_port, running_stack, temporal_cli
 
 
 async def dev_server(port: int, database: Path) -> WorkflowEnvironment:

@@ -16,7 +16,7 @@ from leadflow import clock
 from leadflow.contracts import SendInput, SendResult
 from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.store.models import Message, PushSubscription
-from tests.conftest import Stack
+from tests.helpers import Stack
 from tests.peers import VAPID, PushService
 
 EMAIL = "pia@initech.test"

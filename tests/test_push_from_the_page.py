@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from leadflow.content.models import Site
 from leadflow.store.models import Lead, PushSubscription
-from tests.conftest import Stack, channel_settings
+from tests.helpers import Stack, channel_settings
 from tests.peers import VAPID, PushService
 from tests.test_attack_ingest import PRIVATE_ENDPOINTS
 from tests.test_push import at_noon, send_push  # noqa: F401 (at_noon: autouse, a send outside quiet hours)

@@ -27,7 +27,7 @@ from leadflow.runtime import Runtime
 from leadflow.settings import PROJECT_ROOT, get_settings
 from leadflow.store import Database
 from leadflow.store.models import Account, Event, Lead, RescoreRun, SegmentMembership, StageChange
-from tests.conftest import settings_for_test
+from tests.helpers import settings_for_test
 
 _numbers = iter(range(1_000_000))
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from leadflow.cli import app
 from leadflow.settings import get_settings
 from leadflow.store.models import StageChange
-from tests.conftest import Stack, eventually
+from tests.helpers import Stack, eventually
 from tests.test_replay import HISTORIES, RECORDING
 
 INITECH = ["peter@initech.test", "samir@initech.test", "milton@initech.test"]

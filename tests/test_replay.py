@@ -25,7 +25,7 @@ from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store import Database
 from leadflow.store.models import Handoff
-from tests.conftest import (
+from tests.helpers import (
     Inbox,
     WebhookReceiver,
     channel_settings,

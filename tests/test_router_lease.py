@@ -13,7 +13,7 @@ from leadflow.ingest import EventIn, ingest_events
 from leadflow.router import OutboxRouter
 from leadflow.runtime import Runtime
 from leadflow.store.models import Outbox
-from tests.conftest import eventually
+from tests.helpers import eventually
 
 
 def waiting(runtime: Runtime) -> int:

@@ -20,7 +20,7 @@ from leadflow.contracts import SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Message
-from tests.conftest import API_KEY, Inbox, channel_settings, eventually
+from tests.helpers import API_KEY, Inbox, channel_settings, eventually
 from tests.peers import PushService, TwilioApi
 from worker import running_worker
 from workflows.sequence import SequenceWorkflow

@@ -18,7 +18,7 @@ from leadflow.delivery import Claim, HandOver, deliver_once
 from leadflow.ingest import LeadIn, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Message
-from tests.conftest import POSTGRES_URL, Inbox
+from tests.helpers import POSTGRES_URL, Inbox
 
 LEAD = "lin@initech.test"
 

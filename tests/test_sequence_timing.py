@@ -12,7 +12,7 @@ from leadflow.contracts import EventRef, NewEvents, SequenceInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment
-from tests.conftest import Inbox, eventually
+from tests.helpers import Inbox, eventually
 from worker import running_worker
 from workflows.sequence import SequenceWorkflow
 

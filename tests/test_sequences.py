@@ -19,7 +19,7 @@ from leadflow.contracts import StepReached, StepsReached
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, EnrollmentStep, Message
-from tests.conftest import Inbox, copy_content, eventually
+from tests.helpers import Inbox, copy_content, eventually
 from tests.stories import DAY, about, enrollments, journal, play, sent_at, subjects, trial_content
 from worker import running_worker
 from workflows.sequence import pick_variant

@@ -24,7 +24,7 @@ from leadflow.contracts import SendInput
 from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
 from leadflow.runtime import Runtime
 from leadflow.store.models import Consent, Event, Message
-from tests.conftest import Stack, channel_settings
+from tests.helpers import Stack, channel_settings
 from tests.peers import TwilioApi
 
 PHONE = "+14155550123"

@@ -20,7 +20,7 @@ from leadflow.content.loader import load_content
 from leadflow.content.templates import TemplateLibrary, TemplateRenderError
 from leadflow.runtime import Runtime
 from leadflow.store.models import Message
-from tests.conftest import Inbox, copy_content, eventually, running_stack
+from tests.helpers import Inbox, copy_content, eventually, running_stack
 
 # name: (the line that tries it, what `leadflow check` and the render say)
 ESCAPES = {

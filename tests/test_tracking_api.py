@@ -20,7 +20,7 @@ from leadflow.content.models import RateLimit, Site
 from leadflow.ratelimit import RateLimiter
 from leadflow.settings import PROJECT_ROOT
 from leadflow.store.models import Event, Lead
-from tests.conftest import Stack, eventually
+from tests.helpers import Stack, eventually
 from tests.proofs import EMAIL_LINK_ORIGIN, emailed_link, proof_from_click
 
 ORIGIN = "https://www.acme-growth.test"
