@@ -8,8 +8,7 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,22 +27,19 @@ from leadflow.contracts import (
     StepReached,
     StepsReached,
 )
-from leadflow.delivery import Claim, Delivery
 from leadflow.errors import activity_failure
+from leadflow.journal import finish_enrollment, write_journal
 from leadflow.leads import enrolling_event, lead_temperature, sequence_message_context
 from leadflow.outgoing import (
     Recipient,
-    email_with_unsubscribe,
+    UnknownChannel,
+    deliver_step,
     message_context,
-    push_recipient_label,
     recipient_of,
-    send_email,
-    send_push,
-    send_sms,
 )
 from leadflow.runtime import Runtime
-from leadflow.send_policy import Decision, lead_zone, next_window_opening, policy_gate, reachable_channels
-from leadflow.store.models import Enrollment, EnrollmentStep, Lead, table_of
+from leadflow.send_policy import Decision, lead_zone, next_window_opening, reachable_channels
+from leadflow.store.models import Lead
 
 HEARTBEAT_SECONDS = 2.0
 LONGEST_RETRY_DELAY = timedelta(
@@ -110,9 +106,11 @@ class SendActivities:
         recipient, context = prepared
         try:
             delivery = await heartbeating(
-                self._deliver(request, recipient, message_context(runtime, context, recipient.lead_id), now)
+                deliver_step(
+                    runtime, request, recipient, message_context(runtime, context, recipient.lead_id), now
+                )
             )
-        except (TemplateRenderError, UnsendableMessage) as error:  # the same on every attempt: never retried
+        except (TemplateRenderError, UnsendableMessage, UnknownChannel) as error:  # the same on every attempt
             raise activity_failure(error) from error
         except TemporaryDeliveryError as error:
             raise activity_failure(error, provider_delay(error)) from error
@@ -122,41 +120,6 @@ class SendActivities:
             reason=delivery.reason,
             hold_until=delivery.hold_until,
         )
-
-    async def _deliver(
-        self, request: SendInput, recipient: Recipient, context: dict[str, Any], now: datetime
-    ) -> Delivery:
-        runtime, channel, templates = self.runtime, request.channel, self.runtime.content.templates
-        gate = policy_gate(runtime, recipient, channel, now)
-
-        def claim(address: str | None, subject: str | None = None) -> Claim:
-            return Claim(
-                request.idempotency_key, recipient.lead_id, channel, request.template, address or "", subject
-            )
-
-        if channel == "email":
-            unsubscribe = context["unsubscribe_url"]
-            rendered = email_with_unsubscribe(templates.render_email(request.template, context), unsubscribe)
-            return await send_email(
-                runtime,
-                claim(recipient.email, rendered.subject),
-                rendered,
-                request.sender,
-                request.reply_to,
-                gate,
-                now,
-            )
-        if channel == "sms":
-            return await send_sms(
-                runtime, claim(recipient.phone), templates.render_sms(request.template, context), gate, now
-            )
-        if channel == "push":
-            rendered_push = templates.render_push(request.template, context)
-            label = push_recipient_label(recipient.push)
-            return await send_push(
-                runtime, claim(label, rendered_push.title), rendered_push, recipient.push, gate, now
-            )
-        raise ApplicationError(f"unknown channel {channel!r}", type="UnknownChannel", non_retryable=True)
 
     @activity.defn
     async def lead_snapshot(self, request: LeadSnapshotInput) -> LeadSnapshot:
@@ -230,61 +193,10 @@ class SendActivities:
 
     @activity.defn
     async def finish_enrollment(self, finished: EnrollmentFinished) -> None:
+        """The enrollment's end (its status and why), with the journal entries not written yet."""
+
         def write() -> None:
             with self.runtime.db.transaction() as session:
-                write_journal(session, finished.journal)
-                session.execute(
-                    update(Enrollment)
-                    .where(Enrollment.workflow_id == finished.workflow_id)
-                    .values(
-                        status=finished.status,
-                        exit_reason=finished.reason or None,
-                        finished_at=clock.not_before(finished.at),
-                    )
-                )
+                finish_enrollment(session, finished)
 
         await self.runtime.db.call(write)
-
-
-# The journal is written at every send and before every wait: prebuilt Core statements (table_of).
-_ENROLLMENTS, _JOURNAL = table_of(Enrollment), table_of(EnrollmentStep)
-_SET_CURRENT_STEP = (
-    update(_ENROLLMENTS)
-    .where(_ENROLLMENTS.c.workflow_id == bindparam("workflow"))
-    .values(current_step=bindparam("reached"))
-)
-_JOURNALED = select(_JOURNAL.c.step, _JOURNAL.c.kind, _JOURNAL.c.detail).where(
-    _JOURNAL.c.workflow_id == bindparam("workflow")
-)
-_JOURNAL_ENTRY = insert(_JOURNAL)
-
-
-def write_journal(session: Session, steps: list[StepReached]) -> None:
-    """Journal entries of one enrollment, and its current step. An entry already there is not written again:
-    the activity carrying it may run twice (a retried send, a local activity rerun after a worker crash)."""
-    if not steps:
-        return
-    workflow_id = steps[-1].workflow_id
-    connection = session.connection()
-    connection.execute(_SET_CURRENT_STEP, {"workflow": workflow_id, "reached": steps[-1].step})
-    written: set[tuple[str, str, str]] = {
-        (row.step, row.kind, row.detail) for row in connection.execute(_JOURNALED, {"workflow": workflow_id})
-    }
-    rows = []
-    for step in steps:
-        label, kind = step.label or str(step.step), step.kind or "step"
-        if step.lead_id is None or (label, kind, step.detail) in written:
-            continue
-        written.add((label, kind, step.detail))
-        rows.append(
-            {
-                "workflow_id": step.workflow_id,
-                "lead_id": step.lead_id,
-                "step": label,
-                "kind": kind,
-                "at": clock.not_before(step.at),
-                "detail": step.detail,
-            }
-        )
-    if rows:
-        connection.execute(_JOURNAL_ENTRY, rows)

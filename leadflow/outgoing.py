@@ -17,11 +17,18 @@ from sqlalchemy.orm import Session
 from leadflow.channels import OutgoingEmail, PermanentDeliveryError, TemporaryDeliveryError
 from leadflow.channels.webpush import PushTarget
 from leadflow.content.templates import RenderedEmail, RenderedPush, RenderedSms
+from leadflow.contracts import SendInput
 from leadflow.delivery import Claim, Delivery, Gate, HandOver, deliver_once
+from leadflow.errors import LeadflowError
 from leadflow.runtime import Runtime
+from leadflow.send_policy import policy_gate
 from leadflow.store.models import Lead, PushSubscription
 
 TWILIO_STATUS_PATH = "/webhooks/twilio/status"
+
+
+class UnknownChannel(LeadflowError):
+    """A step names a channel this version does not send on."""
 
 
 @dataclass(frozen=True)
@@ -167,3 +174,40 @@ def push_recipient_label(targets: list[PushTarget]) -> str:
 def message_context(runtime: Runtime, context: dict[str, Any], lead_id: int) -> dict[str, Any]:
     """The template context plus what every marketing message may link to."""
     return {**context, "unsubscribe_url": runtime.tracker.unsubscribe_url(lead_id)}
+
+
+async def deliver_step(
+    runtime: Runtime, request: SendInput, recipient: Recipient, context: dict[str, Any], now: datetime
+) -> Delivery:
+    """Render a sequence step's message for its channel and send it once, under the send-time policy."""
+    channel, templates = request.channel, runtime.content.templates
+    gate = policy_gate(runtime, recipient, channel, now)
+
+    def claim(address: str | None, subject: str | None = None) -> Claim:
+        return Claim(
+            request.idempotency_key, recipient.lead_id, channel, request.template, address or "", subject
+        )
+
+    if channel == "email":
+        unsubscribe = context["unsubscribe_url"]
+        rendered = email_with_unsubscribe(templates.render_email(request.template, context), unsubscribe)
+        return await send_email(
+            runtime,
+            claim(recipient.email, rendered.subject),
+            rendered,
+            request.sender,
+            request.reply_to,
+            gate,
+            now,
+        )
+    if channel == "sms":
+        return await send_sms(
+            runtime, claim(recipient.phone), templates.render_sms(request.template, context), gate, now
+        )
+    if channel == "push":
+        rendered_push = templates.render_push(request.template, context)
+        label = push_recipient_label(recipient.push)
+        return await send_push(
+            runtime, claim(label, rendered_push.title), rendered_push, recipient.push, gate, now
+        )
+    raise UnknownChannel(f"unknown channel {channel!r}")
