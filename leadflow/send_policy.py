@@ -53,7 +53,7 @@ class Verdict:
     hold_until: datetime | None = None
 
 
-# --- whether: who may be messaged at all ---------------------------------------------------------------------------------
+# --- whether: who may be messaged at all --------------------------------------------------------------------
 
 
 def send_verdict(
@@ -96,7 +96,7 @@ def _address_name(channel: str) -> str:
     return {"email": "email address", "sms": "phone number", "push": "push subscription"}[channel]
 
 
-# --- when: send windows, quiet hours and frequency caps ------------------------------------------------
+# --- when: send windows, quiet hours and frequency caps -----------------------------------------------------
 
 DAY, WEEK = timedelta(days=1), timedelta(days=7)
 
@@ -206,7 +206,7 @@ def paced_until(
     return Verdict(Decision.HELD, why, allowed)
 
 
-# --- the gate: whether, then when, for one send -----------------------------------------------------------
+# --- the gate: whether, then when, for one send -------------------------------------------------------------
 
 _LOCKED_LEAD = select(Lead).where(Lead.id == bindparam("lead")).with_for_update()
 

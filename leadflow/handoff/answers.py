@@ -20,8 +20,6 @@ from leadflow.store.models import (
     StageChange,
 )
 
-# --- how sales answers -------------------------------------------------------------------------------
-
 Action = Literal["accept", "reject", "recycle", "converted"]
 
 

@@ -49,9 +49,6 @@ class HandoffRefused(LeadflowError, ValueError):
     http_status = 409
 
 
-# --- assignment ------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Choice:
     salesperson: Salesperson

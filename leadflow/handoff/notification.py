@@ -17,8 +17,6 @@ from leadflow.store.models import (
     StageChange,
 )
 
-# --- what the salesperson reads ----------------------------------------------------------------------
-
 
 def notification_context(
     session: Session, lead: Lead, handoff: Handoff, lead_url: str, notice: str = ""

@@ -10,8 +10,6 @@ from leadflow.reports.handoff_report import _COUNTED
 from leadflow.reports.period import FUNNEL, GRADES, STAGE_NAMES, TEMPERATURES
 from leadflow.reports.sequence_report import _STEP_COUNTS
 
-# --- as tables (terminal, CSV) ---------------------------------------------------------------------
-
 
 @dataclass
 class Table:

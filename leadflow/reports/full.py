@@ -14,8 +14,6 @@ from leadflow.reports.period import Period
 from leadflow.reports.scoring_report import HotLead, ScoringHealth, hot_leads, scoring_health
 from leadflow.reports.sequence_report import Sequences, sequences
 
-# --- everything at once ----------------------------------------------------------------------------
-
 
 @dataclass
 class Report:

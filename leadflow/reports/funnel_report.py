@@ -29,8 +29,6 @@ from leadflow.store.models import (
     StageChange,
 )
 
-# --- the funnel ------------------------------------------------------------------------------------
-
 
 @dataclass
 class FunnelStage:

@@ -24,8 +24,6 @@ from leadflow.store.models import (
     StageChange,
 )
 
-# --- hand-off ------------------------------------------------------------------------------------
-
 
 @dataclass
 class SalespersonRow:

@@ -36,8 +36,6 @@ from leadflow.store.models import (
     Message,
 )
 
-# --- sequences ---------------------------------------------------------------------------------------
-
 
 @dataclass
 class StepRow:

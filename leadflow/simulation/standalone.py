@@ -37,9 +37,6 @@ MOST_PROCESSES = 8  # each holds a Python worker and a Java test server (a few h
 SHARE_EXIT_TIMEOUT = 30.0
 
 
-# --- the stand-alone run: a throwaway store, an SMTP sink and a time-skipping server ----------------------
-
-
 class _Sink:
     """An SMTP server that accepts every email and keeps none: simulated leads are not real people."""
 

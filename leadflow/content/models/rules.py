@@ -16,8 +16,6 @@ from pydantic import (
 from leadflow.content.conditions import PropertyFilter, PropertyTest
 from leadflow.content.models.fields import EVENT_TYPE, Duration, Strict
 
-# --- rules: segments' entry and exit, sequences' branches ------------------------------------------
-
 
 class EventTrigger(Strict):
     """An event of this type whose properties pass `where`."""

@@ -14,8 +14,6 @@ from leadflow.content.conditions import PropertyFilter
 from leadflow.content.models.fields import Strict
 from leadflow.content.models.scoring import PositiveDuration
 
-# --- sales ---------------------------------------------------------------------------------------
-
 
 class Webhook(Strict):
     """A signed POST on hand-off: `slack` (an incoming-webhook message) or `json` (a generic document for a

@@ -9,8 +9,6 @@ from pydantic import (
 from leadflow.content.models.fields import IDENTIFIER, Strict
 from leadflow.content.models.rules import Rule
 
-# --- segments ------------------------------------------------------------------------------------
-
 
 class Segment(Strict):
     """Who is in it. Entry and exit are evaluated each time the lead's events arrive, when an absence window

@@ -14,8 +14,6 @@ from pydantic import (
 from leadflow.content.models.fields import Strict
 from leadflow.content.models.sequences import ClockTime
 
-# --- sending policy -----------------------------------------------------------------------------
-
 
 class FrequencyCap(Strict):
     per_day: int | None = Field(default=None, ge=1)  # rolling 24 hours

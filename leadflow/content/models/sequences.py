@@ -23,8 +23,6 @@ from leadflow.content.models.fields import EVENT_TYPE, IDENTIFIER, Duration, Mai
 from leadflow.content.models.rules import EventTrigger, Rule, _union
 from leadflow.content.models.scoring import Location
 
-# --- sequences -----------------------------------------------------------------------------------
-
 CHANNELS = ("email", "sms", "push")
 
 

@@ -12,8 +12,6 @@ from pydantic import (
 
 from leadflow.content.models.fields import EVENT_TYPE, IDENTIFIER, Strict
 
-# --- websites (the tracking snippet's public site keys) ------------------------------------------
-
 # A site's allowed origin: scheme://host[:port], where `*` stands for one DNS label or a port.
 ORIGIN_PATTERN = r"^https?://(\*\.)?[A-Za-z0-9.-]+(:(\d+|\*))?$"
 SITE_KEY = r"^pk_[A-Za-z0-9_]{8,64}$"
