@@ -23,7 +23,7 @@ from leadflow.contracts import (
 )
 from leadflow.delivery import Claim, HandOver, MessageStatus, deliver_once
 from leadflow.handoff.assignment import NOTIFICATION_TEMPLATE, WAITING, assign, reassign, record, salesperson
-from leadflow.handoff.notification import crm_payload, notification_context, slack_payload
+from leadflow.handoff.briefing import crm_payload, notification_context, slack_payload
 from leadflow.outgoing import send_email
 from leadflow.runtime import Runtime
 from leadflow.store.models import Handoff, Lead, StageChange
