@@ -348,6 +348,26 @@ def test_every_relative_link_points_at_a_file_and_heading_that_exist() -> None:
     assert not problems, "\n".join(problems)
 
 
+def patch_ids() -> dict[str, str]:
+    """Every `workflow.patched` id in the workflows, with the file it is in."""
+    found = {}
+    for path in sorted((PROJECT_ROOT / "workflows").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        constants = dict(re.findall(r'^([A-Z_]+) = "([a-z0-9-]+)"', text, flags=re.M))
+        for used in re.findall(r"workflow\.patched\(([A-Z_]+)\)", text):
+            found[constants[used]] = str(path.relative_to(PROJECT_ROOT))
+    return found
+
+
+def test_every_workflow_patch_is_in_the_patch_ledger() -> None:
+    """docs/patches.md says of each patch when it came and when it may go: a new one gets its row."""
+    ledger = (PROJECT_ROOT / "docs" / "patches.md").read_text(encoding="utf-8")
+    ids = patch_ids()
+    assert len(ids) >= 9  # the ids of December 2026
+    missing = [f"{patch} ({path})" for patch, path in ids.items() if f"| `{patch}` | `{path}`" not in ledger]
+    assert not missing, "no row in docs/patches.md for: " + ", ".join(missing)
+
+
 # --- (c) the README's curl examples, against the real API -----------------------------------------------
 
 
