@@ -20,6 +20,7 @@ from leadflow import dashboard
 from leadflow.apikeys import Caller, Keyring
 from leadflow.bodylimit import BodySizeLimit
 from leadflow.content.models import RateLimit
+from leadflow.engagement import public_routes
 from leadflow.errors import LeadflowError
 from leadflow.handoff.routes import handoff_routes
 from leadflow.ingest import MAX_BATCH_EVENTS, UnknownLead
@@ -34,7 +35,6 @@ from leadflow.securityheaders import SecurityHeaders
 from leadflow.tracking.collect import MAX_BODY_BYTES as COLLECT_MAX_BODY_BYTES
 from leadflow.tracking.collect import PUSH_MAX_BODY_BYTES
 from leadflow.tracking.routes import tracking_routes
-from leadflow.webhooks import public_routes
 
 bearer = HTTPBearer(auto_error=False)
 log = logging.getLogger(__name__)
