@@ -1,4 +1,4 @@
-"""Activities of the hand-off, thin adapters over leadflow.handoff.followup: assign, email and call the webhooks
+"""Activities of the hand-off, thin adapters over leadflow.handoff.notifier: assign, email and call the webhooks
 at once (`hand_off`, run by the lead workflow through LeadActivities), then the hand-off workflow's webhook
 retries, reminder and escalation. Here a hand-off's failure becomes the activity's: retried when temporary (a
 provider down), at once final when not (nobody to assign, a broken template)."""
@@ -9,7 +9,7 @@ from temporalio import activity
 
 from leadflow.contracts import FollowUpResult, FollowUpStep, HandOffInput, HandOffResult, WebhookNotice
 from leadflow.errors import LeadflowError, activity_failure
-from leadflow.handoff.followup import SalesNotifier
+from leadflow.handoff.notifier import SalesNotifier
 from leadflow.runtime import Runtime
 
 
