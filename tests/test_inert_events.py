@@ -22,7 +22,7 @@ from leadflow.ingest import EventIn, ingest_events
 from leadflow.router import LEAD_EVENTS_PER_DRAIN
 from leadflow.runtime import Runtime
 from leadflow.store.models import Enrollment, Event, Outbox, ScoreSnapshot, WorkflowTimer
-from tests.conftest import Inbox, Stack, copy_content, eventually, running_stack
+from tests.helpers import Inbox, Stack, copy_content, eventually, running_stack
 
 SAMPLE_SITE = "http://127.0.0.1:8000/sample"  # what the snippet sends from `leadflow dev`'s sample pages
 
