@@ -21,7 +21,6 @@ from leadflow.contracts import (
 )
 from leadflow.inert import remember_workflow_timer
 from leadflow.lanes import PriorityLane
-from leadflow.leads import lead_temperature
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
 from leadflow.segmentation import (
@@ -34,6 +33,7 @@ from leadflow.segmentation import (
 )
 from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, StageChange, table_of
 from leadflow.store.upsert import insert_ignoring_conflicts
+from leadflow.temperature import lead_temperature
 
 SALES_STAGES = {"sql", "opportunity", "customer"}
 ERASED = "erased"  # the stage of an assessment whose lead is gone

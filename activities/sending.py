@@ -29,7 +29,7 @@ from leadflow.contracts import (
 )
 from leadflow.errors import activity_failure
 from leadflow.journal import finish_enrollment, write_journal
-from leadflow.leads import enrolling_event, lead_temperature, sequence_message_context
+from leadflow.leads import enrolling_event, sequence_message_context
 from leadflow.outgoing import (
     Recipient,
     UnknownChannel,
@@ -40,6 +40,7 @@ from leadflow.outgoing import (
 from leadflow.runtime import Runtime
 from leadflow.send_policy import Decision, lead_zone, next_window_opening, reachable_channels
 from leadflow.store.models import Lead
+from leadflow.temperature import lead_temperature
 
 HEARTBEAT_SECONDS = 2.0
 LONGEST_RETRY_DELAY = timedelta(

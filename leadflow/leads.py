@@ -8,10 +8,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from leadflow.consent import addresses, consent_document
-from leadflow.content.models import SendStep, Sequence, Thresholds, walk_steps
+from leadflow.content.models import SendStep, Sequence, walk_steps
 from leadflow.inputs import MAX_ID, cut_to_depth
 from leadflow.scoring import tidy
-from leadflow.segmentation import temperature_of
 from leadflow.store.models import (
     Account,
     Enrollment,
@@ -78,12 +77,6 @@ def recent_events(session: Session, lead_id: int, limit: int = TIMELINE_LENGTH) 
             .limit(limit)
         )
     )
-
-
-def lead_temperature(lead: Lead, thresholds: Thresholds) -> str:
-    """The lead's temperature as scoring recorded it (a column or a property), else derived from its score."""
-    known = getattr(lead, "temperature", None) or lead.properties.get("temperature")
-    return temperature_of(known, lead.score, thresholds)
 
 
 # Every message renders with these: statements built once.

@@ -16,6 +16,7 @@ from typing import Any
 from leadflow.clock import on_the_minute
 from leadflow.content.conditions import filter_holds
 from leadflow.content.models import BehaviorRule, Decay, HandOffNow, ScoringModel, Thresholds
+from leadflow.temperature import temperature
 
 # Lifecycle stages in funnel order; recycled leads can qualify again, disqualified ones cannot.
 FUNNEL = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
@@ -275,15 +276,6 @@ def _account_signal(
     until = engaged[signal.contacts - 1] + signal.within  # when fewer than `contacts` remain active
     note = f"{len(engaged)} contacts of {account.domain} active within {_days(signal.within)}"
     return [Contribution("account", signal.rule, signal.points, note=note)], True, until
-
-
-def temperature(model: ScoringModel, score: int, engaged_at: datetime | None, now: datetime) -> str:
-    """Hot or warm needs both the score and recent engagement; anything else is cold."""
-    for name in ("hot", "warm"):
-        level = getattr(model.temperature, name)
-        if score >= level.score and engaged_at is not None and now - engaged_at < level.active_within:
-            return name
-    return "cold"
 
 
 def _next_change(

@@ -10,7 +10,6 @@ from typing import Any
 
 from leadflow.content.conditions import PropertyTest, as_test, filter_holds
 from leadflow.content.models import (
-    TEMPERATURES,
     AbsenceRule,
     AbsenceSpec,
     AllRule,
@@ -27,7 +26,6 @@ from leadflow.content.models import (
     Segment,
     StageRule,
     TemperatureRule,
-    Thresholds,
 )
 from leadflow.scoring import EventFact
 
@@ -130,16 +128,6 @@ def _absence_confirmed(spec: AbsenceSpec, trigger: EventFact, facts: LeadFacts) 
         and all(event.properties.get(name) == trigger.properties.get(name) for name in spec.same)
         for event in facts.events
     )
-
-
-def temperature_of(known: Any, score: int, thresholds: Thresholds) -> str:
-    """The lead's temperature: the one the scoring gave it when there is one, else from the score alone
-    (hot at the SQL threshold, warm at the MQL threshold, cold below)."""
-    if isinstance(known, str) and known.lower() in TEMPERATURES:
-        return known.lower()
-    if score >= thresholds.sql:
-        return "hot"
-    return "warm" if score >= thresholds.mql else "cold"
 
 
 def rules_in(rule: Rule | None) -> Iterator[Rule]:

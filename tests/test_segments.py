@@ -28,9 +28,9 @@ from leadflow.segmentation import (
     holds,
     next_membership_change,
     reads_the_lead,
-    temperature_of,
 )
 from leadflow.send_policy import cap_reopens_at, next_allowed_send, next_window_opening, quiet_until
+from leadflow.temperature import temperature_of
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)  # a Wednesday
 

@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.lifecycle import FUNNEL as STAGE_ORDER
 from leadflow.lifecycle import Stage
+from leadflow.temperature import Temperature
 
 # The funnel a report follows; a lead that skipped a stage (straight to SQL) counts as having passed it.
 FUNNEL = STAGE_ORDER[1:]  # from lead on: subscribers are not yet in the funnel
@@ -24,7 +25,7 @@ STAGE_NAMES = {
     Stage.OPPORTUNITY: "Opportunity",
     Stage.CUSTOMER: "Customer",
 }
-TEMPERATURES = ("hot", "warm", "cold")
+TEMPERATURES = tuple(Temperature)  # hot first, as the reports show them
 GRADES = ("A", "B", "C", "D")
 HANDED_TO_SALES = "handed to sales"
 OPTED_OUT = "opted out"
