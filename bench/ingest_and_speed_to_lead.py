@@ -48,7 +48,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from leadflow.api import create_app
-from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents
+from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents, signal_name
 from leadflow.dev import connect_when_ready, temporal_cli, temporal_dev_server
 from leadflow.router import CONCURRENCY as ROUTER_CONCURRENCY
 from leadflow.router import OutboxRouter, outbox_status
@@ -611,7 +611,7 @@ async def raw_signal_with_start(stack: Stack, count: int) -> dict[str, Any]:
                 LeadWorkflowInput(10**9 + number),
                 id=f"raw-signal-with-start-{number}",
                 task_queue="bench-nobody-polls",
-                start_signal="events",
+                start_signal=signal_name(LeadWorkflow.events),
                 start_signal_args=[NewEvents([event])],
             )
 

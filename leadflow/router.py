@@ -32,7 +32,7 @@ from sqlalchemy import delete, func, or_, select, update
 from temporalio.client import Client
 
 from leadflow import clock
-from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents
+from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents, signal_name
 from leadflow.converter import LeadPayloadCodec
 from leadflow.deadletters import SetAside, dead_letter_count, describe, set_aside
 from leadflow.inert import InertEvents
@@ -319,7 +319,7 @@ class OutboxRouter:
                     LeadWorkflowInput(lead_id),
                     id=self.settings.lead_workflow_id(lead_id),
                     task_queue=self.settings.task_queue,
-                    start_signal="events",
+                    start_signal=signal_name(LeadWorkflow.events),
                     start_signal_args=[NewEvents([event for _, event in items])],
                 )
             except Exception as error:

@@ -168,7 +168,7 @@ class LeadWorkflow:
             # stops what it started. (Histories before merges existed never get here: no patch needed.)
             self.state.merged_into = assessment.merged_into
             reason = f"merged into lead {assessment.merged_into}"
-            await self._signal_each("exit", reason, list(self.state.running_sequences))
+            await self._signal_each(SequenceWorkflow.exit, reason, list(self.state.running_sequences))
             return
         self._remember_windows(assessment.absence_timers)
         for start in assessment.to_start:
@@ -184,13 +184,17 @@ class LeadWorkflow:
             self.state.running_sequences.append(start.workflow_id)
         self.state.next_rescore_at = assessment.next_rescore_at
         if assessment.rescore_lead_workflows and workflow.patched(COOLING_PATCH):
-            await self._signal_each("rescore", "the account became hot", assessment.rescore_lead_workflows)
+            await self._signal_each(
+                LeadWorkflow.rescore, "the account became hot", assessment.rescore_lead_workflows
+            )
         if burst:
-            await self._signal_each("lead_events", NewEvents(burst), already_running)
+            await self._signal_each(SequenceWorkflow.lead_events, NewEvents(burst), already_running)
         if assessment.left_segments:
-            await self._signal_each("segments_left", assessment.left_segments, already_running)
+            await self._signal_each(SequenceWorkflow.segments_left, assessment.left_segments, already_running)
         if assessment.handoff_stage_change_id is not None:
-            await self._signal_each("exit", HANDED_TO_SALES, list(self.state.running_sequences))
+            await self._signal_each(
+                SequenceWorkflow.exit, HANDED_TO_SALES, list(self.state.running_sequences)
+            )
             try:
                 handed = await self._activity(
                     LeadActivities.hand_off,
@@ -239,7 +243,10 @@ class LeadWorkflow:
             activity, argument, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY
         )
 
-    async def _signal_each(self, signal: str, argument: object, workflow_ids: list[str]) -> None:
+    async def _signal_each(
+        self, signal: Callable[..., Any], argument: object, workflow_ids: list[str]
+    ) -> None:
+        """`signal` (a signal method of the workflows) to each workflow still running."""
         for workflow_id in workflow_ids:
             try:
                 await workflow.get_external_workflow_handle(workflow_id).signal(signal, argument)
