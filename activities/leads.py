@@ -15,12 +15,14 @@ from leadflow.contracts import (
     AbsenceTimer,
     AssessLeadInput,
     AssessLeadResult,
+    EnrollmentStatus,
     HandOffInput,
     HandOffResult,
     SequenceStart,
 )
 from leadflow.inert import remember_workflow_timer
 from leadflow.lanes import PriorityLane
+from leadflow.lifecycle import SALES_STAGES, Stage
 from leadflow.qualification import rescore
 from leadflow.runtime import Runtime
 from leadflow.segmentation import (
@@ -35,7 +37,6 @@ from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, 
 from leadflow.store.upsert import insert_ignoring_conflicts
 from leadflow.temperature import lead_temperature
 
-SALES_STAGES = {"sql", "opportunity", "customer"}
 ERASED = "erased"  # the stage of an assessment whose lead is gone
 
 
@@ -44,7 +45,7 @@ _LEADS = table_of(Lead)
 _MERGED_INTO = select(_LEADS.c.merged_into_id).where(_LEADS.c.id == bindparam("lead"))
 _MEMBERSHIPS = select(SegmentMembership).where(SegmentMembership.lead_id == bindparam("lead"))
 _RUNNING_ENROLLMENTS = select(Enrollment).where(
-    Enrollment.lead_id == bindparam("lead"), Enrollment.status == "running"
+    Enrollment.lead_id == bindparam("lead"), Enrollment.status == EnrollmentStatus.RUNNING
 )
 
 
@@ -69,7 +70,7 @@ class LeadActivities:
 
     def may_hand_off(self, request: AssessLeadInput) -> bool:
         """Whether this assessment may make the lead sales-ready: it goes before the page views waiting."""
-        return request.stage == "mql" or not self.urgent_types.isdisjoint(request.event_types)
+        return request.stage == Stage.MQL or not self.urgent_types.isdisjoint(request.event_types)
 
     def _assess(self, request: AssessLeadInput) -> AssessLeadResult:
         with self.runtime.db.transaction() as session:
@@ -172,7 +173,7 @@ class LeadActivities:
                         "sequence_id": sequence.id,
                         "sequence_version": sequence.version,
                         "definition": sequence.model_dump(mode="json"),
-                        "status": "running",
+                        "status": EnrollmentStatus.RUNNING,
                         "current_step": 0,
                         "started_at": now,
                         "event_id": entry.event.id if entry.event else None,
@@ -206,11 +207,11 @@ class LeadActivities:
     def _pending_handoff(session: Session, lead: Lead) -> int | None:
         """The latest SQL promotion whose salesperson has not been notified yet. Only an SQL lead has one: a
         lead that moved on, to an opportunity or back to nurture, is no longer handed off (and costs no query)."""
-        if lead.stage != "sql":
+        if lead.stage != Stage.SQL:
             return None
         latest = session.scalars(
             select(StageChange.id)
-            .where(StageChange.lead_id == lead.id, StageChange.to_stage == "sql")
+            .where(StageChange.lead_id == lead.id, StageChange.to_stage == Stage.SQL)
             .order_by(StageChange.id.desc())
         ).first()
         if latest is None:

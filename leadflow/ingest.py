@@ -19,6 +19,7 @@ from leadflow.consent import CONSENT_EVENTS, apply_consent_event, channel_of
 from leadflow.content.models import EVENT_TYPE
 from leadflow.converter import make_lead_keys
 from leadflow.inputs import Input, LeadId, as_utc
+from leadflow.lifecycle import Stage
 from leadflow.settings import CHANNELS
 from leadflow.store import Database
 from leadflow.store.models import Account, Event, Identity, Lead, Outbox
@@ -219,7 +220,7 @@ def lead_ids_by_email(
             {
                 "email": email,
                 "properties": properties_by_email[email],
-                "stage": "lead",
+                "stage": Stage.LEAD,
                 "score": 0,
                 "account_id": accounts.get(email),
                 "created_at": now,
@@ -267,7 +268,7 @@ def leads_by_anonymous_id(session: Session, anonymous_ids: set[str]) -> dict[str
 def new_anonymous_lead(session: Session) -> int:
     """A lead known only by a browser: no email, no properties."""
     now = clock.now()
-    lead = Lead(properties={}, stage="subscriber", score=0, created_at=now, updated_at=now)
+    lead = Lead(properties={}, stage=Stage.SUBSCRIBER, score=0, created_at=now, updated_at=now)
     session.add(lead)
     session.flush()
     make_lead_keys(session, [lead.id])

@@ -22,3 +22,9 @@ class Stage(StrEnum):
 FUNNEL = (Stage.SUBSCRIBER, Stage.LEAD, Stage.MQL, Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER)
 # What sales converts a lead to.
 CONVERTED_STAGES = (Stage.OPPORTUNITY, Stage.CUSTOMER)
+# Stages a lead qualifies from (to MQL, then SQL); disqualified leads never do.
+QUALIFIABLE = {Stage.SUBSCRIBER, Stage.LEAD, Stage.RECYCLED}
+# Stages sales can hand a lead back from.
+RECYCLABLE = {Stage.MQL, Stage.SQL, Stage.OPPORTUNITY}
+# A lead sales has: its marketing sequences stop unless a sequence says otherwise.
+SALES_STAGES = {Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER}

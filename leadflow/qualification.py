@@ -18,9 +18,8 @@ from sqlalchemy import BindParameter, Connection, bindparam, func, insert, selec
 from sqlalchemy.orm import Session
 
 from leadflow.content.models import HandOffNow, ScoringModel, Segment
+from leadflow.lifecycle import QUALIFIABLE, RECYCLABLE, Stage
 from leadflow.scoring import (
-    QUALIFIABLE,
-    RECYCLABLE,
     AccountActivity,
     EventFact,
     ScoreResult,
@@ -395,8 +394,8 @@ def _stamp_stages(
         stage: f"score {score} reached the {stage.upper()} threshold {getattr(model.thresholds, stage)}"
         for stage in stages_reached(lead.stage, score, model.thresholds)
     }
-    if hand_off_now and "sql" not in reasons and (lead.stage in QUALIFIABLE or lead.stage == "mql"):
-        reasons["sql"] = f"hand off now: {hand_off_now.rule} ({hand_off_now.event})"
+    if hand_off_now and Stage.SQL not in reasons and (lead.stage in QUALIFIABLE or lead.stage == Stage.MQL):
+        reasons[Stage.SQL] = f"hand off now: {hand_off_now.rule} ({hand_off_now.event})"
     changes = []
     for stage, reason in reasons.items():
         change = StageChange(
@@ -419,19 +418,19 @@ def recycle(session: Session, lead_id: int, reason: str, model: ScoringModel, no
     lead = session.scalars(select(Lead).where(Lead.id == lead_id).with_for_update()).one()
     if lead.stage not in RECYCLABLE:
         raise NotRecyclable(
-            f"lead {lead.id} is {lead.stage!r}: only {', '.join(sorted(RECYCLABLE))} leads can be recycled"
+            f"lead {lead.id} is '{lead.stage}': only {', '.join(sorted(RECYCLABLE))} leads can be recycled"
         )
     session.add(
         StageChange(
             lead_id=lead.id,
             from_stage=lead.stage,
-            to_stage="recycled",
+            to_stage=Stage.RECYCLED,
             changed_at=now,
             reason=f"handed back by sales: {reason}",
             score=lead.score,
         )
     )
-    lead.stage, lead.scoring_since = "recycled", now
+    lead.stage, lead.scoring_since = Stage.RECYCLED, now
     session.flush()
     rescored = rescore(session, lead.id, model, now)
     assert rescored is not None

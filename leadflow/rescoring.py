@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from leadflow import clock
 from leadflow.content.models import ScoringModel
+from leadflow.lifecycle import Stage
 from leadflow.qualification import rescore_many
 from leadflow.store import Database
 from leadflow.store.models import Lead, RescoreRun
@@ -84,7 +85,7 @@ def rescore_everyone(
                     continue
                 changed += 1
                 transitions.update(f"{c.from_stage}→{c.to_stage}" for c in rescored.stage_changes)
-                if any(c.to_stage == "sql" for c in rescored.stage_changes):
+                if any(c.to_stage == Stage.SQL for c in rescored.stage_changes):
                     promoted.append(lead_id)
             run.last_lead_id, run.leads_done = ids[-1], run.leads_done + len(ids)
             run.leads_changed_stage += changed

@@ -16,12 +16,9 @@ from typing import Any
 from leadflow.clock import on_the_minute
 from leadflow.content.conditions import filter_holds
 from leadflow.content.models import BehaviorRule, Decay, HandOffNow, ScoringModel, Thresholds
+from leadflow.lifecycle import QUALIFIABLE, Stage
 from leadflow.temperature import temperature
 
-# Lifecycle stages in funnel order; recycled leads can qualify again, disqualified ones cannot.
-FUNNEL = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
-QUALIFIABLE = {"subscriber", "lead", "recycled"}
-RECYCLABLE = {"mql", "sql", "opportunity"}
 NEGLIGIBLE = 0.05  # decayed points below this are shown as 0 and no longer worth a cooling rescore
 
 
@@ -334,13 +331,13 @@ def _next_noticeable_fade(model: ScoringModel, result: ScoreResult, now: datetim
 
 def stages_reached(stage: str, score: int, thresholds: Thresholds) -> list[str]:
     """The stages a lead moves through for this score, in order; never backwards."""
-    if stage not in QUALIFIABLE and stage != "mql":
+    if stage not in QUALIFIABLE and stage != Stage.MQL:
         return []
-    reached = []
-    if stage != "mql" and score >= thresholds.mql:
-        reached.append("mql")
+    reached: list[str] = []
+    if stage != Stage.MQL and score >= thresholds.mql:
+        reached.append(Stage.MQL)
     if score >= thresholds.sql:
-        reached.append("sql")
+        reached.append(Stage.SQL)
     return reached
 
 

@@ -70,7 +70,7 @@ def _convert(
 ) -> None:
     order: list[str] = [Stage.SQL, *CONVERTED_STAGES]
     if lead.stage not in order or order.index(reply.to) <= order.index(lead.stage):
-        raise HandoffRefused(f"lead {lead.id} is {lead.stage!r}: it cannot become {reply.to!r}")
+        raise HandoffRefused(f"lead {lead.id} is '{lead.stage}': it cannot become {reply.to!r}")
     session.add(
         StageChange(
             lead_id=lead.id,
