@@ -23,7 +23,7 @@ from leadflow.content.models import RateLimit
 from leadflow.engagement import public_routes
 from leadflow.errors import LeadflowError
 from leadflow.handoff.routes import handoff_routes
-from leadflow.ingest import MAX_BATCH_EVENTS, UnknownLead
+from leadflow.ingest import MAX_BATCH_EVENTS
 from leadflow.intake_routes import intake_routes
 from leadflow.lead_routes import lead_routes
 from leadflow.logs import redact_access_log
@@ -110,10 +110,6 @@ def create_app(
         if error.http_status is None:  # not a client's doing: a 500, as any other failure
             raise error
         return JSONResponse({"detail": str(error)}, error.http_status)
-
-    @app.exception_handler(UnknownLead)
-    async def unknown_lead(request: Request, error: UnknownLead) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status.HTTP_404_NOT_FOUND)
 
     v1 = APIRouter(
         prefix="/v1", dependencies=[Depends(authorized)], responses=refusals(400, 401, 429), tags=["v1"]

@@ -18,6 +18,7 @@ from leadflow import clock
 from leadflow.consent import CONSENT_EVENTS, apply_consent_event, channel_of
 from leadflow.content.models import EVENT_TYPE
 from leadflow.converter import make_lead_keys
+from leadflow.errors import LeadflowError
 from leadflow.inputs import Input, LeadId, as_utc
 from leadflow.lifecycle import Stage
 from leadflow.settings import CHANNELS
@@ -164,7 +165,9 @@ class EventBatchIn(Input):
     events: list[ClientEventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
-class UnknownLead(LookupError):
+class UnknownLead(LeadflowError, LookupError):
+    http_status = 404
+
     def __init__(self, lead: int | str, where: str) -> None:
         super().__init__(f"{where}: lead {lead!r} does not exist")
 

@@ -20,7 +20,7 @@ from leadflow.handoff.assignment import HandoffStatus
 from leadflow.handoff.closing import FollowUpStopper
 from leadflow.inputs import Input, as_utc
 from leadflow.leads import find_lead, lead_document
-from leadflow.qualification import NotRecyclable, recycle, score_at
+from leadflow.qualification import recycle, score_at
 from leadflow.refusals import refusals
 from leadflow.runtime import Runtime
 
@@ -98,10 +98,7 @@ def lead_routes(runtime: Runtime, temporal: Callable[[], Awaitable[Client]] | No
                 closing.extend([closed.stage_change_id] if closed else [])
                 return lead_document(session, lead)
 
-        try:
-            document = await asyncio.to_thread(apply)
-        except NotRecyclable as refused:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
+        document = await asyncio.to_thread(apply)  # NotRecyclable: the app answers 409
         if document is None:
             raise not_found(reference)
         for stage_change_id in closing:

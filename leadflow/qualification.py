@@ -18,6 +18,7 @@ from sqlalchemy import BindParameter, Connection, bindparam, func, insert, selec
 from sqlalchemy.orm import Session
 
 from leadflow.content.models import HandOffNow, ScoringModel, Segment
+from leadflow.errors import LeadflowError
 from leadflow.lifecycle import QUALIFIABLE, RECYCLABLE, Stage
 from leadflow.scoring import (
     AccountActivity,
@@ -63,8 +64,10 @@ class Rescored:
     events: list[EventFact] = field(default_factory=list)
 
 
-class NotRecyclable(ValueError):
-    pass
+class NotRecyclable(LeadflowError, ValueError):
+    """Sales asked to recycle a lead that is not MQL, SQL or opportunity."""
+
+    http_status = 409
 
 
 def rescore(

@@ -9,6 +9,8 @@ from leadflow.channels import TemporaryDeliveryError, UnsendableMessage
 from leadflow.content.templates import TemplateRenderError
 from leadflow.errors import LeadflowError, activity_failure, failure_type
 from leadflow.handoff.assignment import HandoffRefused, NoSalespersonAvailable
+from leadflow.ingest import UnknownLead
+from leadflow.qualification import NotRecyclable
 
 
 def test_an_error_that_fails_the_same_way_every_time_fails_the_activity_at_once() -> None:
@@ -27,6 +29,8 @@ def test_a_temporary_failure_is_retried_after_the_wait_the_provider_asked_for() 
 
 
 def test_only_a_clients_doing_has_an_http_answer() -> None:
-    assert HandoffRefused.http_status == 409
+    assert HandoffRefused.http_status == NotRecyclable.http_status == 409
+    assert UnknownLead.http_status == 404
     assert issubclass(HandoffRefused, ValueError)  # callers that caught ValueError still do
+    assert issubclass(UnknownLead, LookupError)
     assert LeadflowError.http_status is None and TemplateRenderError.http_status is None

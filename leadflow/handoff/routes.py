@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 from pydantic import Field, model_validator
 from temporalio.client import Client
 
@@ -17,7 +17,6 @@ from leadflow.handoff.closing import FollowUpStopper
 from leadflow.inputs import Input
 from leadflow.lead_routes import LeadReference, not_found
 from leadflow.leads import find_lead
-from leadflow.qualification import NotRecyclable
 from leadflow.refusals import refusals
 from leadflow.runtime import Runtime
 
@@ -65,10 +64,7 @@ def handoff_routes(runtime: Runtime, temporal: Callable[[], Awaitable[Client]] |
                 session.flush()
                 return handoff.stage_change_id, handoff.status, handoff_document(session, handoff)
 
-        try:
-            applied = await asyncio.to_thread(apply)
-        except NotRecyclable as refused:  # HandoffRefused is a LeadflowError: the app answers it (409)
-            raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
+        applied = await asyncio.to_thread(apply)  # HandoffRefused, NotRecyclable: the app answers 409
         if applied is None:
             raise not_found(reference)
         stage_change_id, outcome, document = applied
