@@ -196,7 +196,11 @@ class LeadActivities:
         if not previous:
             return first
         latest = previous[0]
-        if latest.status == "running" or sequence.reenroll == "never" or latest.finished_at is None:
+        if (
+            latest.status == EnrollmentStatus.RUNNING
+            or sequence.reenroll == "never"
+            or latest.finished_at is None
+        ):
             return None
         assert not isinstance(sequence.reenroll, str)
         if latest.finished_at + sequence.reenroll.after > now:

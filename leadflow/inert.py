@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.consent import OPT_OUT_EVENT
 from leadflow.content.loader import Content
-from leadflow.contracts import AssessLeadInput, AssessLeadResult, EventRef
+from leadflow.contracts import AssessLeadInput, AssessLeadResult, EnrollmentStatus, EventRef
 from leadflow.store import Database
 from leadflow.store.models import Enrollment, Event, Lead, Outbox, WorkflowTimer
 from leadflow.store.upsert import insert_ignoring_conflicts
@@ -50,7 +50,7 @@ _LOCKED_LEAD = (
 )
 _WORKFLOW_TIMER = select(WorkflowTimer.rescore_at).where(WorkflowTimer.lead_id == bindparam("lead"))
 _RUNNING_SEQUENCES = select(Enrollment.workflow_id).where(
-    Enrollment.lead_id == bindparam("lead"), Enrollment.status == "running"
+    Enrollment.lead_id == bindparam("lead"), Enrollment.status == EnrollmentStatus.RUNNING
 )
 _DEFINITION = select(Enrollment.definition).where(Enrollment.workflow_id == bindparam("workflow_id"))
 _NEWER_ROWS = (

@@ -12,6 +12,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from leadflow.lifecycle import Stage
 from leadflow.reports.period import FUNNEL, GRADES, TEMPERATURES, Period
 from leadflow.store.models import (
     Lead,
@@ -56,7 +57,7 @@ def scoring_health(session: Session, period: Period) -> ScoringHealth:
     stamps = (
         select(
             StageChange.lead_id,
-            func.min(case((StageChange.to_stage == "mql", StageChange.changed_at))).label("mql_at"),
+            func.min(case((StageChange.to_stage == Stage.MQL, StageChange.changed_at))).label("mql_at"),
             func.count(case((StageChange.to_stage.in_(FUNNEL[2:]), 1))).label("later"),
         )
         .where(StageChange.to_stage.in_(FUNNEL[1:]))
