@@ -21,13 +21,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from activities.handoff import HandoffActivities
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
-from leadflow.converter import lead_data_converter
-from leadflow.inert import InertEvents
-from leadflow.logs import configure_logging
-from leadflow.router import LEAD_EVENTS_PER_DRAIN, OutboxRouter
-from leadflow.runtime import Runtime
-from leadflow.settings import Settings, get_settings
-from leadflow.store import Database
+from leadflow.intake.inert import InertEvents
+from leadflow.intake.router import LEAD_EVENTS_PER_DRAIN, OutboxRouter
+from leadflow.platform.converter import lead_data_converter
+from leadflow.platform.logs import configure_logging
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import Settings, get_settings
+from leadflow.platform.store import Database
 from workflows.handoff import HandoffWorkflow
 from workflows.lead import LeadWorkflow
 from workflows.sequence import SequenceWorkflow
@@ -93,7 +93,7 @@ def build_worker(client: Client, runtime: Runtime, leads: LeadActivities | None 
 async def running_worker(client: Client, runtime: Runtime) -> AsyncIterator[OutboxRouter]:
     """The worker and the router, running until the block ends; yields the router (to wake it)."""
     leads = LeadActivities(runtime)
-    # The router assesses inert events in the store with the workflow's own assessment (leadflow.inert).
+    # The router assesses inert events in the store with the workflow's own assessment (leadflow.intake.inert).
     inert = InertEvents(runtime.db, lambda: runtime.content, leads.assess_in, share=LEAD_EVENTS_PER_DRAIN)
     router = OutboxRouter(runtime.db, client, runtime.settings, inert=inert)
     stop = asyncio.Event()

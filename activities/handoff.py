@@ -8,9 +8,9 @@ from __future__ import annotations
 from temporalio import activity
 
 from leadflow.contracts import FollowUpResult, FollowUpStep, HandOffInput, HandOffResult, WebhookNotice
-from leadflow.errors import LeadflowError, activity_failure
 from leadflow.handoff.notifier import SalesNotifier
-from leadflow.runtime import Runtime
+from leadflow.platform.errors import LeadflowError, activity_failure
+from leadflow.platform.runtime import Runtime
 
 
 class HandoffActivities:

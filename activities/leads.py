@@ -9,8 +9,6 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities.handoff import HandoffActivities
-from leadflow import clock
-from leadflow.content.models import Segment, Sequence
 from leadflow.contracts import (
     AbsenceTimer,
     AssessLeadInput,
@@ -20,12 +18,16 @@ from leadflow.contracts import (
     HandOffResult,
     SequenceStart,
 )
-from leadflow.inert import remember_workflow_timer
-from leadflow.lanes import PriorityLane
-from leadflow.lifecycle import SALES_STAGES, Stage
-from leadflow.qualification import rescore
-from leadflow.runtime import Runtime
-from leadflow.segmentation import (
+from leadflow.intake.inert import remember_workflow_timer
+from leadflow.leads.lifecycle import SALES_STAGES, Stage
+from leadflow.platform import clock
+from leadflow.platform.lanes import PriorityLane
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.store.models import Enrollment, Handoff, Lead, SegmentMembership, StageChange, table_of
+from leadflow.platform.store.upsert import insert_ignoring_conflicts
+from leadflow.scoring.qualification import rescore
+from leadflow.scoring.temperature import lead_temperature
+from leadflow.segments.evaluation import (
     LeadFacts,
     SegmentChanges,
     SegmentEntry,
@@ -33,9 +35,8 @@ from leadflow.segmentation import (
     evaluate_segments,
     next_membership_change,
 )
-from leadflow.store.models import Enrollment, Handoff, Lead, SegmentMembership, StageChange, table_of
-from leadflow.store.upsert import insert_ignoring_conflicts
-from leadflow.temperature import lead_temperature
+from leadflow.segments.model import Segment
+from leadflow.sequences.model import Sequence
 
 ERASED = "erased"  # the stage of an assessment whose lead is gone
 
@@ -77,12 +78,12 @@ class LeadActivities:
             assessment = self.assess_in(session, request)
             if assessment.merged_into is None and assessment.stage != ERASED:
                 # The workflow arms its cooling timer from this answer: the router holds back no event that
-                # needs an earlier one (leadflow.inert).
+                # needs an earlier one (leadflow.intake.inert).
                 remember_workflow_timer(session, request.lead_id, assessment.next_rescore_at)
             return assessment
 
     def assess_in(self, session: Session, request: AssessLeadInput) -> AssessLeadResult:
-        """The assessment, in the caller's transaction (the router's, which may roll it back: leadflow.inert)."""
+        """The assessment, in the caller's transaction (the router's, which may roll it back: leadflow.intake.inert)."""
         content, settings = self.runtime.content, self.runtime.settings
         # The later of the two clocks: the workflow's (which the time-skipping server moves) and ours.
         now = max(clock.now(), request.as_of) if request.as_of else clock.now()

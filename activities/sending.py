@@ -12,9 +12,6 @@ from sqlalchemy import bindparam, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from leadflow import clock
-from leadflow.channels import TemporaryDeliveryError, UnsendableMessage
-from leadflow.content.models import EnteringEventMoment, LeadMoment, ResolvedMoment
 from leadflow.content.templates import TemplateRenderError
 from leadflow.contracts import (
     EnrollmentFinished,
@@ -27,20 +24,23 @@ from leadflow.contracts import (
     StepReached,
     StepsReached,
 )
-from leadflow.errors import activity_failure
-from leadflow.journal import finish_enrollment, write_journal
-from leadflow.leads import enrolling_event, sequence_message_context
-from leadflow.outgoing import (
+from leadflow.leads.views import enrolling_event, sequence_message_context
+from leadflow.messaging.outgoing import (
     Recipient,
     UnknownChannel,
     deliver_step,
     message_context,
     recipient_of,
 )
-from leadflow.runtime import Runtime
-from leadflow.send_policy import Decision, lead_zone, next_window_opening, reachable_channels
-from leadflow.store.models import Lead
-from leadflow.temperature import lead_temperature
+from leadflow.messaging.providers import TemporaryDeliveryError, UnsendableMessage
+from leadflow.messaging.send_policy import Decision, lead_zone, next_window_opening, reachable_channels
+from leadflow.platform import clock
+from leadflow.platform.errors import activity_failure
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.store.models import Lead
+from leadflow.scoring.temperature import lead_temperature
+from leadflow.sequences.journal import finish_enrollment, write_journal
+from leadflow.sequences.model import EnteringEventMoment, LeadMoment, ResolvedMoment
 
 HEARTBEAT_SECONDS = 2.0
 LONGEST_RETRY_DELAY = timedelta(

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from activities.leads import LeadActivities
-from leadflow import clock
 from leadflow.contracts import AssessLeadInput
-from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
-from leadflow.runtime import Runtime
-from leadflow.settings import Settings
+from leadflow.intake.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.platform import clock
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import Settings
 
 
 @dataclass

@@ -34,25 +34,26 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from leadflow.converter import data_converter
+from leadflow.platform.converter import data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingest_and_speed_to_lead import print_figures  # the bench's own folder is on sys.path
 
 from activities.sending import SendActivities
-from leadflow.channels import OutgoingEmail
-from leadflow.channels.email import SmtpEmailChannel
+from leadflow.cli.dev import temporal_cli
 from leadflow.content.loader import load_content
-from leadflow.content.models import SendingPolicy, Sequence
 from leadflow.contracts import SendInput, SequenceInput
-from leadflow.dev import temporal_cli
-from leadflow.ingest import EventIn, LeadIn, ingest_events, upsert_lead
-from leadflow.push import BrowserSubscription, PushSubscriptionIn, save_subscription
-from leadflow.runtime import Runtime
-from leadflow.settings import PROJECT_ROOT, Settings
-from leadflow.store import Database
-from tests.peers import VAPID, PushService, TwilioApi, serve
+from leadflow.intake.ingest import EventIn, LeadIn, ingest_events, upsert_lead
+from leadflow.messaging.model import SendingPolicy
+from leadflow.messaging.providers import OutgoingEmail
+from leadflow.messaging.providers.email import SmtpEmailChannel
+from leadflow.messaging.push_subscriptions import BrowserSubscription, PushSubscriptionIn, save_subscription
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import PROJECT_ROOT, Settings
+from leadflow.platform.store import Database
+from leadflow.sequences.model import Sequence
+from tests.support.peers import VAPID, PushService, TwilioApi, serve
 from worker import running_worker
 from workflows.sequence import SequenceWorkflow
 

@@ -47,13 +47,13 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from leadflow.api import create_app
+from leadflow.cli.dev import connect_when_ready, temporal_cli, temporal_dev_server
 from leadflow.contracts import EventRef, LeadWorkflowInput, NewEvents, signal_name
-from leadflow.dev import connect_when_ready, temporal_cli, temporal_dev_server
-from leadflow.router import CONCURRENCY as ROUTER_CONCURRENCY
-from leadflow.router import OutboxRouter, outbox_status
-from leadflow.runtime import Runtime
-from leadflow.settings import PROJECT_ROOT, Settings
+from leadflow.http.app import create_app
+from leadflow.intake.router import CONCURRENCY as ROUTER_CONCURRENCY
+from leadflow.intake.router import OutboxRouter, outbox_status
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import PROJECT_ROOT, Settings
 from worker import running_worker
 from workflows.lead import LeadWorkflow
 

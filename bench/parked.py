@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_and_speed_to_lead import bench_parser, bench_settings, machine, run_bench
 from sqlalchemy import func, select
 
-from leadflow.content.models import Sequence
+from leadflow.cli.dev import connect_when_ready, temporal_dev_server, worker_processes
 from leadflow.contracts import EventRef, NewEvents, SequenceInput
-from leadflow.dev import connect_when_ready, temporal_dev_server, worker_processes
-from leadflow.ingest import lead_ids_by_email
-from leadflow.store import Database
-from leadflow.store.models import EnrollmentStep
+from leadflow.intake.ingest import lead_ids_by_email
+from leadflow.platform.store import Database
+from leadflow.platform.store.models import EnrollmentStep
+from leadflow.sequences.model import Sequence
 from workflows.sequence import SequenceWorkflow
 
 log = logging.getLogger("bench")

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from leadflow import reports
-from leadflow.store import Database
+from leadflow.platform.store import Database
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 NOW = datetime(2025, 6, 30, tzinfo=UTC)

@@ -33,15 +33,15 @@ from sqlalchemy import insert
 
 from activities.leads import LeadActivities
 from leadflow.content.loader import load_content
-from leadflow.content.models import ScoringModel
 from leadflow.contracts import AssessLeadInput
-from leadflow.rescoring import rescore_everyone
-from leadflow.runtime import Runtime
-from leadflow.scoring import EventFact, score_lead
-from leadflow.settings import PROJECT_ROOT, Settings
-from leadflow.store import Database
-from leadflow.store.models import Account, Event, Lead
-from leadflow.store.upsert import insert_ignoring_conflicts
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import PROJECT_ROOT, Settings
+from leadflow.platform.store import Database
+from leadflow.platform.store.models import Account, Event, Lead
+from leadflow.platform.store.upsert import insert_ignoring_conflicts
+from leadflow.scoring.model import ScoringModel
+from leadflow.scoring.rescoring import rescore_everyone
+from leadflow.scoring.score import EventFact, score_lead
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 NOW = datetime.now(UTC)

@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from leadflow.scoring_fit import FitOptions, fit_history, olist, read_history
+from leadflow.scoring.fit import FitOptions, fit_history, olist, read_history
 
 
 def log(message: str) -> None:

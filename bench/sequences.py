@@ -39,8 +39,8 @@ from ingest_and_speed_to_lead import (
 )
 
 from leadflow.content.loader import load_content
-from leadflow.settings import PROJECT_ROOT
-from leadflow.simulation import Script, default_processes, simulate
+from leadflow.platform.settings import PROJECT_ROOT
+from leadflow.sequences.simulation import Script, default_processes, simulate
 from worker import running_worker
 
 log = logging.getLogger("bench")

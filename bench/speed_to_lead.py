@@ -47,13 +47,13 @@ from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from leadflow import clock
-from leadflow.api import create_app
-from leadflow.dev import connect_when_ready, temporal_dev_server, worker_processes
-from leadflow.runtime import Runtime
-from leadflow.settings import PROJECT_ROOT, Settings
-from leadflow.store import Database
-from leadflow.store.models import Event, Lead
+from leadflow.cli.dev import connect_when_ready, temporal_dev_server, worker_processes
+from leadflow.http.app import create_app
+from leadflow.platform import clock
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import PROJECT_ROOT, Settings
+from leadflow.platform.store import Database
+from leadflow.platform.store.models import Event, Lead
 from worker import running_worker
 
 API_KEY = "bench-key"

@@ -35,11 +35,11 @@ from sequences import CAMPAIGN
 
 from activities.leads import LeadActivities
 from activities.sending import SendActivities
-from leadflow import clock
 from leadflow.content.loader import load_content
 from leadflow.contracts import AssessLeadInput, AssessLeadResult, SendResult
-from leadflow.settings import PROJECT_ROOT
-from leadflow.simulation import Script, prepare_player_process, simulate
+from leadflow.platform import clock
+from leadflow.platform.settings import PROJECT_ROOT
+from leadflow.sequences.simulation import Script, prepare_player_process, simulate
 
 log = logging.getLogger("bench")
 COOLING_EVERY = timedelta(days=7)

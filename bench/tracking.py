@@ -25,15 +25,15 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from leadflow.api import create_app
 from leadflow.content.loader import load_content
-from leadflow.runtime import Runtime
-from leadflow.settings import PROJECT_ROOT, Settings
-from leadflow.store.models import Event
-from leadflow.tracking.routes import snippet_for
-from leadflow.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
-from tests.browser import chromium, recording, serving
-from tests.helpers import free_port
+from leadflow.http.app import create_app
+from leadflow.intake.tracking.routes import snippet_for
+from leadflow.intake.tracking.sample_site import SAMPLE_SITE_KEY, sample_site
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import PROJECT_ROOT, Settings
+from leadflow.platform.store.models import Event
+from tests.support.browser import chromium, recording, serving
+from tests.support.helpers import free_port
 
 SECOND = 1000
 

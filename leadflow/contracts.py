@@ -10,7 +10,7 @@ from typing import Any
 
 from temporalio import workflow
 
-from leadflow.content.models import Moment, SendWindow, Sequence
+from leadflow.sequences.model import Moment, SendWindow, Sequence
 
 HANDED_TO_SALES = "handed to sales"  # the reason running sequences are told to exit
 OPTED_OUT = "opted out"
@@ -71,7 +71,7 @@ class AssessLeadInput:
     started_sequences: list[str] = field(default_factory=list)
     closed_windows: list[int] = field(default_factory=list)  # trigger event ids whose absence window ended
     as_of: datetime | None = None  # the workflow's time; None: the clock's
-    # What decides whether the assessment is urgent (leadflow.lanes): the new events' types (a demo request)
+    # What decides whether the assessment is urgent (leadflow.platform.lanes): the new events' types (a demo request)
     # and the lead's stage before them (an MQL may cross the SQL threshold with any event).
     event_types: list[str] = field(default_factory=list)
     stage: str = ""

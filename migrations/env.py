@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from leadflow.settings import get_settings
-from leadflow.store.db import make_engine
-from leadflow.store.models import Base
+from leadflow.platform.settings import get_settings
+from leadflow.platform.store.db import make_engine
+from leadflow.platform.store.models import Base
 
 engine = context.config.attributes.get("engine") or make_engine(get_settings().resolved_database_url)
 

@@ -15,14 +15,14 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from temporalio.testing import WorkflowEnvironment
 
-from leadflow.api import create_app
 from leadflow.content.loader import load_content
-from leadflow.converter import data_converter
-from leadflow.runtime import Runtime
-from leadflow.settings import PROJECT_ROOT
-from leadflow.store import Database
-from leadflow.store.models import Base
-from tests.helpers import (
+from leadflow.http.app import create_app
+from leadflow.platform.converter import data_converter
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.settings import PROJECT_ROOT
+from leadflow.platform.store import Database
+from leadflow.platform.store.models import Base
+from tests.support.helpers import (
     POSTGRES_URL,
     SALES_YAML,
     WEBHOOK_SECRET,
@@ -38,7 +38,7 @@ from tests.helpers import (
     settings_for_test,
     temporal_cli,
 )
-from tests.peers import VAPID, PushService, TwilioApi, serve
+from tests.support.peers import VAPID, PushService, TwilioApi, serve
 
 # Every workflow the tests run, in-process or in a worker process they start, runs inside the SDK's
 # sandbox: a non-deterministic call fails here rather than in production, where workers run without it.

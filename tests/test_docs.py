@@ -2,7 +2,7 @@
 
 - every `leadflow …` command line they name (in code blocks, tables and inline code) exists, with the options
   shown (parsed with the CLI's own click command);
-- every row of a settings table names a setting of leadflow/settings.py with the default it has, every
+- every row of a settings table names a setting of leadflow/platform/settings.py with the default it has, every
   setting has a row, and every `LEADFLOW_…` name they mention is read somewhere;
 - every relative link points at a file and heading that exist;
 - the README's curl examples run against the real API (served over HTTP, with a worker, Temporal and an SMTP
@@ -24,12 +24,12 @@ import pytest
 import typer.main
 from pydantic import BaseModel
 
-from leadflow.api import create_app
 from leadflow.cli import app
-from leadflow.dev import DEV_KEY
-from leadflow.settings import PROJECT_ROOT, Settings
-from tests.browser import serving
-from tests.helpers import API_KEY, Stack, channel_settings, free_port
+from leadflow.cli.dev import DEV_KEY
+from leadflow.http.app import create_app
+from leadflow.platform.settings import PROJECT_ROOT, Settings
+from tests.support.browser import serving
+from tests.support.helpers import API_KEY, Stack, channel_settings, free_port
 
 DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 SHELL_BLOCKS = {"", "sh", "bash", "shell", "console"}
@@ -190,7 +190,7 @@ def test_the_command_check_catches_unknown_commands_and_options() -> None:
     assert command_problems("leadflow db upgrade --to head")
 
 
-# --- (b) the settings tables match leadflow/settings.py -------------------------------------------------
+# --- (b) the settings tables match leadflow/platform/settings.py -------------------------------------------------
 
 
 def tables(path: Path) -> Iterator[tuple[list[str], list[tuple[Snippet, list[str]]]]]:
@@ -255,7 +255,7 @@ def renderings(value: Any) -> list[str]:
 def default_problems(name: str, shown: str) -> list[str]:
     field = name.removeprefix("LEADFLOW_").lower()
     if field not in Settings.model_fields:
-        return [f"{name} is not a setting of leadflow/settings.py"]
+        return [f"{name} is not a setting of leadflow/platform/settings.py"]
     value = default_of(field)
     if shown.startswith("empty"):
         return [] if value in ("", [], {}, None) else [f"{name}: shown empty, its default is {value!r}"]

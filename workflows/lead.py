@@ -24,7 +24,6 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.leads import LeadActivities
-    from leadflow.clock import on_the_minute
     from leadflow.contracts import (
         HANDED_TO_SALES,
         AbsenceTimer,
@@ -37,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         NewEvents,
         SequenceInput,
     )
+    from leadflow.platform.clock import on_the_minute
     from workflows.handoff import HandoffWorkflow
     from workflows.sequence import SequenceWorkflow
 

@@ -19,22 +19,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.sending import SendActivities
-    from leadflow.clock import on_the_minute
-    from leadflow.consent import OPT_OUT_EVENT
-    from leadflow.content.models import (
-        BranchStep,
-        EventMoment,
-        EventTrigger,
-        GoalStep,
-        Moment,
-        ResolvedMoment,
-        SendStep,
-        SplitStep,
-        Step,
-        Variant,
-        WaitStep,
-        WaitUntilStep,
-    )
     from leadflow.content.templates import TemplateRenderError
     from leadflow.contracts import (
         HANDED_TO_SALES,
@@ -52,9 +36,25 @@ with workflow.unsafe.imports_passed_through():
         StepReached,
         StepsReached,
     )
-    from leadflow.errors import failure_type
-    from leadflow.scoring import EventFact
-    from leadflow.segmentation import LeadFacts, holds, reads_the_lead, trigger_matches
+    from leadflow.messaging.consent import OPT_OUT_EVENT
+    from leadflow.platform.clock import on_the_minute
+    from leadflow.platform.errors import failure_type
+    from leadflow.scoring.score import EventFact
+    from leadflow.segments.evaluation import LeadFacts, holds, reads_the_lead, trigger_matches
+    from leadflow.segments.rules import EventTrigger
+    from leadflow.sequences.model import (
+        BranchStep,
+        EventMoment,
+        GoalStep,
+        Moment,
+        ResolvedMoment,
+        SendStep,
+        SplitStep,
+        Step,
+        Variant,
+        WaitStep,
+        WaitUntilStep,
+    )
 
 In = TypeVar("In")
 EXIT_ON_OPT_OUT = "exit-on-opt-out"

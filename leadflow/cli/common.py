@@ -13,10 +13,10 @@ from rich.console import Console
 
 from leadflow.content.loader import Content, load_content
 from leadflow.content.yamlfile import ContentError, ContentErrors
-from leadflow.settings import get_settings
+from leadflow.platform.settings import get_settings
 
 if TYPE_CHECKING:
-    from leadflow.store import Database
+    from leadflow.platform.store import Database
 
 
 console = Console(emoji=False)
@@ -40,7 +40,7 @@ def print_json(document: Any) -> None:
 
 
 def configure_logs() -> None:
-    from leadflow.logs import configure_logging
+    from leadflow.platform.logs import configure_logging
 
     configure_logging()
 
@@ -73,7 +73,7 @@ def load_checked_content(directory: Path) -> Content:
 
 
 def database() -> Database:
-    from leadflow.store import Database
+    from leadflow.platform.store import Database
 
     settings = get_settings()
     return Database(settings.resolved_database_url, address_key=settings.resolved_secret_key)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from leadflow.content.loader import load_content
 from leadflow.content.yamlfile import ContentError, ContentErrors
-from leadflow.settings import get_settings
+from leadflow.platform.settings import get_settings
 
 if TYPE_CHECKING:
     pass
@@ -111,7 +111,7 @@ def preview(
 
 
 def _lead_context(reference: str, channel: str, template: str) -> dict[str, Any]:
-    from leadflow.leads import find_lead, preview_context
+    from leadflow.leads.views import find_lead, preview_context
 
     db = database()
     with db.read() as session:
@@ -126,7 +126,7 @@ def _sample_context(path: Path) -> dict[str, Any]:
     """A sample lead file: its properties, plus email / stage / score when given (defaults otherwise), and
     optionally `event:` (type, occurred_at, properties), the event that made the lead enter the segment."""
     from leadflow.content.yamlfile import YamlFile
-    from leadflow.leads import EVENT_FIELDS, event_context
+    from leadflow.leads.views import EVENT_FIELDS, event_context
 
     try:
         data = YamlFile(path).data
@@ -170,8 +170,8 @@ def simulate(
 ) -> None:
     """Run a sequence on the real workflows, on a time-skipping Temporal server: every lead's timeline and
     the totals, in seconds, before the campaign touches a real lead."""
-    from leadflow.simulation import load_script, quiet_temporal_core
-    from leadflow.simulation import simulate as run_simulation
+    from leadflow.sequences.simulation import load_script, quiet_temporal_core
+    from leadflow.sequences.simulation import simulate as run_simulation
 
     settings = get_settings()
     content = load_checked_content(settings.content_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leadflow.settings import get_settings
+from leadflow.platform.settings import get_settings
 
 if TYPE_CHECKING:
     pass
@@ -18,7 +18,7 @@ db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the newest version."""
-    from leadflow.store import Database
+    from leadflow.platform.store import Database
 
     settings = get_settings()
     Database(settings.resolved_database_url).upgrade()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from leadflow.settings import get_settings
+from leadflow.platform.settings import get_settings
 
 if TYPE_CHECKING:
     pass
@@ -21,7 +21,7 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what uses it: crm-sync, website, ci.")],
 ) -> None:
     """Make an API key and print it, once: only its keyed hash is stored, so it cannot be shown again."""
-    from leadflow.apikeys import KeyRefused, create_key
+    from leadflow.http.apikeys import KeyRefused, create_key
 
     settings = get_settings()
     db = database()
@@ -40,7 +40,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """The stored API keys: name, when made, last used (to the minute), revoked. Never the keys themselves."""
-    from leadflow.apikeys import list_keys
+    from leadflow.http.apikeys import list_keys
 
     db = database()
     db.upgrade()
@@ -58,7 +58,7 @@ def keys_revoke(
     name: Annotated[str, typer.Argument(help="The key's name (see leadflow keys list).")],
 ) -> None:
     """Revoke an API key: requests with it are refused (401) from now on, dashboard sessions included."""
-    from leadflow.apikeys import KeyRefused, revoke_key
+    from leadflow.http.apikeys import KeyRefused, revoke_key
 
     db = database()
     db.upgrade()
@@ -74,7 +74,7 @@ def keys_revoke(
 def keys_vapid() -> None:
     """Generate a VAPID key pair for web push: the private key goes into LEADFLOW_VAPID_PRIVATE_KEY, the
     public one is the applicationServerKey your web page subscribes with (also at GET /v1/push/key)."""
-    from leadflow.channels.webpush import generate_vapid_keys
+    from leadflow.messaging.providers.webpush import generate_vapid_keys
 
     keys = generate_vapid_keys()
     console.print(f"LEADFLOW_VAPID_PRIVATE_KEY={keys.private_key}", highlight=False, soft_wrap=True)

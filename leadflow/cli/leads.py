@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from leadflow.settings import get_settings
+from leadflow.platform.settings import get_settings
 
 if TYPE_CHECKING:
     pass
@@ -33,7 +33,7 @@ def leads_show(
 ) -> None:
     """A lead with its score explained (every contribution, before and after decay), stage history,
     sequences."""
-    from leadflow.leads import find_lead, lead_document
+    from leadflow.leads.views import find_lead, lead_document
 
     with database().read() as session:
         lead = find_lead(session, reference)
@@ -82,9 +82,9 @@ def leads_score(
     output: FormatOption = Output.table,
 ) -> None:
     """Recompute a lead's score from the ledger, as it was at a past time (default: now)."""
-    from leadflow import clock
-    from leadflow.leads import find_lead
-    from leadflow.qualification import score_at
+    from leadflow.leads.views import find_lead
+    from leadflow.platform import clock
+    from leadflow.scoring.qualification import score_at
 
     moment = (at if at and at.tzinfo else at.replace(tzinfo=UTC)) if at else clock.now()
     with database().read() as session:
@@ -126,9 +126,9 @@ def leads_recycle(
     reason: Annotated[str, typer.Option(help="Why sales handed the lead back.")],
 ) -> None:
     """Recycle a lead handed back by sales: stamped "recycled", it qualifies again on new engagement."""
-    from leadflow import clock
-    from leadflow.leads import find_lead
-    from leadflow.qualification import NotRecyclable, recycle
+    from leadflow.leads.views import find_lead
+    from leadflow.platform import clock
+    from leadflow.scoring.qualification import NotRecyclable, recycle
 
     model = content_or_exit(get_settings().content_dir).scoring
     with database().transaction() as session:

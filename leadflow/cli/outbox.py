@@ -36,7 +36,7 @@ def _chosen_dead_letters(ids: list[int] | None, every: bool) -> list[int] | None
 @dead_letters_app.command("list")
 def dead_letters_list() -> None:
     """The events set aside because they can never be routed: lead, event, when, and why."""
-    from leadflow.deadletters import dead_letters
+    from leadflow.intake.deadletters import dead_letters
 
     db = database()
     db.upgrade()
@@ -60,7 +60,7 @@ def dead_letters_list() -> None:
 def dead_letters_retry(ids: DeadLetterIds = None, every: AllDeadLetters = False) -> None:
     """Put dead letters back into the outbox (after a fix): the router tries them again, and sets aside
     again any that still cannot be routed."""
-    from leadflow.deadletters import retry
+    from leadflow.intake.deadletters import retry
 
     db = database()
     db.upgrade()
@@ -72,7 +72,7 @@ def dead_letters_retry(ids: DeadLetterIds = None, every: AllDeadLetters = False)
 def dead_letters_drop(ids: DeadLetterIds = None, every: AllDeadLetters = False) -> None:
     """Forget dead letters: their events stay stored (the lead's timeline shows them) but never reach the
     lead's workflow."""
-    from leadflow.deadletters import drop
+    from leadflow.intake.deadletters import drop
 
     db = database()
     db.upgrade()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from leadflow.settings import get_settings
+from leadflow.platform.settings import get_settings
 
 if TYPE_CHECKING:
     pass
@@ -18,7 +18,7 @@ from leadflow.cli.common import configure_logs, console, content_or_exit, errors
 
 def dev(demo: Annotated[bool, typer.Option(help="Load two demo leads on a first start.")] = True) -> None:
     """Run the embedded stack: Temporal dev server, worker, API and mail catcher. Ctrl-C stops it."""
-    from leadflow.dev import run_dev
+    from leadflow.cli.dev import run_dev
 
     settings = get_settings()
     content_or_exit(settings.content_dir)
@@ -43,8 +43,8 @@ def api() -> None:
     import uvicorn
     from temporalio.client import Client
 
-    from leadflow.api import create_app
-    from leadflow.runtime import Runtime
+    from leadflow.http.app import create_app
+    from leadflow.platform.runtime import Runtime
     from worker import connect
 
     settings = get_settings()
@@ -66,7 +66,7 @@ def api() -> None:
 
 def mail(number: Annotated[int | None, typer.Argument(help="Show this email in full.")] = None) -> None:
     """List the emails the development mail catcher received, or show one."""
-    from leadflow.mailcatcher import caught_mail
+    from leadflow.cli.dev.mailcatcher import caught_mail
 
     directory = get_settings().data_dir / "mail"
     caught = caught_mail(directory)

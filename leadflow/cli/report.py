@@ -20,7 +20,7 @@ def report(
     import csv
     import sys
 
-    from leadflow import clock
+    from leadflow.platform import clock
     from leadflow.reports import Period, build_report, tables
 
     if output not in ("table", "json", "csv"):

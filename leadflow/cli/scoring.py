@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from leadflow.content.yamlfile import ContentError, ContentErrors
-from leadflow.settings import get_settings
+from leadflow.platform.settings import get_settings
 
 if TYPE_CHECKING:
     pass
@@ -40,7 +40,7 @@ def rescore(
     run it again after an interruption and it resumes where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from leadflow.rescoring import leads_to_rescore, rescore_everyone
+    from leadflow.scoring.rescoring import leads_to_rescore, rescore_everyone
 
     model = content_or_exit(get_settings().content_dir).scoring
     db = database()
@@ -109,7 +109,7 @@ HtmlOption = Annotated[
 def _learning() -> Any:
     """The learning modules, or a clear exit when the optional `learn` extra is not installed."""
     try:
-        from leadflow import scoring_fit
+        from leadflow.scoring import fit as scoring_fit
     except ImportError as missing:
         errors.print(
             f"leadflow scoring needs the learn extra ({missing.name} is missing): pip install 'leadflow[learn]'"
@@ -131,7 +131,7 @@ def _write_reports(
     report: Any, json_path: Path | None, html_path: Path | None, output: Output, **about: Any
 ) -> None:
     """The report on stdout (a table, or JSON with `about` the run), and in the files asked for."""
-    from leadflow.scoring_fit.report import print_report, report_html, report_json
+    from leadflow.scoring.fit.report import print_report, report_html, report_json
 
     document = report_json(report)
     # With JSON on stdout, what is not the report goes to stderr.
@@ -217,8 +217,8 @@ def scoring_evaluate(
     output: FormatOption = Output.table,
 ) -> None:
     """Score past leads with a model (hand-written or fitted) and report how well it ranks them."""
-    from leadflow.content.models import ScoringModel
     from leadflow.content.yamlfile import YamlFile
+    from leadflow.scoring.model import ScoringModel
 
     learning = _learning()
     try:

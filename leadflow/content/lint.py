@@ -9,39 +9,40 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from leadflow import clock
 from leadflow.content.conditions import PropertyTest, as_test
-from leadflow.content.models import (
+from leadflow.content.templates import TemplateLibrary, VariableUse
+from leadflow.content.yamlfile import ContentError, Location, YamlFile
+from leadflow.leads.views import EVENT_FIELDS, LEAD_FIELDS_ALWAYS, LEAD_PROPERTIES_KNOWN
+from leadflow.messaging.model import QuietHours, SendingPolicy
+from leadflow.platform import clock
+from leadflow.segments.evaluation import entering_events
+from leadflow.segments.model import Segment
+from leadflow.segments.rules import (
     STAGES,
     TEMPERATURES,
     AbsenceRule,
     AllRule,
     AnyRule,
-    BranchStep,
-    EnteringEventMoment,
     EventRule,
     EventTrigger,
-    Moment,
     NotRule,
     PropertyRule,
-    QuietHours,
     Rule,
     ScoreRule,
-    Segment,
-    SendingPolicy,
+    StageRule,
+    TemperatureRule,
+)
+from leadflow.sequences.model import (
+    BranchStep,
+    EnteringEventMoment,
+    Moment,
     SendStep,
     SendWindow,
     Sequence,
-    StageRule,
-    TemperatureRule,
     WaitStep,
     WaitUntilStep,
     walk_steps,
 )
-from leadflow.content.templates import TemplateLibrary, VariableUse
-from leadflow.content.yamlfile import ContentError, Location, YamlFile
-from leadflow.leads import EVENT_FIELDS, LEAD_FIELDS_ALWAYS, LEAD_PROPERTIES_KNOWN
-from leadflow.segmentation import entering_events
 
 LONGEST_WAIT = timedelta(days=366)
 # What a sequence's message renders with (leads.sequence_message_context, outgoing.message_context).

@@ -10,21 +10,14 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from leadflow.content.lint import lint_segment, lint_sequence, unproduced_events
-from leadflow.content.models import (
-    RECORDED_EVENT_TYPES,
-    TRACKER_EVENTS,
-    Salesperson,
-    SalesTeam,
-    ScoringModel,
-    Segment,
-    SendingPolicy,
-    Sequence,
-    Site,
-    Sites,
-    scoring_problems,
-)
 from leadflow.content.templates import REQUIRED_BLOCKS, TemplateLibrary
 from leadflow.content.yamlfile import ContentError, ContentErrors, YamlFile, decoded_text
+from leadflow.handoff.model import Salesperson, SalesTeam
+from leadflow.intake.tracking.model import Site, Sites
+from leadflow.messaging.model import SendingPolicy
+from leadflow.scoring.model import RECORDED_EVENT_TYPES, TRACKER_EVENTS, ScoringModel, scoring_problems
+from leadflow.segments.model import Segment
+from leadflow.sequences.model import Sequence
 
 Model = TypeVar("Model", bound=BaseModel)
 

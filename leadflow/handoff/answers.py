@@ -9,16 +9,16 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadflow.content.models import ScoringModel
 from leadflow.handoff.assignment import OPEN, WAITING, HandoffRefused, HandoffStatus, record
-from leadflow.lifecycle import CONVERTED_STAGES, Stage
-from leadflow.qualification import recycle
-from leadflow.store.models import (
+from leadflow.leads.lifecycle import CONVERTED_STAGES, Stage
+from leadflow.platform.store.models import (
     Handoff,
     HandoffEvent,
     Lead,
     StageChange,
 )
+from leadflow.scoring.model import ScoringModel
+from leadflow.scoring.qualification import recycle
 
 Action = Literal["accept", "reject", "recycle", "converted"]
 

@@ -9,11 +9,11 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadflow import clock
 from leadflow.content.conditions import filter_holds
-from leadflow.content.models import Salesperson, SalesTeam
-from leadflow.errors import LeadflowError
-from leadflow.store.models import (
+from leadflow.handoff.model import Salesperson, SalesTeam
+from leadflow.platform import clock
+from leadflow.platform.errors import LeadflowError
+from leadflow.platform.store.models import (
     Account,
     AssignmentCursor,
     Handoff,
@@ -21,7 +21,7 @@ from leadflow.store.models import (
     Lead,
     StageChange,
 )
-from leadflow.store.upsert import insert_ignoring_conflicts
+from leadflow.platform.store.upsert import insert_ignoring_conflicts
 
 NOTIFICATION_TEMPLATE = "sales_handoff"
 

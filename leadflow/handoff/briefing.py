@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadflow.handoff.assignment import TIME_FORMAT
-from leadflow.leads import latest_score, recent_events, template_context, top_reasons
-from leadflow.store.models import (
+from leadflow.leads.views import latest_score, recent_events, template_context, top_reasons
+from leadflow.platform.store.models import (
     Handoff,
     Lead,
     Message,

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from leadflow.runtime import Runtime
+from leadflow.platform.runtime import Runtime
 from workflows.handoff import HandoffWorkflow
 
 log = logging.getLogger(__name__)

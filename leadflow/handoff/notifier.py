@@ -9,9 +9,6 @@ import asyncio
 import logging
 from typing import Any
 
-from leadflow import clock
-from leadflow.channels import TemporaryDeliveryError
-from leadflow.content.models import Salesperson
 from leadflow.contracts import (
     FollowUpResult,
     FollowUpStep,
@@ -21,12 +18,15 @@ from leadflow.contracts import (
     WebhookNotice,
     WebhookTarget,
 )
-from leadflow.delivery import Claim, HandOver, MessageStatus, deliver_once
 from leadflow.handoff.assignment import NOTIFICATION_TEMPLATE, WAITING, assign, reassign, record, salesperson
 from leadflow.handoff.briefing import crm_payload, notification_context, slack_payload
-from leadflow.outgoing import send_email
-from leadflow.runtime import Runtime
-from leadflow.store.models import Handoff, Lead, StageChange
+from leadflow.handoff.model import Salesperson
+from leadflow.messaging.delivery import Claim, HandOver, MessageStatus, deliver_once
+from leadflow.messaging.outgoing import send_email
+from leadflow.messaging.providers import TemporaryDeliveryError
+from leadflow.platform import clock
+from leadflow.platform.runtime import Runtime
+from leadflow.platform.store.models import Handoff, Lead, StageChange
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from fastapi import APIRouter
 from pydantic import Field, model_validator
 from temporalio.client import Client
 
-from leadflow import clock
 from leadflow.handoff.answers import SalesAnswer, answer, handoff_document
 from leadflow.handoff.closing import FollowUpStopper
-from leadflow.inputs import Input
-from leadflow.lead_routes import LeadReference, not_found
-from leadflow.leads import find_lead
-from leadflow.refusals import refusals
-from leadflow.runtime import Runtime
+from leadflow.http.inputs import Input
+from leadflow.http.refusals import refusals
+from leadflow.leads.routes import LeadReference, not_found
+from leadflow.leads.views import find_lead
+from leadflow.platform import clock
+from leadflow.platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from leadflow.lifecycle import Stage
-from leadflow.reports.period import CONVERT_BUCKETS, FUNNEL, STAGE_NAMES, Period
-from leadflow.reports.sql import Spread, seconds_between, spreads, week_of
-from leadflow.store.models import (
+from leadflow.leads.lifecycle import Stage
+from leadflow.platform.store.models import (
     Enrollment,
     Lead,
     SegmentMembership,
     StageChange,
 )
+from leadflow.reports.period import CONVERT_BUCKETS, FUNNEL, STAGE_NAMES, Period
+from leadflow.reports.sql import Spread, seconds_between, spreads, week_of
 
 
 @dataclass

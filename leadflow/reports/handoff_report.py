@@ -16,13 +16,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from leadflow.handoff.assignment import HandoffStatus
-from leadflow.lifecycle import CONVERTED_STAGES, Stage
-from leadflow.reports.period import EVERYONE, Period
-from leadflow.reports.sql import Spread, seconds_between, spreads
-from leadflow.store.models import (
+from leadflow.leads.lifecycle import CONVERTED_STAGES, Stage
+from leadflow.platform.store.models import (
     Handoff,
     StageChange,
 )
+from leadflow.reports.period import EVERYONE, Period
+from leadflow.reports.sql import Spread, seconds_between, spreads
 
 
 @dataclass

@@ -12,9 +12,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from leadflow.lifecycle import FUNNEL as STAGE_ORDER
-from leadflow.lifecycle import Stage
-from leadflow.temperature import Temperature
+from leadflow.leads.lifecycle import FUNNEL as STAGE_ORDER
+from leadflow.leads.lifecycle import Stage
+from leadflow.scoring.temperature import Temperature
 
 # The funnel a report follows; a lead that skipped a stage (straight to SQL) counts as having passed it.
 FUNNEL = STAGE_ORDER[1:]  # from lead on: subscribers are not yet in the funnel

@@ -12,13 +12,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from leadflow.lifecycle import Stage
-from leadflow.reports.period import FUNNEL, GRADES, TEMPERATURES, Period
-from leadflow.store.models import (
+from leadflow.leads.lifecycle import Stage
+from leadflow.platform.store.models import (
     Lead,
     ScoreSnapshot,
     StageChange,
 )
+from leadflow.reports.period import FUNNEL, GRADES, TEMPERATURES, Period
 
 # --- scoring health --------------------------------------------------------------------------------
 

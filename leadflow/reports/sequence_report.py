@@ -19,6 +19,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.contracts import EnrollmentStatus
+from leadflow.platform.store.models import (
+    Enrollment,
+    EnrollmentStep,
+    Event,
+    Message,
+)
 from leadflow.reports.funnel_report import Drop
 from leadflow.reports.period import (
     BOUNCED_STATUSES,
@@ -29,12 +35,6 @@ from leadflow.reports.period import (
     Period,
 )
 from leadflow.reports.sql import position_in
-from leadflow.store.models import (
-    Enrollment,
-    EnrollmentStep,
-    Event,
-    Message,
-)
 
 
 @dataclass

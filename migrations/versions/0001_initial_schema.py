@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "0001"
 down_revision = None
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("domain", sa.String(length=255), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
         sa.Column("owner", sa.String(length=255), nullable=True),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("domain", name=op.f("uq_accounts_domain")),
     )
@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
     op.create_table(
@@ -58,9 +58,9 @@ def upgrade() -> None:
         sa.Column("score", sa.Integer(), nullable=False),
         sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("owner", sa.String(length=255), nullable=True),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("last_activity_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("last_activity_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_leads_account_id_accounts")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_leads")),
         sa.UniqueConstraint("email", name=op.f("uq_leads_email")),
@@ -81,8 +81,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("exit_reason", sa.Text(), nullable=True),
         sa.Column("current_step", sa.Integer(), nullable=False),
-        sa.Column("started_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("finished_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("started_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_enrollments_lead_id_leads"), ondelete="CASCADE"
         ),
@@ -98,8 +98,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("type", sa.String(length=100), nullable=False),
-        sa.Column("occurred_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("received_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("occurred_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("received_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.Column(
             "properties",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -118,7 +118,7 @@ def upgrade() -> None:
         "identities",
         sa.Column("anonymous_id", sa.String(length=200), nullable=False),
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_identities_lead_id_leads"), ondelete="CASCADE"
         ),
@@ -139,8 +139,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("provider_id", sa.String(length=255), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("sent_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("sent_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_messages_lead_id_leads"), ondelete="CASCADE"
         ),
@@ -154,7 +154,7 @@ def upgrade() -> None:
         "score_snapshots",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("computed_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("computed_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.Column("score", sa.Integer(), nullable=False),
         sa.Column("fit", sa.Integer(), nullable=False),
         sa.Column("behavior", sa.Integer(), nullable=False),
@@ -177,8 +177,8 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("segment_id", sa.String(length=100), nullable=False),
-        sa.Column("entered_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("left_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("entered_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("left_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_segment_memberships_lead_id_leads"), ondelete="CASCADE"
         ),
@@ -191,7 +191,7 @@ def upgrade() -> None:
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("from_stage", sa.String(length=32), nullable=False),
         sa.Column("to_stage", sa.String(length=32), nullable=False),
-        sa.Column("changed_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("changed_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("score", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -210,8 +210,8 @@ def upgrade() -> None:
         sa.Column("salesperson", sa.String(length=320), nullable=False),
         sa.Column("rule", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
-        sa.Column("assigned_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("notified_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("assigned_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("notified_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_handoffs_lead_id_leads"), ondelete="CASCADE"
         ),

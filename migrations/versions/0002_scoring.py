@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "0002_scoring"
 down_revision = "0001"
@@ -22,8 +22,8 @@ def upgrade() -> None:
         "rescore_runs",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("model_version", sa.String(length=64), nullable=False),
-        sa.Column("started_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("finished_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("started_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.Column("last_lead_id", sa.BigInteger(), nullable=False),
         sa.Column("leads_done", sa.Integer(), nullable=False),
         sa.Column("leads_changed_stage", sa.Integer(), nullable=False),
@@ -41,18 +41,22 @@ def upgrade() -> None:
         "scoring_models",
         sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
-        sa.Column("first_used_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("first_used_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("version", name=op.f("pk_scoring_models")),
     )
     with op.batch_alter_table("accounts", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("hot_since", leadflow.store.models.UTCDateTime(), nullable=True))
+        batch_op.add_column(
+            sa.Column("hot_since", leadflow.platform.store.models.UTCDateTime(), nullable=True)
+        )
 
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.add_column(sa.Column("grade", sa.String(length=1), server_default="D", nullable=False))
         batch_op.add_column(
             sa.Column("temperature", sa.String(length=8), server_default="cold", nullable=False)
         )
-        batch_op.add_column(sa.Column("scoring_since", leadflow.store.models.UTCDateTime(), nullable=True))
+        batch_op.add_column(
+            sa.Column("scoring_since", leadflow.platform.store.models.UTCDateTime(), nullable=True)
+        )
         batch_op.create_index(batch_op.f("ix_leads_account_id"), ["account_id"], unique=False)
 
     with op.batch_alter_table("score_snapshots", schema=None) as batch_op:

@@ -7,7 +7,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "0003_sequences"
 down_revision = "0005_tracking"
@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column("lead_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("step", sa.String(length=100), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
-        sa.Column("at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_enrollment_steps_lead_id_leads"), ondelete="CASCADE"

@@ -9,7 +9,7 @@ Create Date: 2026-11-24 23:14:05.079656
 import sqlalchemy as sa
 from alembic import op
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "0004_channels"
 down_revision = "0003_sequences"
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("address_hash", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.String(length=32), nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_suppressions")),
         sa.UniqueConstraint("channel", "address_hash", name=op.f("uq_suppressions_channel_address_hash")),
     )
@@ -36,7 +36,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
-        sa.Column("changed_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("changed_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_consent_changes_lead_id_leads"), ondelete="CASCADE"
         ),
@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
-        sa.Column("changed_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("changed_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_consents_lead_id_leads"), ondelete="CASCADE"
         ),
@@ -66,7 +66,7 @@ def upgrade() -> None:
         sa.Column("endpoint", sa.String(length=2048), nullable=False),
         sa.Column("p256dh", sa.String(length=200), nullable=False),
         sa.Column("auth", sa.String(length=100), nullable=False),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_push_subscriptions_lead_id_leads"), ondelete="CASCADE"
         ),

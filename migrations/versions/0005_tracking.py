@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "0005_tracking"
 down_revision = "0002_scoring"
@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("into_lead_id", ID, nullable=False),
         sa.Column("anonymous_id", sa.String(length=200), nullable=False),
         sa.Column("events_moved", sa.Integer(), nullable=False),
-        sa.Column("merged_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("merged_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["into_lead_id"], ["leads.id"], name=op.f("fk_lead_merges_into_lead_id_leads"), ondelete="CASCADE"
         ),

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "0006_handoff"
 down_revision = "0004_channels"
@@ -20,7 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("handoffs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("team", sa.String(length=100), nullable=True))
         for name in ("reminded_at", "escalated_at", "accepted_at", "closed_at"):
-            batch_op.add_column(sa.Column(name, leadflow.store.models.UTCDateTime(), nullable=True))
+            batch_op.add_column(sa.Column(name, leadflow.platform.store.models.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column("reassignments", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("outcome_reason", sa.Text(), nullable=True))
         batch_op.add_column(
@@ -34,7 +34,7 @@ def upgrade() -> None:
         "handoff_events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("handoff_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("salesperson", sa.String(length=320), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),

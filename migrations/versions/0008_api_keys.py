@@ -8,7 +8,7 @@ Revises: 0010_enrollment_event
 import sqlalchemy as sa
 from alembic import op
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "0008_api_keys"
 down_revision = "0010_enrollment_event"
@@ -22,9 +22,9 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("digest", sa.String(length=64), nullable=False),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("revoked_at", leadflow.store.models.UTCDateTime(), nullable=True),
-        sa.Column("last_used_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
+        sa.Column("last_used_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("digest", name=op.f("uq_api_keys_digest")),
         sa.UniqueConstraint("name", name=op.f("uq_api_keys_name")),
@@ -34,7 +34,7 @@ def upgrade() -> None:
         "inbound_messages",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("provider_id", sa.String(length=64), nullable=False),
-        sa.Column("received_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("received_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_messages")),
         sa.UniqueConstraint("provider_id", name=op.f("uq_inbound_messages_provider_id")),
     )

@@ -7,7 +7,7 @@ Revises: erase_0012_lead_keys
 import sqlalchemy as sa
 from alembic import op
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "deadletter_0012"
 down_revision = "erase_0012_lead_keys"
@@ -22,8 +22,8 @@ def upgrade() -> None:
         sa.Column("id", big_id, nullable=False),
         sa.Column("lead_id", big_id, nullable=False),
         sa.Column("event_id", big_id, nullable=False),
-        sa.Column("created_at", leadflow.store.models.UTCDateTime(), nullable=False),
-        sa.Column("set_aside_at", leadflow.store.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
+        sa.Column("set_aside_at", leadflow.platform.store.models.UTCDateTime(), nullable=False),
         sa.Column("error", sa.String(length=1000), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dead_letters")),
     )

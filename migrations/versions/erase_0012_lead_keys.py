@@ -2,7 +2,7 @@
 
 Suppression hashes become keyed (HMAC-SHA256 under LEADFLOW_SECRET_KEY) from now on. The plain SHA-256
 hashes already stored cannot be recomputed (the addresses are gone): they are kept, and still matched
-(leadflow.consent), until the address is seen again and its row is re-keyed.
+(leadflow.messaging.consent), until the address is seen again and its row is re-keyed.
 
 Revision ID: erase_0012_lead_keys
 Revises: identity_0012_forged_event_ids

@@ -17,7 +17,7 @@ down_revision = "0009_faults"
 branch_labels = None
 depends_on = None
 
-# What each of leadflow's own ids is (leadflow/engagement.py, push.py, api.py, identity.py). `web:` ids are
+# What each of leadflow's own ids is (leadflow/intake/engagement.py, push.py, api.py, identity.py). `web:` ids are
 # random per browser event and carry any type: they cannot be told apart and are left alone.
 GENUINE = {
     "lf-open-": "type = 'email_opened' AND EXISTS (SELECT 1 FROM messages m WHERE m.lead_id = events.lead_id"

@@ -7,7 +7,7 @@ Revises: deadletter_0012
 import sqlalchemy as sa
 from alembic import op
 
-import leadflow.store.models
+import leadflow.platform.store.models
 
 revision = "routing_0013_workflow_timers"
 down_revision = "deadletter_0012"
@@ -20,7 +20,7 @@ def upgrade() -> None:
     op.create_table(
         "workflow_timers",
         sa.Column("lead_id", big_id, nullable=False),
-        sa.Column("rescore_at", leadflow.store.models.UTCDateTime(), nullable=True),
+        sa.Column("rescore_at", leadflow.platform.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["lead_id"], ["leads.id"], name=op.f("fk_workflow_timers_lead_id_leads"), ondelete="CASCADE"
         ),

@@ -1,5 +1,5 @@
 """scoring states: each lead's events folded into a bounded summary, so an assessment costs the same whatever
-the lead's history (leadflow.scoring_state); events indexed by lead and id, to read those after the state's
+the lead's history (leadflow.scoring.state); events indexed by lead and id, to read those after the state's
 
 No data is migrated: a lead without a state gets one built from its events at its next assessment.
 

@@ -24,7 +24,7 @@ from leadflow.content.templates.variables import (
     internals_read,
 )
 from leadflow.content.yamlfile import not_text
-from leadflow.errors import LeadflowError
+from leadflow.platform.errors import LeadflowError
 
 # channel: (required blocks, optional blocks)
 BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -1,0 +1,3 @@
+from leadflow.platform.store.db import Database
+
+__all__ = ["Database"]

@@ -1,0 +1,1 @@
+"""Segments: their content model, the rules (shared with sequence branches) and their evaluation."""

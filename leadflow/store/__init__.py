@@ -1,3 +1,0 @@
-from leadflow.store.db import Database
-
-__all__ = ["Database"]
