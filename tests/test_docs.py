@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import re
 import shlex
@@ -366,6 +367,61 @@ def test_every_workflow_patch_is_in_the_patch_ledger() -> None:
     assert len(ids) >= 9  # the ids of December 2026
     missing = [f"{patch} ({path})" for patch, path in ids.items() if f"| `{patch}` | `{path}`" not in ledger]
     assert not missing, "no row in docs/patches.md for: " + ", ".join(missing)
+
+
+# Not modules: the snippet's JavaScript file and API, the embedded database's file, example host names.
+NOT_MODULES = {
+    "leadflow.js",
+    "leadflow.identify",
+    "leadflow.track",
+    "leadflow.consent",
+    "leadflow.push.subscribe",
+    "leadflow.db",
+    "leadflow.localhost",
+    "leadflow.example.com",
+}
+
+
+def test_every_code_path_and_module_the_docs_name_exists() -> None:
+    """A file or folder the docs point at (`leadflow/scoring/score.py`, `tests/workflows/histories/`), and a
+    module or one of its names (`leadflow.http.inputs.MAX_DEPTH`), exists: code that moves takes its docs
+    along."""
+    problems = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for number, line in enumerate(text.splitlines(), 1):
+            where = f"{path.relative_to(PROJECT_ROOT)}:{number}"
+            for named in re.findall(
+                r"(?<![\w./-])((?:leadflow|tests|workflows|activities)/[\w./*-]*\w/?)", line
+            ):
+                if "*" not in named and not (PROJECT_ROOT / named).exists():
+                    problems.append(f"{where}: {named}: no such file or folder")
+            for dotted in re.findall(r"(?<![\w./-])(leadflow\.[a-z_][\w.]*\w)(?![\w.(])", line):
+                if dotted not in NOT_MODULES and not _resolves(dotted):
+                    problems.append(f"{where}: {dotted}: no such module or name")
+    assert not problems, "\n".join(problems)
+
+
+def _resolves(dotted: str) -> bool:
+    """`dotted` is a module, or a name in the longest module it starts with."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(found, name):
+                return False
+            found = getattr(found, name)
+        return True
+    return False
+
+
+def test_the_code_path_check_catches_a_moved_module() -> None:
+    assert _resolves("leadflow.http.inputs.MAX_DEPTH")
+    assert not _resolves("leadflow.pacing.paced_until")
+    assert not _resolves("leadflow.http.inputs.NO_SUCH_NAME")
 
 
 # --- (c) the README's curl examples, against the real API -----------------------------------------------
