@@ -6,17 +6,11 @@ import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from leadflow.content.loader import load_content
-from leadflow.content.yamlfile import ContentError, ContentErrors
-from leadflow.platform.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
 from leadflow.cli.common import (
     FormatOption,
     Output,
@@ -29,6 +23,9 @@ from leadflow.cli.common import (
     print_warnings,
     problems_as_json,
 )
+from leadflow.content.loader import load_content
+from leadflow.content.yamlfile import ContentError, ContentErrors
+from leadflow.platform.settings import get_settings
 
 
 def check(

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from leadflow.platform.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
 import typer
 
 from leadflow.cli.common import console
+from leadflow.platform.settings import get_settings
 
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 

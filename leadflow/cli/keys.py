@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from leadflow.platform.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
 from leadflow.cli.common import console, database, errors, minute
+from leadflow.platform.settings import get_settings
 
 keys_app = typer.Typer(help="API keys (create, list, revoke) and web-push keys.", no_args_is_help=True)
 

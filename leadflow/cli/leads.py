@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from leadflow.cli.common import FormatOption, Output, console, content_or_exit, database, errors, print_json
 from leadflow.platform.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
-from leadflow.cli.common import (
-    FormatOption,
-    Output,
-    console,
-    content_or_exit,
-    database,
-    errors,
-    print_json,
-)
 
 leads_app = typer.Typer(help="Look at leads.", no_args_is_help=True)
 

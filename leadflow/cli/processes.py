@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from leadflow.platform.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
 from leadflow.cli.common import configure_logs, console, content_or_exit, errors
+from leadflow.platform.settings import get_settings
 
 
 def dev(demo: Annotated[bool, typer.Option(help="Load two demo leads on a first start.")] = True) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-if TYPE_CHECKING:
-    pass
 from leadflow.cli.common import console, database, errors, print_json
 
 

@@ -5,25 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from leadflow.cli.common import FormatOption, Output, console, content_or_exit, database, errors, print_json
 from leadflow.content.yamlfile import ContentError, ContentErrors
 from leadflow.platform.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
-from leadflow.cli.common import (
-    FormatOption,
-    Output,
-    console,
-    content_or_exit,
-    database,
-    errors,
-    print_json,
-)
 
 scoring_app = typer.Typer(
     help="Learn a points model from past outcomes, and measure any model against them.", no_args_is_help=True

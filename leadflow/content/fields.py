@@ -6,13 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    PlainSerializer,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 EVENT_TYPE = r"^[a-z][a-z0-9_]*$"
 IDENTIFIER = r"^[a-z][a-z0-9_-]*$"

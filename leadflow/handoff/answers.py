@@ -11,12 +11,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.handoff.assignment import OPEN, WAITING, HandoffRefused, HandoffStatus, record
 from leadflow.leads.lifecycle import CONVERTED_STAGES, Stage
-from leadflow.platform.store.models import (
-    Handoff,
-    HandoffEvent,
-    Lead,
-    StageChange,
-)
+from leadflow.platform.store.models import Handoff, HandoffEvent, Lead, StageChange
 from leadflow.scoring.model import ScoringModel
 from leadflow.scoring.qualification import recycle
 

@@ -13,14 +13,7 @@ from leadflow.content.conditions import filter_holds
 from leadflow.handoff.model import Salesperson, SalesTeam
 from leadflow.platform import clock
 from leadflow.platform.errors import LeadflowError
-from leadflow.platform.store.models import (
-    Account,
-    AssignmentCursor,
-    Handoff,
-    HandoffEvent,
-    Lead,
-    StageChange,
-)
+from leadflow.platform.store.models import Account, AssignmentCursor, Handoff, HandoffEvent, Lead, StageChange
 from leadflow.platform.store.upsert import insert_ignoring_conflicts
 
 NOTIFICATION_TEMPLATE = "sales_handoff"

@@ -10,12 +10,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.handoff.assignment import TIME_FORMAT
 from leadflow.leads.views import latest_score, recent_events, template_context, top_reasons
-from leadflow.platform.store.models import (
-    Handoff,
-    Lead,
-    Message,
-    StageChange,
-)
+from leadflow.platform.store.models import Handoff, Lead, Message, StageChange
 
 
 def notification_context(

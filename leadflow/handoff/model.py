@@ -5,10 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import (
-    Field,
-    model_validator,
-)
+from pydantic import Field, model_validator
 
 from leadflow.content.conditions import PropertyFilter
 from leadflow.content.fields import Strict

@@ -6,10 +6,7 @@ from datetime import time
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    Field,
-    field_validator,
-)
+from pydantic import Field, field_validator
 
 from leadflow.content.fields import Strict
 from leadflow.sequences.model import ClockTime

@@ -7,25 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    String,
-    case,
-    cast,
-    func,
-    literal,
-    select,
-    union_all,
-)
+from sqlalchemy import Select, String, case, cast, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from leadflow.leads.lifecycle import Stage
-from leadflow.platform.store.models import (
-    Enrollment,
-    Lead,
-    SegmentMembership,
-    StageChange,
-)
+from leadflow.platform.store.models import Enrollment, Lead, SegmentMembership, StageChange
 from leadflow.reports.period import CONVERT_BUCKETS, FUNNEL, STAGE_NAMES, Period
 from leadflow.reports.sql import Spread, seconds_between, spreads, week_of
 

@@ -5,22 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    case,
-    func,
-    literal,
-    or_,
-    select,
-    union_all,
-)
+from sqlalchemy import case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from leadflow.handoff.assignment import HandoffStatus
 from leadflow.leads.lifecycle import CONVERTED_STAGES, Stage
-from leadflow.platform.store.models import (
-    Handoff,
-    StageChange,
-)
+from leadflow.platform.store.models import Handoff, StageChange
 from leadflow.reports.period import EVERYONE, Period
 from leadflow.reports.sql import Spread, seconds_between, spreads
 

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    and_,
-)
+from sqlalchemy import and_
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.leads.lifecycle import FUNNEL as STAGE_ORDER

@@ -5,19 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import (
-    case,
-    func,
-    select,
-)
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from leadflow.leads.lifecycle import Stage
-from leadflow.platform.store.models import (
-    Lead,
-    ScoreSnapshot,
-    StageChange,
-)
+from leadflow.platform.store.models import Lead, ScoreSnapshot, StageChange
 from leadflow.reports.period import FUNNEL, GRADES, TEMPERATURES, Period
 
 # --- scoring health --------------------------------------------------------------------------------

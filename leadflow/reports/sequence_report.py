@@ -7,24 +7,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    and_,
-    case,
-    func,
-    literal,
-    or_,
-    select,
-)
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.contracts import EnrollmentStatus
-from leadflow.platform.store.models import (
-    Enrollment,
-    EnrollmentStep,
-    Event,
-    Message,
-)
+from leadflow.platform.store.models import Enrollment, EnrollmentStep, Event, Message
 from leadflow.reports.funnel_report import Drop
 from leadflow.reports.period import (
     BOUNCED_STATUSES,

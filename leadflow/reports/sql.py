@@ -5,15 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    Float,
-    Integer,
-    Select,
-    String,
-    func,
-    or_,
-    select,
-)
+from sqlalchemy import Float, Integer, Select, String, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement

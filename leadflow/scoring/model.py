@@ -7,12 +7,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    Field,
-    model_validator,
-)
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from leadflow.content.conditions import PropertyFilter, PropertyTest, as_test
 from leadflow.content.fields import EVENT_TYPE, Duration, Strict

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field
 
 from leadflow.content.fields import IDENTIFIER, Strict
 from leadflow.segments.rules import Rule

@@ -5,10 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    Field,
-)
+from pydantic import AfterValidator, Field
 
 from leadflow.content.fields import EVENT_TYPE, IDENTIFIER, Strict
 

@@ -11,21 +11,10 @@ import yaml
 from sqlalchemy import BindParameter, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from leadflow.platform.store.models import (
-    Event,
-    Lead,
-    ScoreSnapshot,
-    ScoringModelVersion,
-    table_of,
-)
+from leadflow.platform.store.models import Event, Lead, ScoreSnapshot, ScoringModelVersion, table_of
 from leadflow.platform.store.upsert import insert_ignoring_conflicts
 from leadflow.scoring.model import ScoringModel
-from leadflow.scoring.score import (
-    AccountActivity,
-    EventFact,
-    ScoreResult,
-    score_lead,
-)
+from leadflow.scoring.score import AccountActivity, EventFact, ScoreResult, score_lead
 
 # An assessment runs these for every burst of a lead's events: built once (building an ORM statement at
 # every call cost more than running it).

@@ -13,12 +13,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.intake.tracking.attribution import first_and_last_touch
 from leadflow.leads.lifecycle import QUALIFIABLE, Stage
-from leadflow.platform.store.models import (
-    Account,
-    Event,
-    Lead,
-    StageChange,
-)
+from leadflow.platform.store.models import Account, Event, Lead, StageChange
 from leadflow.scoring.model import HandOffNow, ScoringModel
 from leadflow.scoring.qualification.ledger import _IDS, _ledger
 from leadflow.scoring.score import (

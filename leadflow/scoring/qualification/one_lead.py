@@ -11,13 +11,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.leads.lifecycle import RECYCLABLE, Stage
 from leadflow.platform.errors import LeadflowError
-from leadflow.platform.store.models import (
-    Event,
-    Lead,
-    ScoringStateRow,
-    StageChange,
-    table_of,
-)
+from leadflow.platform.store.models import Event, Lead, ScoringStateRow, StageChange, table_of
 from leadflow.scoring.model import ScoringModel
 from leadflow.scoring.qualification.ledger import _ledger
 from leadflow.scoring.qualification.many_leads import (
@@ -27,9 +21,7 @@ from leadflow.scoring.qualification.many_leads import (
     _stamp_stages,
     rescore_many,
 )
-from leadflow.scoring.score import (
-    EventFact,
-)
+from leadflow.scoring.score import EventFact
 from leadflow.scoring.state import (
     FoldPlan,
     ScoringState,

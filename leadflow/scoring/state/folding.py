@@ -9,9 +9,7 @@ from typing import Any
 
 from leadflow.content.conditions import filter_holds
 from leadflow.intake.tracking.attribution import touch_of
-from leadflow.scoring.score import (
-    EventFact,
-)
+from leadflow.scoring.score import EventFact
 from leadflow.scoring.state.plan import RECENT_KEPT, FoldPlan, Key, RulePlan, _decisive, micros
 from leadflow.scoring.state.summary import RuleState, ScoringState
 

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from leadflow.scoring.model import BehaviorRule, Decay, ScoringModel
-from leadflow.scoring.score import (
-    decay_of,
-)
+from leadflow.scoring.score import decay_of
 from leadflow.segments.evaluation import rules_in
 from leadflow.segments.model import Segment
 from leadflow.segments.rules import CountRule, CountSpec

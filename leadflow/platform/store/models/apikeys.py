@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (
-    String,
-)
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from leadflow.platform.store.models.base import Base, BigId, UTCDateTime
