@@ -21,7 +21,8 @@ MAX_DEPTH = 16  # levels of objects and arrays in a free-form value, the value i
 MAX_ID = 2**63 - 1  # a BIGINT; SQLite's INTEGER holds the same
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
-LeadId = Annotated[int, Field(ge=1, le=MAX_ID)]
+# Strict: JSON `true` or `"7"` is not a lead id (lax mode took `true` for lead 1).
+LeadId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
 
 
 class Input(BaseModel):

@@ -42,6 +42,8 @@ async def test_malformed_json_is_a_400_naming_the_problem(stack: Stack) -> None:
         ({"id": "e1", "type": "page_viewed"}, "body"),
         ({"id": "e1", "type": "page_viewed", "email": "a@b.test", "lead_id": 3}, "body"),
         ({"type": "page_viewed", "email": "a@b.test"}, "id"),
+        ({"id": "e1", "type": "page_viewed", "lead_id": True}, "lead_id"),  # lax JSON took `true` for lead 1
+        ({"id": "e1", "type": "page_viewed", "lead_id": "1"}, "lead_id"),
         (
             {"id": "e1", "type": "unsubscribed", "email": "a@b.test", "properties": {"channel": "fax"}},
             "properties",
