@@ -17,7 +17,8 @@ from leadflow.sequences.model import Sequence
 
 
 def test_the_shipped_content_is_valid() -> None:
-    result = CliRunner().invoke(app, ["check", str(PROJECT_ROOT)])
+    # Wide, so the summary line is not wrapped when the checkout lives at a long path.
+    result = CliRunner().invoke(app, ["check", str(PROJECT_ROOT)], env={"COLUMNS": "1000"})
     assert result.exit_code == 0, result.output
     assert "4 sequence(s)" in result.output
 
