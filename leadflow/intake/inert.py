@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from leadflow.content.loader import Content
@@ -43,12 +43,23 @@ from leadflow.platform.store.upsert import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
 
+# One statement for what rules 1 and 3 read of the lead (an assessment's fixed cost is its statements): its
+# row, its workflow's timer (`timed` is None: no row) and whether any sequence of it runs.
 _LOCKED_LEAD = (
-    select(Lead.stage, Lead.temperature, Lead.merged_into_id)
+    select(
+        Lead.stage,
+        Lead.temperature,
+        Lead.merged_into_id,
+        WorkflowTimer.lead_id.label("timed"),
+        WorkflowTimer.rescore_at,
+        exists()
+        .where(Enrollment.lead_id == Lead.id, Enrollment.status == EnrollmentStatus.RUNNING)
+        .label("in_a_sequence"),
+    )
+    .outerjoin(WorkflowTimer, WorkflowTimer.lead_id == Lead.id)
     .where(Lead.id == bindparam("lead"))
-    .with_for_update()
+    .with_for_update(of=Lead)
 )
-_WORKFLOW_TIMER = select(WorkflowTimer.rescore_at).where(WorkflowTimer.lead_id == bindparam("lead"))
 _RUNNING_SEQUENCES = select(Enrollment.workflow_id).where(
     Enrollment.lead_id == bindparam("lead"), Enrollment.status == EnrollmentStatus.RUNNING
 )
@@ -60,6 +71,7 @@ _NEWER_ROWS = (
     .order_by(Outbox.id)
     .limit(bindparam("room"))
 )
+_DELETE_ROWS = delete(Outbox).where(Outbox.id.in_(bindparam("ids", expanding=True)))  # built once
 _DEFINITIONS_REMEMBERED = 10_000  # event types named by running enrollments, by workflow id (immutable)
 
 
@@ -155,10 +167,11 @@ class InertEvents:
         types = {event.type for _, event in items}
         if not types.isdisjoint(self.always_signalled()):
             raise _Signal(items)
-        timer = connection.execute(_WORKFLOW_TIMER, {"lead": lead_id}).first()
-        if timer is None:  # the workflow never assessed this lead: it may not exist yet
+        if lead.timed is None:  # the workflow never assessed this lead: it may not exist yet
             raise _Signal(items)
-        running = connection.scalars(_RUNNING_SEQUENCES, {"lead": lead_id}).all()
+        running = (
+            connection.scalars(_RUNNING_SEQUENCES, {"lead": lead_id}).all() if lead.in_a_sequence else []
+        )
         if any(not types.isdisjoint(self._named_by(session, workflow_id)) for workflow_id in running):
             raise _Signal(items)
         event_ids = [event.event_id for _, event in items]
@@ -172,13 +185,13 @@ class InertEvents:
                 stage=lead.stage,
             ),
         )
-        acted_on = what_the_workflow_acts_on(assessment, lead.stage, lead.temperature, timer.rescore_at)
+        acted_on = what_the_workflow_acts_on(assessment, lead.stage, lead.temperature, lead.rescore_at)
         if acted_on is not None:
             log.debug("lead %s: signalled for %s", lead_id, acted_on)
             raise _Signal(items)
         outbox_ids = [outbox_id for outbox_id, _ in items]
-        deleted = session.execute(delete(Outbox).where(Outbox.id.in_(outbox_ids)))
-        if deleted.rowcount != len(outbox_ids):  # type: ignore[attr-defined]
+        deleted = connection.execute(_DELETE_ROWS, {"ids": outbox_ids})
+        if deleted.rowcount != len(outbox_ids):
             raise _Taken
         return items
 
