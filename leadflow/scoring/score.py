@@ -185,29 +185,47 @@ def _rule_contributions(
     for count, event in enumerate(matched, start=1):
         raw = rule.points_for(count) - rule.points_for(count - 1)  # bands: what this event added
         factor = decay.factor(now - event.occurred_at) if decay else 1.0
-        points, notes = raw * factor, [decay_note(decay, factor)] if decay and raw else []
-        if rule.max is not None:
-            allowed = within_cap(points, total, rule.max)
-            if allowed != points:
-                notes.append(f"rule capped at {rule.max}")
-            points = allowed
-        if rule.bands is not None:
-            notes.insert(0, f"{count} {rule.event} so far")
-        total += points
-        contributions.append(
-            Contribution(
-                "behavior",
-                rule.rule,
-                points,
-                event.id,
-                event.type,
-                event.occurred_at,
-                "; ".join(notes),
-                before_decay=raw,
-                group=rule.group,
-            )
+        notes = [decay_note(decay, factor)] if decay and raw else []
+        line = behavior_line(
+            rule, raw, raw * factor, notes, total, count, event.id, event.type, event.occurred_at
         )
+        total += line.points
+        contributions.append(line)
     return contributions
+
+
+def behavior_line(
+    rule: BehaviorRule,
+    raw: float,
+    points: float,
+    notes: list[str],
+    total: float,
+    rank: int | None,
+    event_id: int,
+    event_type: str,
+    occurred_at: datetime,
+) -> Contribution:
+    """One ledger line of a behavior rule: its decayed `points` held to the rule's cap given the `total` before
+    it, and its notes (`rank` is the event's count, for bands; None for a line standing for several events).
+    Shared by `score_lead` and the incremental `leadflow.scoring.state`."""
+    if rule.max is not None:
+        allowed = within_cap(points, total, rule.max)
+        if allowed != points:
+            notes.append(f"rule capped at {rule.max}")
+        points = allowed
+    if rule.bands is not None and rank is not None:
+        notes.insert(0, f"{rank} {rule.event} so far")
+    return Contribution(
+        "behavior",
+        rule.rule,
+        points,
+        event_id,
+        event_type,
+        occurred_at,
+        "; ".join(notes),
+        before_decay=raw,
+        group=rule.group,
+    )
 
 
 def within_cap(points: float, total: float, cap: int) -> float:

@@ -11,12 +11,12 @@ from leadflow.scoring.score import (
     Contribution,
     EventFact,
     ScoreResult,
+    behavior_line,
     cap_groups,
     decay_note,
     decay_of,
     finish_score,
     fit_contributions,
-    within_cap,
 )
 from leadflow.scoring.state.plan import _EPOCH, FoldPlan, Key, micros, moment
 from leadflow.scoring.state.summary import RuleState, ScoringState
@@ -67,27 +67,9 @@ def _rule_items(
             factor = decay.factor(now - occurred_at) if decay else 1.0
             points = raw * factor
             notes = [decay_note(decay, factor)] if decay and raw else []
-        if rule.max is not None:
-            allowed = within_cap(points, total, rule.max)
-            if allowed != points:
-                notes.append(f"rule capped at {rule.max}")
-            points = allowed
-        if rule.bands is not None and rank is not None:
-            notes.insert(0, f"{rank} {rule.event} so far")
-        total += points
-        contributions.append(
-            Contribution(
-                "behavior",
-                rule.rule,
-                points,
-                key[1],
-                rule.event,
-                occurred_at,
-                "; ".join(notes),
-                before_decay=raw,
-                group=rule.group,
-            )
-        )
+        line = behavior_line(rule, raw, points, notes, total, rank, key[1], rule.event, occurred_at)
+        total += line.points
+        contributions.append(line)
     return contributions
 
 
