@@ -269,7 +269,14 @@ async def test_a_lead_with_more_events_than_one_signal_can_carry_does_not_block_
     )
     assert answer.status_code == 202, answer.text
     await eventually(lambda: stack.inbox.to("ada@acme.test"), timeout=60, message="ada's email never came")
-    status = await health(stack)
+
+    # Since issue 22 the router takes at most 50 of one lead's events a drain, so the heavy lead's last ones
+    # may still wait when ada's email is in: they drain, none is set aside.
+    async def drained() -> dict | None:
+        status = await health(stack)
+        return status if status["outbox"]["depth"] == 0 else None
+
+    status = await eventually(drained, timeout=60, message="the heavy lead's events never drained")
     assert status["outbox"]["depth"] == 0 and status["dead_letters"] == 0, status
 
 
