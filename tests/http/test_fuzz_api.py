@@ -146,8 +146,12 @@ class Fuzzing:
         seen = self.by_caller.setdefault(f"{caller.name} {operation.label}", Counter())
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(
-            max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        @settings(  # derandomized: 20 random cases sometimes held no accepted /t/collect body, a red CI by chance
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
         )
         def call(case: Case) -> None:
             before = self.counts()
